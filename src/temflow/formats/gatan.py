@@ -1,0 +1,342 @@
+"""Gatan DigitalMicrograph ``.dm3`` / ``.dm4`` files and Gatan In-Situ folder trees.
+
+Headers are parsed with ncempy's DM reader (``ncempy.io.dm.fileDM``); pixels are
+read per task straight from the data block whose offset the header gives (the
+same access ``fileDM.getMemmap`` uses), so opening reads no pixel data and the
+graph holds only paths and offsets.
+
+ncempy is not defensive (it checks the ``%%%%`` tag delimiter with ``assert``,
+which ``python -O`` removes, and never compares sizes), so every file is
+checked first: the version word (3 or 4) and byte-order word, the root length
+the header promises and the end of the data block against the file's size.
+
+A Gatan In-Situ movie is a folder tree ``Hour_HH/Minute_MM/Second_SS/*.dm4``
+with one frame per file. Frames are ordered by (hour, minute, second, frame
+number in the file name). Their times come from the names: each second's frames
+are spread evenly over that second, so the time axis is exact to within one
+frame interval; pass ``frame_interval_s`` to use a known rate instead. Only the
+first file's header is parsed at opening (plus any file whose size differs
+from it, to refuse frames of another shape or dtype); each read task parses
+the header of the files it reads.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from temflow.formats._common import (
+    RawMovie,
+    calibrated_length_nm,
+    check_extent,
+    check_file,
+    fail,
+    first_number,
+    frames_per_chunk,
+    jsonable,
+    lazy_frames,
+    natural_key,
+)
+
+__all__ = ["read_dm", "read_insitu", "is_insitu_folder"]
+
+_DM_DTYPES = {1: "<i2", 2: "<f4", 6: "<u1", 7: "<i4", 9: "<i1", 10: "<u2", 11: "<u4", 12: "<f8"}
+_UNSUPPORTED_DM_TYPES = {3: "complex64", 13: "complex128", 14: "binary", 23: "RGB"}
+_MAX_METADATA_TAGS = 400
+_PART = re.compile(r"^(Hour|Minute|Second)_(\d+)$", re.IGNORECASE)
+
+
+def _check_dm_header(path: Path, fmt: str, size: int) -> int:
+    """Version and byte-order words; the root length must fit in the file. Returns the version."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) < 16:
+        raise fail(path, fmt, f"the file is too short ({size} bytes) for a DM header", "it is not a complete DM file")
+    version = struct.unpack(">I", head[:4])[0]
+    if version not in (3, 4):
+        raise fail(
+            path, fmt, f"wrong magic bytes: a DM file starts with version 3 or 4, this one with {head[:4]!r}",
+            "check that this is a DigitalMicrograph file (or pass the right format=...)",
+        )
+    if version == 3:
+        root_length, order = struct.unpack(">II", head[4:12])
+    else:
+        root_length, order = struct.unpack(">QI", head[4:16])
+    if order != 1:
+        raise fail(path, fmt, "the tags are big-endian (an old Macintosh DM file), which ncempy cannot read",
+                   "re-save it from DigitalMicrograph on a PC")
+    # DM writes the root length as (file size - 16) for DM3 and (file size - 24) for DM4; whatever
+    # the convention, the tag directory cannot be longer than the whole file.
+    if root_length > size:
+        raise fail(path, fmt, f"the file is truncated: the header promises a tag directory of {root_length} bytes "
+                   f"but the file has {size} bytes", "copy the file again; an interrupted transfer leaves files like this")
+    return version
+
+
+class _TagDelimiterError(OSError):
+    """A data tag without its ``%%%%`` delimiter: the tag tree is damaged."""
+
+
+def _checked_reader() -> type:
+    """ncempy's ``fileDM`` with its ``assert`` on the tag delimiter made explicit.
+
+    ``fileDM._readTagType`` checks the ``%%%%`` delimiter with ``assert``, which
+    ``python -O`` strips; parsing would then go on through garbage. This subclass
+    peeks at the delimiter before delegating, whatever the interpreter flags.
+    """
+    from ncempy.io import dm as ncem_dm
+
+    class CheckedDM(ncem_dm.fileDM):
+        def _readTagType(self) -> None:  # noqa: N802 - ncempy's name
+            position = self.tell() + (8 if self._dmType == 4 else 0)
+            if self._on_memory:
+                delimiter = bytes(self.fid[position : position + 4])
+            else:
+                here = self.fid.tell()
+                self.fid.seek(position)
+                delimiter = self.fid.read(4)
+                self.fid.seek(here)
+            if delimiter != b"%%%%":
+                raise _TagDelimiterError(f"tag {self._curTagName!r} at byte {position} has no %%%% delimiter")
+            super()._readTagType()
+
+    return CheckedDM
+
+
+def _parse(path: Path, fmt: str) -> dict[str, Any]:
+    """Header facts of one DM file: frames, shape, dtype, data offset, calibrations, tags."""
+    size = check_file(path, fmt)
+    version = _check_dm_header(path, fmt, size)
+    try:
+        with _checked_reader()(path, on_memory=True) as f:
+            numbers = {
+                "num_objects": int(f.numObjects),
+                "thumbnail": bool(f.thumbnail),
+                "offsets": [int(v) for v in f.dataOffset],
+                "types": [int(v) for v in f.dataType],
+                "x": [int(v) for v in f.xSize],
+                "y": [int(v) for v in f.ySize],
+                "z": [int(v) for v in f.zSize],
+                "z2": [int(v) for v in f.zSize2],
+                "ndims": [int(v) for v in f.dataShape],
+                "scale": [float(v) for v in f.scale],
+                "units": [str(u) for u in f.scaleUnit],
+                "tags": dict(f.allTags),
+            }
+    except MemoryError:
+        raise
+    except Exception as exc:  # ncempy raises IOError, AssertionError, IndexError, struct/numpy errors...
+        raise fail(path, fmt, f"the tag structure is damaged ({type(exc).__name__}: {exc})",
+                   "the file is corrupt or not a DM file; copy it again") from None
+    if not numbers["offsets"] or numbers["num_objects"] == 0:
+        raise fail(path, fmt, "the file holds no image data (only tags)", "open a DM file that contains an image")
+    # The first image is a thumbnail when DM wrote one; ncempy's index 0 skips it.
+    index = 0 if numbers["num_objects"] == 1 else 1
+    lists = ("offsets", "types", "x", "y", "z", "z2", "ndims")
+    if any(len(numbers[k]) <= index for k in lists):
+        raise fail(path, fmt, "the image list is incomplete (dimensions or data tags missing)", "copy the file again")
+    dm_type = numbers["types"][index]
+    if dm_type in _UNSUPPORTED_DM_TYPES:
+        raise fail(path, fmt, f"the image is {_UNSUPPORTED_DM_TYPES[dm_type]}, not a real-valued movie",
+                   "convert it to a real image in DigitalMicrograph")
+    if dm_type not in _DM_DTYPES:
+        raise fail(path, fmt, f"unknown DM data type {dm_type}")
+    ndim = numbers["ndims"][index]
+    if ndim not in (2, 3) or numbers["z2"][index] > 1:
+        raise fail(path, fmt, f"the dataset has {ndim} dimensions; temflow reads 2-D images and 3-D stacks",
+                   "spectra and 4D-STEM data are not movies")
+    dtype = np.dtype(_DM_DTYPES[dm_type])
+    n_frames = numbers["z"][index] if ndim == 3 else 1
+    frame_shape = (numbers["y"][index], numbers["x"][index])
+    offset = numbers["offsets"][index]
+    check_extent(path, fmt, offset + n_frames * int(np.prod(frame_shape)) * dtype.itemsize, size)
+    first_scale = sum(numbers["ndims"][:index])
+    scale = numbers["scale"][first_scale : first_scale + ndim]
+    units = numbers["units"][first_scale : first_scale + ndim]
+    # ImageList entries are numbered from 1, and the thumbnail (if any) is entry 1.
+    prefix = f".ImageList.{index + 1}.ImageTags."
+    image_tags = {k[len(prefix):]: v for k, v in numbers["tags"].items() if k.startswith(prefix)}
+    return {
+        "version": version,
+        "dtype": dtype,
+        "n_frames": n_frames,
+        "frame_shape": frame_shape,
+        "offset": offset,
+        "scale": scale,
+        "units": units,
+        "image_tags": image_tags,
+        "size": size,
+    }
+
+
+def _instrument(tags: dict[str, Any]) -> dict[str, Any]:
+    """The instrument settings DigitalMicrograph records under ImageTags."""
+    out: dict[str, Any] = {}
+    voltage = first_number(tags.get("Microscope Info.Voltage"))
+    if voltage is not None:
+        out["voltage_kV"] = voltage / 1000.0
+    for key in ("Microscope Info.Indicated Magnification", "Microscope Info.Actual Magnification"):
+        value = first_number(tags.get(key))
+        if value is not None:
+            out["magnification"] = value
+            break
+    for key in ("Acquisition.Parameters.High Level.Exposure (s)", "DataBar.Exposure Time (s)",
+                "Acquisition.Parameters.Detector.exposure (s)"):
+        value = first_number(tags.get(key))
+        if value is not None:
+            out["exposure_s"] = value
+            break
+    for key, name in (("Acquisition.Device.Name", "camera"), ("Microscope Info.Microscope", "microscope"),
+                      ("Microscope Info.Operation Mode", "mode"), ("Microscope Info.Imaging Mode", "imaging_mode")):
+        if isinstance(tags.get(key), str) and tags[key]:
+            out[name] = tags[key]
+    date, time = tags.get("DataBar.Acquisition Date"), tags.get("DataBar.Acquisition Time")
+    if isinstance(date, str) or isinstance(time, str):
+        out["acquired"] = " ".join(str(v) for v in (date, time) if isinstance(v, str))
+    return out
+
+
+def _metadata(tags: dict[str, Any]) -> dict[str, Any]:
+    """ImageTags as a flat, JSON-serialisable dict (array placeholders dropped)."""
+    out = {}
+    for key, value in tags.items():
+        if len(out) >= _MAX_METADATA_TAGS:
+            break
+        if isinstance(value, str) and value.startswith(("Array unread", "Data unread")):
+            continue
+        if key.endswith((".arraySize", ".arrayOffset", ".arrayType")):
+            continue
+        out[key] = jsonable(value)
+    return out
+
+
+def _pixel_size(path: Path, fmt: str, info: dict[str, Any], notes: list[str]) -> tuple[float, float] | None:
+    scale, units = info["scale"], info["units"]
+    if len(scale) < 2:
+        return None
+    dx = calibrated_length_nm(path, fmt, scale[0], units[0], notes, "x")
+    dy = calibrated_length_nm(path, fmt, scale[1], units[1], notes, "y")
+    if dx is None or dy is None:
+        return None
+    return (dy, dx)
+
+
+def _read_dm_block(path: str, fmt: str, offset: int, dtype: str, frame_shape: tuple[int, int], start: int,
+                   stop: int) -> np.ndarray:
+    frame_size = frame_shape[0] * frame_shape[1]
+    itemsize = np.dtype(dtype).itemsize
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset + start * frame_size * itemsize)
+            out = np.fromfile(f, dtype=dtype, count=(stop - start) * frame_size)
+    except OSError as exc:
+        raise fail(path, fmt, f"reading frames {start}..{stop - 1} failed ({exc})") from None
+    if out.size != (stop - start) * frame_size:
+        raise fail(path, fmt, f"the file ended while reading frames {start}..{stop - 1} (it shrank after opening?)")
+    return out.reshape(stop - start, *frame_shape).astype(np.dtype(dtype).newbyteorder("="), copy=False)
+
+
+def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
+    """Open a ``.dm3``/``.dm4`` image or stack lazily (header only)."""
+    info = _parse(path, fmt)
+    notes: list[str] = []
+    pixel = _pixel_size(path, fmt, info, notes)
+    interval = None
+    if info["n_frames"] > 1 and len(info["scale"]) >= 3:
+        from temflow._movie import time_to_s
+
+        value = time_to_s(info["scale"][2], info["units"][2]) if info["units"][2] else None
+        if value is not None and value > 0:
+            interval = value
+    per = frames_per_chunk(chunks, info["n_frames"], info["frame_shape"], info["dtype"])
+    data = lazy_frames(_read_dm_block, (str(path), fmt, info["offset"], info["dtype"].str, info["frame_shape"]),
+                       info["n_frames"], info["frame_shape"], info["dtype"], per, fmt)
+    tags = info["image_tags"]
+    return RawMovie(data=data, format=fmt, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
+                    instrument=_instrument(tags), metadata={"dm_version": info["version"], "image_tags": _metadata(tags)},
+                    notes=notes)
+
+
+# --------------------------------------------------------------------------- In-Situ trees
+
+
+def _insitu_files(root: Path) -> list[tuple[tuple[int, int, int], Path]]:
+    found = []
+    for file in root.rglob("*"):
+        if not file.is_file() or file.suffix.lower() != ".dm4":
+            continue
+        parts: dict[str, int] = {}
+        for component in file.relative_to(root).parts[:-1]:
+            match = _PART.match(component)
+            if match:
+                parts[match.group(1).lower()] = int(match.group(2))
+        if len(parts) == 3:
+            found.append(((parts["hour"], parts["minute"], parts["second"]), file))
+    return found
+
+
+def is_insitu_folder(path: Path) -> bool:
+    """True if ``path`` is (or holds) a Gatan In-Situ ``Hour_HH`` folder tree."""
+    if not path.is_dir():
+        return False
+    if _PART.match(path.name) and path.name.lower().startswith("hour"):
+        return True
+    return any(child.is_dir() and _PART.match(child.name) and child.name.lower().startswith("hour")
+               for child in path.iterdir())
+
+
+def _read_insitu_block(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
+                       stop: int) -> np.ndarray:
+    out = np.empty((stop - start, *frame_shape), dtype=dtype)
+    for i, file in enumerate(paths[start:stop]):
+        info = _parse(Path(file), fmt)
+        if info["frame_shape"] != tuple(frame_shape) or info["dtype"] != np.dtype(dtype):
+            raise fail(file, fmt, f"this frame is {info['frame_shape']} {info['dtype']}, the movie is "
+                       f"{tuple(frame_shape)} {np.dtype(dtype)}", "remove frames from other acquisitions")
+        out[i] = _read_dm_block(file, fmt, info["offset"], info["dtype"].str, info["frame_shape"], 0, 1)[0]
+    return out
+
+
+def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMovie:
+    """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily."""
+    if not path.exists():
+        raise fail(path, fmt, "no such folder", "check the path")
+    root = path.parent if _PART.match(path.name) and path.name.lower().startswith("hour") else path
+    found = _insitu_files(root)
+    if not found:
+        raise fail(path, fmt, "the folder tree holds no .dm4 frames under Hour_*/Minute_*/Second_*",
+                   "pass the folder that contains the Hour_00 folder")
+    found.sort(key=lambda item: (item[0], natural_key(item[1].name)))
+    files = [file for _, file in found]
+    sizes = [check_file(file, fmt) for file in files]
+    first = _parse(files[0], fmt)
+    if first["n_frames"] != 1:
+        raise fail(files[0], fmt, f"an In-Situ frame file must hold one image; this one holds {first['n_frames']}")
+    for file, size in zip(files[1:], sizes[1:]):
+        if size != first["size"]:
+            info = _parse(file, fmt)
+            if info["frame_shape"] != first["frame_shape"] or info["dtype"] != first["dtype"]:
+                raise fail(file, fmt, f"frames differ: this one is {info['frame_shape']} {info['dtype']}, "
+                           f"{files[0].name} is {first['frame_shape']} {first['dtype']}",
+                           "keep one acquisition per folder tree")
+    seconds = np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float)
+    times = seconds.copy()
+    for second in np.unique(seconds):
+        members = np.flatnonzero(seconds == second)
+        times[members] = second + np.arange(members.size) / members.size
+    times -= times[0]
+    notes: list[str] = []
+    pixel = _pixel_size(files[0], fmt, first, notes)
+    per = frames_per_chunk(chunks, len(files), first["frame_shape"], first["dtype"])
+    data = lazy_frames(_read_insitu_block, (tuple(map(str, files)), fmt, first["dtype"].str, first["frame_shape"]),
+                       len(files), first["frame_shape"], first["dtype"], per, fmt)
+    tags = first["image_tags"]
+    metadata = {"dm_version": 4, "image_tags": _metadata(tags), "time_source": "folder names (frames spread evenly "
+                "within each second)", "root": str(root)}
+    return RawMovie(data=data, format=fmt, sources=[str(f) for f in files], pixel_size_nm=pixel,
+                    times_s=times if len(files) > 1 and np.all(np.diff(times) > 0) else None,
+                    instrument=_instrument(tags), metadata=metadata, notes=notes)
