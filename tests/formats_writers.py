@@ -158,9 +158,10 @@ def write_dm(
     dy, dx = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
     scales: list[float] = [dx, dy]
     units = [unit, unit]
-    if data.ndim == 3:
-        scales.append(frame_interval if frame_interval is not None else 1.0)
-        units.append(time_unit if frame_interval is not None else "")
+    if data.ndim == 3 and frame_interval is not None:
+        # without a time calibration the stack carries calibrations for two axes only, as DM stacks may
+        scales.append(frame_interval)
+        units.append(time_unit)
     images: list[tuple[str, Any]] = []
     if thumbnail:
         thumb = np.zeros((8, 8), dtype=np.uint32)

@@ -70,6 +70,24 @@ def test_dm_stack_round_trip(tmp_path, chunks, version, unit, scale, expected_nm
         assert movie.data.chunks[1] == (5, 5, 2)
 
 
+def test_insitu_partial_first_second(tmp_path):
+    write_insitu(tmp_path, frames(n=9), frames_per_second=4, start_second=3, pixel_size=0.4)
+    for frame in sorted(tmp_path.rglob("*.dm4"))[:2]:  # the recording started mid-second
+        frame.unlink()
+    movie = open_movie(tmp_path)
+    np.testing.assert_allclose(movie.time.values, np.arange(7) * 0.25)
+    np.testing.assert_array_equal(movie.values, frames(n=9)[2:])
+
+
+def test_dm_stack_without_time_calibration(tmp_path):
+    path = write_dm(tmp_path / "s.dm4", frames(), pixel_size=0.3)  # calibrations for x and y only
+    with pytest.warns(UserWarning, match="no time calibration"):
+        movie = open_movie(path)
+    np.testing.assert_allclose(movie.attrs["pixel_size_nm"], [0.3, 0.3], rtol=1e-6)
+    assert movie.attrs["time_calibrated"] is False
+    np.testing.assert_array_equal(movie.values, frames())
+
+
 @pytest.mark.parametrize("thumbnail", [True, False])
 @pytest.mark.parametrize("dtype", ["float32", "int16", "uint8"])
 def test_dm_single_image(tmp_path, thumbnail, dtype):
@@ -101,8 +119,8 @@ def test_insitu_tree_ordered_by_time(tmp_path, chunks):
                  tags={"Microscope Info": {"Voltage": 200000.0}})
     movie = open_movie(root, chunks=chunks)
     check_movie(movie, data, pixel_nm=0.4, interval_s=None, fmt="insitu")
-    # 4 frames per second, crossing Minute_00 -> Minute_01: times spread evenly within each second
-    np.testing.assert_allclose(movie.time.values, [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5])
+    # 4 frames per second, crossing Minute_00 -> Minute_01; the last second is partial
+    np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
     assert movie.attrs["instrument"]["voltage_kV"] == 200.0
     assert len(movie.attrs["source"]) == 10
     # a known frame rate overrides the names
@@ -186,6 +204,18 @@ def test_tiff_stack_round_trip(tmp_path, chunks):
                      metadata={"unit": "um", "finterval": 0.2, "axes": "TYX"})
     movie = open_movie(path, chunks=chunks)
     check_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
+
+
+def test_ome_tiff_calibration(tmp_path):
+    import tifffile
+
+    data = frames()
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 2.5, "PhysicalSizeXUnit": "Å",
+                                                      "PhysicalSizeY": 2.5, "PhysicalSizeYUnit": "Å",
+                                                      "TimeIncrement": 50, "TimeIncrementUnit": "ms"})
+    movie = open_movie(path, chunks=3)
+    check_movie(movie, data, pixel_nm=0.25, interval_s=0.05, fmt="tiff")
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".png"])

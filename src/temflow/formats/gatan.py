@@ -113,53 +113,56 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
     version = _check_dm_header(path, fmt, size)
     try:
         with _checked_reader()(path, on_memory=True) as f:
-            numbers = {
-                "num_objects": int(f.numObjects),
-                "thumbnail": bool(f.thumbnail),
-                "offsets": [int(v) for v in f.dataOffset],
-                "types": [int(v) for v in f.dataType],
-                "x": [int(v) for v in f.xSize],
-                "y": [int(v) for v in f.ySize],
-                "z": [int(v) for v in f.zSize],
-                "z2": [int(v) for v in f.zSize2],
-                "ndims": [int(v) for v in f.dataShape],
-                "scale": [float(v) for v in f.scale],
-                "units": [str(u) for u in f.scaleUnit],
-                "tags": dict(f.allTags),
-            }
+            tags = dict(f.allTags)
     except MemoryError:
         raise
-    except Exception as exc:  # ncempy raises IOError, AssertionError, IndexError, struct/numpy errors...
+    except Exception as exc:  # ncempy raises IOError, IndexError, struct/numpy errors...
         raise fail(path, fmt, f"the tag structure is damaged ({type(exc).__name__}: {exc})",
                    "the file is corrupt or not a DM file; copy it again") from None
-    if not numbers["offsets"] or numbers["num_objects"] == 0:
-        raise fail(path, fmt, "the file holds no image data (only tags)", "open a DM file that contains an image")
-    # The first image is a thumbnail when DM wrote one; ncempy's index 0 skips it.
-    index = 0 if numbers["num_objects"] == 1 else 1
-    lists = ("offsets", "types", "x", "y", "z", "z2", "ndims")
-    if any(len(numbers[k]) <= index for k in lists):
-        raise fail(path, fmt, "the image list is incomplete (dimensions or data tags missing)", "copy the file again")
-    dm_type = numbers["types"][index]
+    # Read the image list from the tag tree itself rather than from ncempy's running
+    # counters, which assume the thumbnail (RGB, DataType 23) has calibrations too.
+    entries = []
+    k = 1
+    while f".ImageList.{k}.ImageData.Data.arrayOffset" in tags or f".ImageList.{k}.ImageData.DataType" in tags:
+        entries.append(k)
+        k += 1
+    images = [k for k in entries if int(first_number(tags.get(f".ImageList.{k}.ImageData.DataType")) or 0) != 23
+              and f".ImageList.{k}.ImageData.Data.arrayOffset" in tags]
+    if not images:
+        raise fail(path, fmt, "the file holds no image data (only tags or a thumbnail)",
+                   "open a DM file that contains an image")
+    entry = images[0]
+    base = f".ImageList.{entry}.ImageData."
+    dm_type = int(first_number(tags.get(base + "DataType")) or -1)
     if dm_type in _UNSUPPORTED_DM_TYPES:
         raise fail(path, fmt, f"the image is {_UNSUPPORTED_DM_TYPES[dm_type]}, not a real-valued movie",
                    "convert it to a real image in DigitalMicrograph")
     if dm_type not in _DM_DTYPES:
-        raise fail(path, fmt, f"unknown DM data type {dm_type}")
-    ndim = numbers["ndims"][index]
-    if ndim not in (2, 3) or numbers["z2"][index] > 1:
-        raise fail(path, fmt, f"the dataset has {ndim} dimensions; temflow reads 2-D images and 3-D stacks",
+        raise fail(path, fmt, f"unknown DM data type {dm_type}", "the file is damaged or from an unknown DM version")
+    dims = []
+    while base + f"Dimensions.{len(dims) + 1}" in tags:
+        dims.append(int(first_number(tags[base + f"Dimensions.{len(dims) + 1}"]) or 0))
+    ndim = len([d for d in dims if d > 1]) if len(dims) > 2 else len(dims)
+    if len(dims) < 2 or ndim > 3 or min(dims) <= 0:
+        raise fail(path, fmt, f"the dataset has dimensions {dims}; temflow reads 2-D images and 3-D stacks",
                    "spectra and 4D-STEM data are not movies")
     dtype = np.dtype(_DM_DTYPES[dm_type])
-    n_frames = numbers["z"][index] if ndim == 3 else 1
-    frame_shape = (numbers["y"][index], numbers["x"][index])
-    offset = numbers["offsets"][index]
+    n_frames = int(np.prod(dims[2:])) if len(dims) > 2 else 1
+    frame_shape = (dims[1], dims[0])  # DM lists the fastest dimension (x) first
+    offset = int(tags[base + "Data.arrayOffset"])
     check_extent(path, fmt, offset + n_frames * int(np.prod(frame_shape)) * dtype.itemsize, size)
-    first_scale = sum(numbers["ndims"][:index])
-    scale = numbers["scale"][first_scale : first_scale + ndim]
-    units = numbers["units"][first_scale : first_scale + ndim]
-    # ImageList entries are numbered from 1, and the thumbnail (if any) is entry 1.
-    prefix = f".ImageList.{index + 1}.ImageTags."
-    image_tags = {k[len(prefix):]: v for k, v in numbers["tags"].items() if k.startswith(prefix)}
+    declared = first_number(tags.get(base + "Data.arraySize"))
+    if declared is not None and int(declared) < n_frames * int(np.prod(frame_shape)) * dtype.itemsize:
+        raise fail(path, fmt, f"the data array holds {int(declared)} bytes, less than its dimensions {dims} need",
+                   "the file is damaged")
+    scale, units = [], []
+    for d in range(1, len(dims) + 1):
+        key = base + f"Calibrations.Dimension.{d}."
+        scale.append(first_number(tags.get(key + "Scale")) or 1.0)
+        unit = tags.get(key + "Units", "")
+        units.append(unit if isinstance(unit, str) else "")
+    prefix = f".ImageList.{entry}.ImageTags."
+    image_tags = {k[len(prefix):]: v for k, v in tags.items() if k.startswith(prefix)}
     return {
         "version": version,
         "dtype": dtype,
@@ -301,6 +304,29 @@ def _read_insitu_block(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape
     return out
 
 
+def _insitu_times(seconds: np.ndarray) -> np.ndarray:
+    """Frame times from whole-second folder names.
+
+    The frame rate is the median number of frames in the interior seconds (the
+    first and last seconds of a recording are partial). Frames of the first second
+    are placed at its end (the recording started within it), all others from the
+    start of their second at that rate. With fewer than three seconds, each
+    second's frames are spread evenly over it.
+    """
+    labels, counts = np.unique(seconds, return_counts=True)
+    times = seconds.copy()
+    rate = float(np.median(counts[1:-1])) if labels.size >= 3 else None
+    for label, count in zip(labels, counts):
+        members = np.flatnonzero(seconds == label)
+        if rate is None or count > rate:
+            times[members] = label + np.arange(count) / count
+        elif label == labels[0]:
+            times[members] = label + 1.0 - (count - np.arange(count)) / rate
+        else:
+            times[members] = label + np.arange(count) / rate
+    return times
+
+
 def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMovie:
     """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily."""
     if not path.exists():
@@ -323,11 +349,7 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
                 raise fail(file, fmt, f"frames differ: this one is {info['frame_shape']} {info['dtype']}, "
                            f"{files[0].name} is {first['frame_shape']} {first['dtype']}",
                            "keep one acquisition per folder tree")
-    seconds = np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float)
-    times = seconds.copy()
-    for second in np.unique(seconds):
-        members = np.flatnonzero(seconds == second)
-        times[members] = second + np.arange(members.size) / members.size
+    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
     times -= times[0]
     notes: list[str] = []
     pixel = _pixel_size(files[0], fmt, first, notes)

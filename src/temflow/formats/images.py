@@ -68,11 +68,41 @@ def _tiff_calibration(tif: Any, page: Any) -> tuple[tuple[float, float] | None, 
                     meta["ignored_unit"] = unit
             elif resunit_value == 3:  # centimetres
                 pixel = (1e7 / py, 1e7 / px)
-    for name in ("Software", "ImageDescription", "DateTime", "Make", "Model"):
+    if getattr(tif, "is_ome", False) and tif.ome_metadata:
+        ome_pixel, ome_interval = _ome_calibration(tif.ome_metadata)
+        pixel = ome_pixel or pixel
+        interval = ome_interval or interval
+        meta["ome"] = True
+    for name in ("Software", "DateTime", "Make", "Model"):
         tag = tags.get(name)
         if tag is not None and isinstance(tag.value, str) and len(tag.value) < 2000:
             meta[name] = tag.value
     return pixel, interval, meta
+
+
+def _ome_calibration(xml: str) -> tuple[tuple[float, float] | None, float | None]:
+    """Pixel size (nm) and time increment (s) from OME-XML ``Pixels`` attributes."""
+    import xml.etree.ElementTree as ET
+
+    from temflow._movie import time_to_s
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return None, None
+    sizes = []
+    for axis in ("Y", "X"):
+        value = pixels.get(f"PhysicalSize{axis}")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")  # OME's default unit
+        sizes.append(length_to_nm(float(value), unit) if value else None)
+    pixel = (sizes[0], sizes[1]) if sizes[0] and sizes[1] else None
+    interval = None
+    if pixels.get("TimeIncrement"):
+        interval = time_to_s(float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s"))
+    return pixel, interval if interval and interval > 0 else None
 
 
 def _read_tiff_block(path: str, paged: bool, start: int, stop: int) -> np.ndarray:
