@@ -195,13 +195,15 @@ def test_mrc_round_trip(tmp_path, chunks):
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_tiff_stack_round_trip(tmp_path, chunks):
+@pytest.mark.parametrize("layout", ["contiguous", "zlib", "big-endian"])
+def test_tiff_stack_round_trip(tmp_path, chunks, layout):
     import tifffile
 
     data = frames()
     path = tmp_path / "stack.tif"
+    options = {"compression": "zlib"} if layout == "zlib" else {"byteorder": ">"} if layout == "big-endian" else {}
     tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.0004, 1 / 0.0004),
-                     metadata={"unit": "um", "finterval": 0.2, "axes": "TYX"})
+                     metadata={"unit": "um", "finterval": 0.2, "axes": "TYX"}, **options)
     movie = open_movie(path, chunks=chunks)
     check_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
 

@@ -112,6 +112,23 @@ def lazy_frames(
     return da.Array(graph, token, chunks=(chunks, (frame_shape[0],), (frame_shape[1],)), dtype=dtype)
 
 
+def read_contiguous(path: str, fmt: str, offset: int, dtype: str, frame_shape: tuple[int, int], start: int,
+                    stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of a block of raw frames stored contiguously from byte ``offset``."""
+    frame_size = int(frame_shape[0]) * int(frame_shape[1])
+    itemsize = np.dtype(dtype).itemsize
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset + start * frame_size * itemsize)
+            out = np.fromfile(f, dtype=dtype, count=(stop - start) * frame_size)
+    except OSError as exc:
+        raise fail(path, fmt, f"reading frames {start}..{stop - 1} failed ({exc})") from None
+    if out.size != (stop - start) * frame_size:
+        raise fail(path, fmt, f"the file ended while reading frames {start}..{stop - 1} (did it shrink after opening?)",
+                   "copy the file again and re-open it")
+    return out.reshape(stop - start, *frame_shape).astype(np.dtype(dtype).newbyteorder("="), copy=False)
+
+
 def natural_key(text: str) -> list[Any]:
     """Sort key that orders ``frame2`` before ``frame10``."""
     import re

@@ -40,6 +40,7 @@ from temflow.formats._common import (
     jsonable,
     lazy_frames,
     natural_key,
+    read_contiguous,
 )
 
 __all__ = ["read_dm", "read_insitu", "is_insitu_folder"]
@@ -228,21 +229,6 @@ def _pixel_size(path: Path, fmt: str, info: dict[str, Any], notes: list[str]) ->
     return (dy, dx)
 
 
-def _read_dm_block(path: str, fmt: str, offset: int, dtype: str, frame_shape: tuple[int, int], start: int,
-                   stop: int) -> np.ndarray:
-    frame_size = frame_shape[0] * frame_shape[1]
-    itemsize = np.dtype(dtype).itemsize
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset + start * frame_size * itemsize)
-            out = np.fromfile(f, dtype=dtype, count=(stop - start) * frame_size)
-    except OSError as exc:
-        raise fail(path, fmt, f"reading frames {start}..{stop - 1} failed ({exc})") from None
-    if out.size != (stop - start) * frame_size:
-        raise fail(path, fmt, f"the file ended while reading frames {start}..{stop - 1} (it shrank after opening?)")
-    return out.reshape(stop - start, *frame_shape).astype(np.dtype(dtype).newbyteorder("="), copy=False)
-
-
 def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
     """Open a ``.dm3``/``.dm4`` image or stack lazily (header only)."""
     info = _parse(path, fmt)
@@ -256,7 +242,7 @@ def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
         if value is not None and value > 0:
             interval = value
     per = frames_per_chunk(chunks, info["n_frames"], info["frame_shape"], info["dtype"])
-    data = lazy_frames(_read_dm_block, (str(path), fmt, info["offset"], info["dtype"].str, info["frame_shape"]),
+    data = lazy_frames(read_contiguous, (str(path), fmt, info["offset"], info["dtype"].str, info["frame_shape"]),
                        info["n_frames"], info["frame_shape"], info["dtype"], per, fmt)
     tags = info["image_tags"]
     return RawMovie(data=data, format=fmt, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
@@ -300,7 +286,7 @@ def _read_insitu_block(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape
         if info["frame_shape"] != tuple(frame_shape) or info["dtype"] != np.dtype(dtype):
             raise fail(file, fmt, f"this frame is {info['frame_shape']} {info['dtype']}, the movie is "
                        f"{tuple(frame_shape)} {np.dtype(dtype)}", "remove frames from other acquisitions")
-        out[i] = _read_dm_block(file, fmt, info["offset"], info["dtype"].str, info["frame_shape"], 0, 1)[0]
+        out[i] = read_contiguous(file, fmt, info["offset"], info["dtype"].str, info["frame_shape"], 0, 1)[0]
     return out
 
 

@@ -25,7 +25,16 @@ import numpy as np
 
 from temflow._movie import length_to_nm
 from temflow.errors import MovieFileError
-from temflow.formats._common import RawMovie, check_extent, check_file, fail, frames_per_chunk, lazy_frames, natural_key
+from temflow.formats._common import (
+    RawMovie,
+    check_extent,
+    check_file,
+    fail,
+    frames_per_chunk,
+    lazy_frames,
+    natural_key,
+    read_contiguous,
+)
 
 __all__ = ["read_tiff", "read_frames"]
 
@@ -147,8 +156,10 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
             pages = series.pages
             n_pages = len(pages)
             _check_pages(path, _TIFF, [p for p in (pages[0], pages[-1]) if p is not None], size)
-            if getattr(series, "dataoffset", None) is not None:
-                check_extent(path, _TIFF, int(series.dataoffset) + int(series.nbytes), size)
+            contiguous = getattr(series, "dataoffset", None)
+            if contiguous is not None:
+                check_extent(path, _TIFF, int(contiguous) + int(series.nbytes), size)
+                file_dtype = dtype.newbyteorder(tif.byteorder)
             pixel, interval, meta = _tiff_calibration(tif, tif.pages.first)
     except MovieFileError:
         raise
@@ -162,10 +173,14 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
         raise fail(path, _TIFF, f"the image has shape {shape}")
     frame_shape = (int(shape[-2]), int(shape[-1]))
     n_frames = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    paged = n_pages == n_frames
     per = frames_per_chunk(chunks, n_frames, frame_shape, dtype)
-    data = lazy_frames(_read_tiff_block, (str(path), paged), n_frames, frame_shape, dtype.newbyteorder("="), per,
-                       _TIFF)
+    if contiguous is not None:
+        # uncompressed and contiguous (tifffile's own test): read the bytes directly, no IFD walk per task
+        data = lazy_frames(read_contiguous, (str(path), _TIFF, int(contiguous), file_dtype.str, frame_shape), n_frames,
+                           frame_shape, dtype.newbyteorder("="), per, _TIFF)
+    else:
+        data = lazy_frames(_read_tiff_block, (str(path), n_pages == n_frames), n_frames, frame_shape,
+                           dtype.newbyteorder("="), per, _TIFF)
     meta["axes"] = axes
     return RawMovie(data=data, format=_TIFF, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
                     metadata=meta)
