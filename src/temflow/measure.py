@@ -87,6 +87,25 @@ def _darkness(block: np.ndarray, *, sigma_px: float, background_px: float, borde
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
 
 
+def _map_frames(func, data: da.Array, reach_px: int, dtype: type, **kwargs) -> da.Array:
+    """Apply a per-frame filter to a dask movie with a halo of ``reach_px`` pixels.
+
+    A spatial axis whose chunks are narrower than the halo is rechunked to
+    whole frames first (explicitly, rather than dask's silent rechunk), and an
+    axis in one chunk needs no halo. ``boundary="none"`` leaves the true frame
+    edges to the filter itself, so every chunking gives the same pixels as a
+    whole frame.
+    """
+    depth = {0: 0}
+    for axis in (1, 2):
+        if len(data.chunks[axis]) == 1 or min(data.chunks[axis]) <= reach_px:
+            data = data.rechunk({axis: -1})
+            depth[axis] = 0
+        else:
+            depth[axis] = reach_px
+    return da.map_overlap(func, data, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
+
+
 def _disk(radius_px: int) -> np.ndarray:
     r = int(radius_px)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -239,10 +258,8 @@ def threshold_particles(
 
     if isinstance(data, da.Array):
         # the border test smooths once, then both means smooth again: reaches add
-        depth = _gaussian_radius(sigma_px) + max(_gaussian_radius(sigma_px), _gaussian_radius(background_px))
-        dark = da.map_overlap(
-            _darkness, data, depth={0: 0, 1: depth, 2: depth}, boundary="none", dtype=np.float32, meta=np.array((), np.float32), **kwargs
-        )
+        reach = _gaussian_radius(sigma_px) + max(_gaussian_radius(sigma_px), _gaussian_radius(background_px))
+        dark = _map_frames(_darkness, data, reach, np.float32, **kwargs)
         if threshold == "movie":
             level = da.from_delayed(
                 _delayed_otsu(dark[sample]), shape=(), dtype=np.float32
@@ -254,10 +271,8 @@ def threshold_particles(
             level = np.float32(threshold)
         mask = dark > level  # NaN (outside the recorded area) is never above
         if opening_px > 0:
-            reach = 2 * opening_px
-            mask = da.map_overlap(
-                _open, mask, depth={0: 0, 1: reach, 2: reach}, boundary="none", dtype=bool, meta=np.array((), bool), radius_px=opening_px
-            )
+            # erosion then dilation: the opening sees twice the disk radius
+            mask = _map_frames(_open, mask, 2 * opening_px, bool, radius_px=opening_px)
     else:
         dark = _darkness(np.asarray(data), **kwargs)
         if threshold == "movie":
