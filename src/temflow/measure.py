@@ -74,12 +74,23 @@ def _recorded(block: np.ndarray, border_value: float, sigma_px: float) -> np.nda
     return ~outside
 
 
-def _darkness(block: np.ndarray, *, sigma_px: float, background_px: float, border_value: float) -> np.ndarray:
+def _darkness(
+    block: np.ndarray,
+    exclude: np.ndarray | None = None,
+    *,
+    sigma_px: float,
+    background_px: float,
+    border_value: float,
+    exclude_px: int = 0,
+) -> np.ndarray:
     """``1 - smoothed / background`` per frame; NaN outside the recorded area.
 
     Bright-field intensity is multiplicative (illumination x transmission), so
     dividing by the large-scale background (a flat field) makes the particle
-    contrast independent of beam intensity and dose, frame to frame.
+    contrast independent of beam intensity and dose, frame to frame. Pixels in
+    ``exclude`` (particles found by a first pass, grown by ``exclude_px``) do
+    not enter the background, which would otherwise be pulled down by the
+    particles and shrink them all by the same fraction of a pixel.
     """
     frames = np.asarray(block, dtype=np.float32)
     valid = _recorded(frames, border_value, sigma_px)
@@ -87,13 +98,18 @@ def _darkness(block: np.ndarray, *, sigma_px: float, background_px: float, borde
     clean = np.where(valid, frames, 0.0).astype(np.float32)
     smooth = _normalised_gaussian(clean, weight, sigma_px)
     background = _normalised_gaussian(clean, weight, background_px)
+    if exclude is not None:
+        grown = ndi.binary_dilation(exclude, structure=_disk(exclude_px)[None]) if exclude_px > 0 else exclude
+        support = _normalised_gaussian(clean, weight * ~grown, background_px)
+        # a neighbourhood that is all particle keeps the first-pass background
+        background = np.where(np.isfinite(support), support, background)
     with np.errstate(invalid="ignore", divide="ignore"):
         dark = 1.0 - smooth / background
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
 
 
-def _map_frames(func, data: da.Array, reach_px: int, dtype: type, **kwargs) -> da.Array:
-    """Apply a per-frame filter to a dask movie with a halo of ``reach_px`` pixels.
+def _map_frames(func, arrays: list[da.Array], reach_px: int, dtype: type, **kwargs) -> da.Array:
+    """Apply a per-frame filter to dask movies with a halo of ``reach_px`` pixels.
 
     A spatial axis whose chunks are narrower than the halo is rechunked to
     whole frames first (explicitly, rather than dask's silent rechunk), and an
@@ -101,6 +117,7 @@ def _map_frames(func, data: da.Array, reach_px: int, dtype: type, **kwargs) -> d
     edges to the filter itself, so every chunking gives the same pixels as a
     whole frame.
     """
+    data = arrays[0]
     depth = {0: 0}
     for axis in (1, 2):
         if len(data.chunks[axis]) == 1 or min(data.chunks[axis]) <= reach_px:
@@ -108,7 +125,8 @@ def _map_frames(func, data: da.Array, reach_px: int, dtype: type, **kwargs) -> d
             depth[axis] = 0
         else:
             depth[axis] = reach_px
-    return da.map_overlap(func, data, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
+    arrays = [data] + [a.rechunk(data.chunks) for a in arrays[1:]]
+    return da.map_overlap(func, *arrays, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
 
 
 def _disk(radius_px: int) -> np.ndarray:
@@ -159,7 +177,10 @@ def threshold_particles(
        the background or the threshold.
     2. Darkness ``1 - G_sigma * I / G_background * I`` (normalised
        convolutions over recorded pixels): the flat field is divided out, so
-       the particle contrast does not depend on dose or illumination.
+       the particle contrast does not depend on dose or illumination. Two
+       passes: the particles found by the first are left out of the second's
+       background, which they would otherwise darken (by about the area
+       fraction times the contrast), shrinking every particle.
     3. Otsu's threshold on the darkness. By default one threshold for the
        whole movie, from up to ``sample_frames`` frames spread through it:
        the particle boundary then sits at the same contrast level in every
@@ -256,37 +277,41 @@ def threshold_particles(
 
     sigma_px, background_px = lengths["sigma_nm"], lengths["background_nm"]
     opening_px = int(round(lengths["opening_nm"]))
+    exclude_px = int(math.ceil(2.0 * sigma_px))  # the blur skirt around a particle
     kwargs = dict(sigma_px=sigma_px, background_px=background_px, border_value=float(border_value))
     data = movie.data
     nt = movie.sizes[TIME]
     sample = np.unique(np.linspace(0, nt - 1, min(int(sample_frames), nt)).round().astype(int))
+    lazy = isinstance(data, da.Array)
+    # the border test smooths once, then both means smooth again: reaches add
+    reach = _gaussian_radius(sigma_px) + max(_gaussian_radius(sigma_px), _gaussian_radius(background_px))
 
-    if isinstance(data, da.Array):
-        # the border test smooths once, then both means smooth again: reaches add
-        reach = _gaussian_radius(sigma_px) + max(_gaussian_radius(sigma_px), _gaussian_radius(background_px))
-        dark = _map_frames(_darkness, data, reach, np.float32, **kwargs)
+    def level_of(dark: Any) -> Any:
+        if not isinstance(threshold, str):
+            return np.float32(threshold)
         if threshold == "movie":
-            level = da.from_delayed(
-                _delayed_otsu(dark[sample]), shape=(), dtype=np.float32
-            )
-        elif threshold == "frame":
+            if lazy:
+                return da.from_delayed(dask.delayed(_otsu)(dark[sample]), shape=(), dtype=np.float32)
+            return _otsu(dark[sample])
+        if lazy:
             whole = dark.rechunk({1: -1, 2: -1})
-            level = whole.map_blocks(_otsu_per_frame, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        else:
-            level = np.float32(threshold)
-        mask = dark > level  # NaN (outside the recorded area) is never above
+            return whole.map_blocks(_otsu_per_frame, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
+        return _otsu_per_frame(dark)[:, None, None]
+
+    # two passes: the first finds the particles, the second leaves them out of the background
+    if lazy:
+        first = _map_frames(_darkness, [data], reach, np.float32, **kwargs)
+        found = first > level_of(first)  # NaN (outside the recorded area) is never above
+        dark = _map_frames(_darkness, [data, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs)
+        mask = dark > level_of(dark)
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
-            mask = _map_frames(_open, mask, 2 * opening_px, bool, radius_px=opening_px)
+            mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
     else:
-        dark = _darkness(np.asarray(data), **kwargs)
-        if threshold == "movie":
-            level = _otsu(dark[sample])
-        elif threshold == "frame":
-            level = _otsu_per_frame(dark)[:, None, None]
-        else:
-            level = np.float32(threshold)
-        mask = _open(dark > level, opening_px)
+        frames = np.asarray(data)
+        first = _darkness(frames, **kwargs)
+        dark = _darkness(frames, first > level_of(first), exclude_px=exclude_px, **kwargs)
+        mask = _open(dark > level_of(dark), opening_px)
 
     attrs = {
         "description": "particle masks (threshold_particles)",
@@ -296,10 +321,6 @@ def threshold_particles(
         "threshold": threshold if isinstance(threshold, str) else float(threshold),
     }
     return xr.DataArray(mask, dims=DIMS, coords=movie.coords, attrs=attrs, name="particles")
-
-
-def _delayed_otsu(sample: da.Array) -> Delayed:
-    return dask.delayed(_otsu)(sample)
 
 
 def _check_frames_array(value: Any, name: str) -> xr.DataArray:
