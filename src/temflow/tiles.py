@@ -231,7 +231,7 @@ def _split_by_time(
 
 
 @contextmanager
-def _open_masks(masks: Any, movie: xr.DataArray) -> Iterator[Callable[[np.ndarray], np.ndarray] | None]:
+def _open_masks(masks: Any, movie: xr.DataArray, used: np.ndarray) -> Iterator[Callable[[np.ndarray], np.ndarray] | None]:
     """Yield ``read(frame_indices) -> bool (n, y, x)`` for the given mask source, or None."""
     shape = tuple(movie.shape)
     if masks is None:
@@ -244,9 +244,12 @@ def _open_masks(masks: Any, movie: xr.DataArray) -> Iterator[Callable[[np.ndarra
             raise ValueError(
                 "masks='classical' needs temflow.measure.threshold_particles, which this installation lacks"
             ) from None
-        weak = threshold_particles(movie)
-        data = weak.data if isinstance(weak, xr.DataArray) else weak
-        yield lambda idx: np.asarray(data[idx]) > 0
+        # one pass over the sampled frames (one movie-wide Otsu level); the weak
+        # masks of the sampled frames are held in memory, one byte per pixel
+        weak = threshold_particles(movie.isel({TIME: used})).data
+        weak = np.asarray(weak.compute() if isinstance(weak, da.Array) else weak)
+        position = {int(f): k for k, f in enumerate(used)}
+        yield lambda idx: weak[[position[int(i)] for i in idx]]
         return
     if isinstance(masks, (str, os.PathLike)):
         path = Path(masks)
@@ -356,7 +359,9 @@ def make_tile_set(
         Particle masks of the movie's shape (any value > 0 is particle):
         ``synthetic.labels``, user masks as an array, a zarr store or a TIFF
         stack, or ``"classical"`` for weak labels from the classical
-        thresholding recipe (:func:`temflow.measure.threshold_particles`).
+        thresholding recipe (:func:`temflow.measure.threshold_particles` on
+        the sampled frames, whose masks are then held in memory, one byte per
+        pixel; for huge frames save them with ``save_zarr`` and pass the store).
         ``None``: no masks (unsupervised training).
     normalisation : mapping, optional
         ``{"method": "percentile", "low", "high"}``; default
@@ -423,7 +428,7 @@ def make_tile_set(
             raise MovieFileError(path, _FORMAT, "it already exists", "pass overwrite=True to replace it")
         shutil.rmtree(path)
 
-    with _open_masks(masks, movie) as read_masks:
+    with _open_masks(masks, movie, used) as read_masks:
         if normalisation is None:
             normalisation = percentile_normalisation(movie.isel({TIME: used}))
         norm = dict(normalisation)
@@ -495,6 +500,7 @@ def make_tile_set(
                 "tile_size": tile_size,
                 "stride": stride,
                 "frames": used.tolist(),
+                "sampled_frames": sampled.tolist(),
                 "train_frames": train_frames.tolist(),
                 "validation_frames": validation_frames.tolist(),
                 "blocks": int(blocks),
