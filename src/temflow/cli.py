@@ -121,6 +121,24 @@ def synth(
     click.echo(f"wrote {written} (ground truth beside it in {written.with_suffix('.truth')})")
 
 
+@main.command(name="run")
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (overrides [cluster]).")
+def run_command(config_file: Path, scheduler: str | None) -> None:
+    """Run the whole pipeline from a TOML run file; finished stages are skipped."""
+    import dataclasses
+
+    from temflow.config import load_config
+    from temflow.pipeline import format_summary, run
+
+    config = load_config(config_file)
+    if scheduler:
+        config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, scheduler=scheduler))
+    summary = run(config, echo=click.echo)
+    for line in format_summary(summary):
+        click.echo(line)
+
+
 @main.command()
 @click.option("--output", type=click.Path(path_type=Path), default=Path("temflow-demo"), show_default=True)
 @click.option("--frames", type=int, default=None, help="Frames of the synthetic movie.")
