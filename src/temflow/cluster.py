@@ -117,14 +117,16 @@ def connect(
     default_workers, default_threads = _default_workers()
     workers = n_workers or default_workers
     threads = threads_per_worker or (max(1, (os.cpu_count() or 1) // workers) if n_workers else default_threads)
+    # worker processes talk over TCP on loopback; threaded workers share this process
+    network = {"host": "127.0.0.1"} if processes else {}
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
         processes=processes,
         memory_limit=memory_limit,
-        host="127.0.0.1",
         dashboard_address=dashboard_address,
         silence_logs=40,
+        **network,
     )
     client = Client(cluster, set_as_default=True)
     try:
