@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,20 @@ class _Group(click.Group):
     """Turn temflow's input errors into one line and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
-            _fail(exc)
+        # warnings the user can act on become one line each, not Python's two-line format
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
+                _fail(exc)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+        return
+    click.echo(f"temflow: warning: {message}", err=True)
 
 
 def _format_info(info: dict[str, Any]) -> str:
@@ -53,12 +64,13 @@ def main() -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s, if the file has none.")
+@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm, if the file has none.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(path: Path, frame_interval_s: float | None, as_json: bool) -> None:
+def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, as_json: bool) -> None:
     """Describe a movie: dims, dtype, chunks, pixel size, time axis, size, metadata."""
     from temflow.io import describe, open_movie
 
-    movie = open_movie(path, frame_interval_s=frame_interval_s)
+    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     summary = describe(movie)
     click.echo(json.dumps(summary, indent=2) if as_json else _format_info(summary))
 
@@ -68,13 +80,21 @@ def info(path: Path, frame_interval_s: float | None, as_json: bool) -> None:
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--frames-per-chunk", type=int, default=None, help="zarr chunk length along time.")
 @click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s, if the file has none.")
+@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm, if the file has none.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
-def convert(path: Path, store: Path, frames_per_chunk: int | None, frame_interval_s: float | None, overwrite: bool) -> None:
+def convert(
+    path: Path,
+    store: Path,
+    frames_per_chunk: int | None,
+    frame_interval_s: float | None,
+    pixel_size_nm: float | None,
+    overwrite: bool,
+) -> None:
     """Convert a microscope movie to a compressed zarr v3 store."""
     from temflow.io import open_movie
     from temflow.store import save_zarr
 
-    movie = open_movie(path, frame_interval_s=frame_interval_s)
+    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     written = save_zarr(movie, store, chunks=frames_per_chunk, overwrite=overwrite)
     click.echo(f"wrote {written}")
 
