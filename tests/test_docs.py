@@ -50,3 +50,18 @@ def test_docs_name_no_package_registry():
         text = page.read_text().lower()
         assert "index-url" not in text and "pypi.org" not in text, page.name
     assert os.path.exists(ROOT / "docs" / "index.md")
+
+
+def test_the_site_builds_with_an_api_reference_from_the_docstrings(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocstrings")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for name in ("open_movie", "estimate_drift", "predict", "link", "fit_growth_law", "run"):
+        assert name in api, name
