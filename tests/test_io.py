@@ -140,6 +140,15 @@ def test_ser_round_trip(tmp_path, chunks):
     assert movie.attrs["instrument"]["magnification"] == 88000.0
 
 
+def test_ser_with_damaged_emi_still_reads(tmp_path):
+    data = frames("uint16", n=3)
+    path = write_ser(tmp_path / "s_1.ser", data, times=[1, 2, 3])
+    (tmp_path / "s.emi").write_bytes(b"<ObjectInfo><broken")
+    movie = open_movie(path)
+    np.testing.assert_array_equal(movie.values, data)
+    assert "emi" in movie.attrs["notes"][0] and movie.attrs["instrument"] == {}
+
+
 def test_ser_repeated_times_and_diffraction(tmp_path):
     data = frames("uint16", n=3)
     path = write_ser(tmp_path / "d_1.ser", data, pixel_size_m=5e7, times=[7, 7, 7], version=0x0210)
@@ -251,6 +260,10 @@ def test_npy_and_zarr(tmp_path, chunks):
     again = open_movie(store)
     xr.testing.assert_identical(again.compute(), movie.compute())
     assert detect_format(store) == "zarr"
+    recalibrated = open_movie(store, frame_interval_s=0.5, pixel_size_nm=(0.2, 0.3))
+    np.testing.assert_allclose(np.diff(recalibrated.time.values), 0.5)
+    np.testing.assert_allclose(recalibrated.attrs["pixel_size_nm"], [0.2, 0.3])
+    np.testing.assert_allclose(np.diff(recalibrated.x.values), 0.3)
 
 
 def test_single_image_has_no_time_warning(tmp_path):
@@ -313,7 +326,8 @@ def test_describe_fields(tmp_path):
                     tags={"Microscope Info": {"Voltage": 80000.0}})
     info = describe(open_movie(path, chunks=3))
     assert info["dims"] == ["time", "y", "x"] and info["dtype"] == "uint16"
-    assert info["chunks"] == [[3, 3, 1], [NY], [NX]] and info["chunk_shape"] == [3, NY, NX]
+    assert info["chunks"] == [[3, 1], [NY], [NX]] and info["chunk_shape"] == [3, NY, NX]
+    assert info["chunks_per_dim"] == [3, 1, 1] and info["n_chunks"] == 3
     assert info["pixel_size_nm"] == pytest.approx([0.5, 0.5])
     assert info["time"]["end_s"] == pytest.approx(0.6) and info["time"]["calibrated"] is True
     assert info["size_gb"] == pytest.approx(NT * NY * NX * 2 / 1e9)

@@ -45,7 +45,7 @@ import xarray as xr
 from temflow._movie import DIMS, TIME, X, Y, as_movie, check_movie
 from temflow.errors import MovieFileError
 from temflow.formats import emd, gatan, images, mrc, npy, tia
-from temflow.formats._common import RawMovie, frames_per_chunk, jsonable
+from temflow.formats._common import PIXEL_FALLBACK, RawMovie, frames_per_chunk, jsonable
 from temflow.store import open_zarr
 
 __all__ = ["open_movie", "describe", "READERS", "SUFFIXES", "detect_format"]
@@ -285,8 +285,8 @@ def open_movie(
     reader = READERS[fmt]
     try:
         with warnings.catch_warnings():
-            # libraries' own chatter (tifffile, mrcfile, h5py) is not the user's to act on;
-            # temflow's own warnings are re-issued below.
+            # libraries' deprecation chatter is not the user's to act on; temflow's own
+            # UserWarnings (calibrations ignored) pass through.
             warnings.simplefilter("ignore", DeprecationWarning)
             raw = reader(target, chunks=chunks)
     except MovieFileError:
@@ -295,13 +295,25 @@ def open_movie(
         raise MovieFileError(text, fmt, f"the reader failed ({type(exc).__name__}: {exc})",
                              "the file may be corrupt or of another kind than its name says") from None
     if isinstance(raw, xr.DataArray):  # temflow's own store is already a movie
-        movie = raw
-        if frame_interval_s is not None:
-            movie = movie.assign_coords(
-                {TIME: (TIME, np.arange(movie.sizes[TIME]) * float(frame_interval_s), dict(movie[TIME].attrs))})
-            movie.attrs["frame_interval_s"] = float(frame_interval_s)
-        return movie
+        return _override(raw, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     return _assemble(raw, chunks=spatial, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
+
+
+def _override(movie: xr.DataArray, *, frame_interval_s: float | None,
+              pixel_size_nm: float | tuple[float, float] | None) -> xr.DataArray:
+    """Replace the calibrations of an already-assembled movie (a zarr store) by the user's."""
+    if frame_interval_s is not None:
+        times = np.arange(movie.sizes[TIME]) * float(frame_interval_s)
+        movie = movie.assign_coords({TIME: (TIME, times, dict(movie[TIME].attrs))})
+        movie.attrs.update(frame_interval_s=float(frame_interval_s), time_calibrated=True)
+    if pixel_size_nm is not None:
+        dy, dx = (float(v) for v in np.broadcast_to(np.asarray(pixel_size_nm, dtype=float), (2,)))
+        for dim, step in ((Y, dy), (X, dx)):
+            start = float(movie[dim].values[0]) if dim in movie.coords else 0.0
+            values = start + np.arange(movie.sizes[dim]) * step
+            movie = movie.assign_coords({dim: (dim, values, dict(movie[dim].attrs) if dim in movie.coords else {})})
+        movie.attrs.update(pixel_size_nm=[dy, dx], pixel_calibrated=True)
+    return movie
 
 
 def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s: float | None,
@@ -309,7 +321,8 @@ def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s:
     pixel_calibrated = pixel_size_nm is not None or raw.pixel_size_nm is not None
     if pixel_size_nm is None:
         pixel_size_nm = raw.pixel_size_nm
-    if pixel_size_nm is None and not raw.notes:  # a note has already warned about the calibration
+    already_warned = any(PIXEL_FALLBACK in note for note in raw.notes)
+    if pixel_size_nm is None and not already_warned:
         warnings.warn(
             f"{raw.sources[0]}: the file has no pixel-size calibration; using 1 px = 1 nm. "
             "Pass pixel_size_nm=... to open_movie to set it.",
@@ -356,8 +369,9 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
     -------
     dict
         ``dims`` (list of str), ``shape`` (list of int), ``dtype`` (str),
-        ``chunks`` (list of per-dim chunk-size lists, or ``None`` for an in-memory
-        movie), ``chunk_shape`` (largest chunk), ``n_chunks``, ``pixel_size_nm``
+        ``chunks`` (per dim, the distinct chunk sizes, largest first; ``None`` for an
+        in-memory movie), ``chunks_per_dim`` (number of chunks along each dim),
+        ``chunk_shape`` (largest chunk), ``n_chunks`` (total), ``pixel_size_nm``
         (``[dy, dx]``), ``frame_interval_s``, ``time`` (``start_s``, ``end_s``,
         ``n_frames``, ``calibrated``), ``field_of_view_nm`` (``[height, width]``),
         ``size_gb`` (decompressed, 1e9 bytes), ``format``, ``source`` (list),
@@ -377,7 +391,8 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
 
     check_movie(movie)
     data = movie.data
-    chunks = [list(map(int, c)) for c in data.chunks] if isinstance(data, da.Array) else None
+    chunks = [sorted({int(v) for v in c}, reverse=True) for c in data.chunks] if isinstance(data, da.Array) else None
+    counts = [len(c) for c in data.chunks] if isinstance(data, da.Array) else [1, 1, 1]
     times = np.asarray(movie[TIME].values, dtype=float) if TIME in movie.coords else np.arange(movie.sizes[TIME])
     dy, dx = _pixel(movie)
     known = {"source", "format", "instrument", "pixel_size_nm", "frame_interval_s", "time_calibrated",
@@ -387,8 +402,9 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
         "shape": list(map(int, movie.shape)),
         "dtype": str(movie.dtype),
         "chunks": chunks,
-        "chunk_shape": [max(c) for c in chunks] if chunks else list(map(int, movie.shape)),
-        "n_chunks": int(np.prod([len(c) for c in chunks])) if chunks else 1,
+        "chunks_per_dim": counts,
+        "chunk_shape": [c[0] for c in chunks] if chunks else list(map(int, movie.shape)),
+        "n_chunks": int(np.prod(counts)),
         "pixel_size_nm": [dy, dx],
         "frame_interval_s": _interval(movie),
         "time": {

@@ -24,6 +24,9 @@ from dask.base import tokenize
 from temflow._movie import length_to_nm
 from temflow.errors import MovieFileError
 
+#: Words every "calibration ignored" note contains (open_movie then skips its generic warning).
+PIXEL_FALLBACK = "using pixels"
+
 #: Default size of one time chunk, whole frames (bytes); the store uses the same order.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
@@ -73,6 +76,8 @@ def fail(path: str | os.PathLike[str], fmt: str, problem: str, fix: str | None =
 
 def frames_per_chunk(chunks: Any, n_frames: int, frame_shape: Sequence[int], dtype: np.dtype) -> int:
     """Frames per read task from the user's ``chunks`` (int, tuple, mapping or None)."""
+    if isinstance(chunks, Mapping) and "time" not in chunks:
+        chunks = None  # only spatial chunks given: whole frames per task as by default
     if chunks is None or chunks == "auto":
         frame_bytes = max(1, int(np.prod(frame_shape)) * np.dtype(dtype).itemsize)
         return max(1, min(n_frames, DEFAULT_CHUNK_BYTES // frame_bytes))

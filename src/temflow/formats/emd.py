@@ -145,7 +145,7 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     group = max(candidates, key=lambda g: g["data"].ndim)
     data = group["data"]
     ndim = data.ndim
-    dims = []
+    dims: list[tuple[np.ndarray | None, str, str]] = []
     for i in range(1, ndim + 1):
         dim = group.get(f"dim{i}")
         if dim is None:

@@ -22,6 +22,7 @@ the header of the files it reads.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from pathlib import Path
@@ -82,6 +83,7 @@ class _TagDelimiterError(OSError):
     """A data tag without its ``%%%%`` delimiter: the tag tree is damaged."""
 
 
+@functools.lru_cache(maxsize=1)
 def _checked_reader() -> type:
     """ncempy's ``fileDM`` with its ``assert`` on the tag delimiter made explicit.
 
@@ -140,7 +142,7 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
                    "convert it to a real image in DigitalMicrograph")
     if dm_type not in _DM_DTYPES:
         raise fail(path, fmt, f"unknown DM data type {dm_type}", "the file is damaged or from an unknown DM version")
-    dims = []
+    dims: list[int] = []
     while base + f"Dimensions.{len(dims) + 1}" in tags:
         dims.append(int(first_number(tags[base + f"Dimensions.{len(dims) + 1}"]) or 0))
     ndim = len([d for d in dims if d > 1]) if len(dims) > 2 else len(dims)
@@ -206,7 +208,7 @@ def _instrument(tags: dict[str, Any]) -> dict[str, Any]:
 
 def _metadata(tags: dict[str, Any]) -> dict[str, Any]:
     """ImageTags as a flat, JSON-serialisable dict (array placeholders dropped)."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in tags.items():
         if len(out) >= _MAX_METADATA_TAGS:
             break

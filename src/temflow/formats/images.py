@@ -41,7 +41,7 @@ __all__ = ["read_tiff", "read_frames"]
 _TIFF = "tiff"
 _FRAMES = "frames"
 _FRAME_SUFFIXES = (".tif", ".tiff", ".png")
-_PNG_DTYPES = {8: np.dtype("uint8"), 16: np.dtype(">u2")}
+_PNG_DTYPES: dict[int, np.dtype[Any]] = {8: np.dtype("uint8"), 16: np.dtype(">u2")}
 
 
 def _unit_text(unit: Any) -> str:
@@ -109,8 +109,9 @@ def _ome_calibration(xml: str) -> tuple[tuple[float, float] | None, float | None
         sizes.append(length_to_nm(float(value), unit) if value else None)
     pixel = (sizes[0], sizes[1]) if sizes[0] and sizes[1] else None
     interval = None
-    if pixels.get("TimeIncrement"):
-        interval = time_to_s(float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s"))
+    increment = pixels.get("TimeIncrement")
+    if increment:
+        interval = time_to_s(float(increment), pixels.get("TimeIncrementUnit", "s"))
     return pixel, interval if interval and interval > 0 else None
 
 
@@ -272,7 +273,9 @@ def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
         if other_shape != shape or other_dtype != dtype:
             raise fail(file, _FRAMES, f"frames differ: this one is {other_shape} {other_dtype}, {files[0].name} is "
                        f"{shape} {dtype}", "keep frames of one acquisition (same size and bit depth) in one folder")
-    pixel, interval, meta = None, None, {}
+    pixel: tuple[float, float] | None = None
+    interval: float | None = None
+    meta: dict[str, Any] = {}
     if files[0].suffix.lower() != ".png":
         import tifffile
 
