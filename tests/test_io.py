@@ -123,6 +123,10 @@ def test_insitu_tree_ordered_by_time(tmp_path, chunks):
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
     assert movie.attrs["instrument"]["voltage_kV"] == 200.0
     assert len(movie.attrs["source"]) == 10
+    # the director image beside Hour_00 opens the whole tree
+    director = write_dm(root / "Capture.dm4", data[0], pixel_size=0.4)
+    assert detect_format(director) == "insitu"
+    np.testing.assert_array_equal(open_movie(director).values, data)
     # a known frame rate overrides the names
     movie = open_movie(root / "Hour_00", frame_interval_s=0.25)
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)

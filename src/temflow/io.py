@@ -157,6 +157,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             return "insitu"
         return "frames"
     suffix = p.suffix.lower()
+    if suffix == ".dm4" and gatan.is_insitu_folder(p.parent):
+        return "insitu"  # the In-Situ "director" image saved beside its Hour_00 frame tree
     if suffix in SUFFIXES:
         return SUFFIXES[suffix]
     sniffed = _sniff(p) if p.is_file() else None

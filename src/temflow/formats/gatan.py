@@ -5,19 +5,24 @@ read per task straight from the data block whose offset the header gives (the
 same access ``fileDM.getMemmap`` uses), so opening reads no pixel data and the
 graph holds only paths and offsets.
 
-ncempy is not defensive (it checks the ``%%%%`` tag delimiter with ``assert``,
-which ``python -O`` removes, and never compares sizes), so every file is
-checked first: the version word (3 or 4) and byte-order word, the root length
-the header promises and the end of the data block against the file's size.
+ncempy is not defensive: it checks the ``%%%%`` tag delimiter with ``assert``
+(removed by ``python -O``; here a subclass checks it explicitly), never compares
+sizes, and tracks the image list with counters that assume the thumbnail has
+calibrations. So every file is checked first (version word 3 or 4, byte order,
+the root length the header promises against the file's size), the image, its
+dimensions and calibrations are taken from the tag tree by name, and the end
+of the data block is checked against the file's size.
 
 A Gatan In-Situ movie is a folder tree ``Hour_HH/Minute_MM/Second_SS/*.dm4``
-with one frame per file. Frames are ordered by (hour, minute, second, frame
-number in the file name). Their times come from the names: each second's frames
-are spread evenly over that second, so the time axis is exact to within one
-frame interval; pass ``frame_interval_s`` to use a known rate instead. Only the
-first file's header is parsed at opening (plus any file whose size differs
-from it, to refuse frames of another shape or dtype); each read task parses
-the header of the files it reads.
+with one frame per file. Frames are ordered by (hour, minute, second, file
+name in natural order). Their times come from the folder names, which resolve
+whole seconds: the frame rate is the number of frames in a complete second,
+the first (partial) second's frames are placed at its end and every other
+second's from its start. Pass ``frame_interval_s`` to use a known rate
+instead. The "director" ``.dm4`` that DigitalMicrograph saves beside
+``Hour_00`` opens the whole tree. Only the first file's header is parsed at
+opening (plus any file whose size differs from it, to refuse frames of
+another shape or dtype); each read task parses the headers of its own files.
 """
 
 from __future__ import annotations
@@ -319,6 +324,8 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
     """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily."""
     if not path.exists():
         raise fail(path, fmt, "no such folder", "check the path")
+    if path.is_file():  # the director image DigitalMicrograph saves beside the Hour_00 tree
+        path = path.parent
     root = path.parent if _PART.match(path.name) and path.name.lower().startswith("hour") else path
     found = _insitu_files(root)
     if not found:
