@@ -123,6 +123,9 @@ def test_insitu_tree_ordered_by_time(tmp_path, chunks):
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
     assert movie.attrs["instrument"]["voltage_kV"] == 200.0
     assert len(movie.attrs["source"]) == 10
+    # each read task carries only its own files, not the whole recording's list
+    tasks = dict(movie.data.__dask_graph__()).values()
+    assert max(len(t[1]) for t in tasks if isinstance(t, tuple) and isinstance(t[1], tuple)) <= (chunks or 10)
     # the director image beside Hour_00 opens the whole tree
     director = write_dm(root / "Capture.dm4", data[0], pixel_size=0.4)
     assert detect_format(director) == "insitu"

@@ -102,18 +102,28 @@ def lazy_frames(
     dtype: np.dtype,
     per_chunk: int,
     name: str,
+    files: Sequence[str] | None = None,
 ) -> da.Array:
     """A dask array whose task ``i`` calls ``read(*args, start, stop)``.
 
     ``read`` must be a module-level function (pickled by reference) and ``args``
     plain values (paths as str, ints, tuples): nothing open travels in the graph.
+    With ``files`` (one file per frame), task ``i`` calls
+    ``read(files[start:stop], *args, 0, stop - start)`` instead, so each task
+    carries only its own paths (a long In-Situ recording has 10^5 files).
     """
     if n_frames <= 0:
         raise ValueError("a movie needs at least one frame")
     starts = list(range(0, n_frames, per_chunk))
     chunks = tuple(min(per_chunk, n_frames - s) for s in starts)
-    token = f"temflow-read-{name}-" + tokenize(read.__module__, read.__name__, args, n_frames, per_chunk)
-    graph = {(token, i, 0, 0): (read, *args, s, s + n) for i, (s, n) in enumerate(zip(starts, chunks))}
+    token = f"temflow-read-{name}-" + tokenize(read.__module__, read.__name__, args, files, n_frames, per_chunk)
+    if files is not None:
+        if len(files) != n_frames:
+            raise ValueError(f"one file per frame expected; got {len(files)} files for {n_frames} frames")
+        graph = {(token, i, 0, 0): (read, tuple(files[s : s + n]), *args, 0, n)
+                 for i, (s, n) in enumerate(zip(starts, chunks))}
+    else:
+        graph = {(token, i, 0, 0): (read, *args, s, s + n) for i, (s, n) in enumerate(zip(starts, chunks))}
     return da.Array(graph, token, chunks=(chunks, (frame_shape[0],), (frame_shape[1],)), dtype=dtype)
 
 

@@ -349,8 +349,8 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
     notes: list[str] = []
     pixel = _pixel_size(files[0], fmt, first, notes)
     per = frames_per_chunk(chunks, len(files), first["frame_shape"], first["dtype"])
-    data = lazy_frames(_read_insitu_block, (tuple(map(str, files)), fmt, first["dtype"].str, first["frame_shape"]),
-                       len(files), first["frame_shape"], first["dtype"], per, fmt)
+    data = lazy_frames(_read_insitu_block, (fmt, first["dtype"].str, first["frame_shape"]), len(files),
+                       first["frame_shape"], first["dtype"], per, fmt, files=[str(f) for f in files])
     tags = first["image_tags"]
     metadata = {"dm_version": 4, "image_tags": _metadata(tags), "time_source": "folder names (frames spread evenly "
                 "within each second)", "root": str(root)}

@@ -282,7 +282,7 @@ def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
         with tifffile.TiffFile(files[0]) as tif:
             pixel, _, meta = _tiff_calibration(tif, tif.pages.first)
     per = frames_per_chunk(chunks, len(files), shape, dtype)
-    data = lazy_frames(_read_frame_files, (tuple(map(str, files)), dtype.str, shape), len(files), shape, dtype, per,
-                       _FRAMES)
+    data = lazy_frames(_read_frame_files, (dtype.str, shape), len(files), shape, dtype, per, _FRAMES,
+                       files=[str(f) for f in files])
     return RawMovie(data=data, format=_FRAMES, sources=[str(f) for f in files], pixel_size_nm=pixel,
                     frame_interval_s=interval, metadata=meta)
