@@ -316,6 +316,28 @@ def test_opening_computes_nothing_and_graph_pickles(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("kind", ["npy", "tif"])
+def test_multi_gigabyte_files_open_lazily(tmp_path, kind):
+    """A 4.3 GB movie (a sparse file: nothing is written) opens and builds graphs without reading pixels."""
+    import tifffile
+
+    shape = (2048, 1024, 1024)
+    path = tmp_path / f"big.{kind}"
+    if kind == "npy":
+        created = np.lib.format.open_memmap(path, mode="w+", dtype="uint16", shape=shape)
+    else:
+        created = tifffile.memmap(path, shape=shape, dtype="uint16")
+    del created  # closes the memory map; the file stays sparse
+    with raise_if_dask_computes():
+        movie = open_movie(path, frame_interval_s=0.01, pixel_size_nm=0.1)
+        info = describe(movie)
+        mean = movie.mean("time")
+        subset = movie.isel(time=slice(100, 104)).chunk({"y": 256})
+    assert info["size_gb"] == pytest.approx(4.294967296)
+    assert mean.shape == (1024, 1024) and movie.data.npartitions > 100
+    np.testing.assert_array_equal(subset.values, np.zeros((4, 1024, 1024), "uint16"))
+
+
 def test_open_movie_of_large_synthetic_store_is_lazy(tmp_path):
     from temflow.synthetic import make_movie
 
