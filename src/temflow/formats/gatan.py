@@ -237,7 +237,29 @@ def _pixel_size(path: Path, fmt: str, info: dict[str, Any], notes: list[str]) ->
 
 
 def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
-    """Open a ``.dm3``/``.dm4`` image or stack lazily (header only)."""
+    """Open a ``.dm3``/``.dm4`` image or stack lazily (header only).
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The DM file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     info = _parse(path, fmt)
     notes: list[str] = []
     pixel = _pixel_size(path, fmt, info, notes)
@@ -321,7 +343,29 @@ def _insitu_times(seconds: np.ndarray) -> np.ndarray:
 
 
 def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMovie:
-    """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily."""
+    """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The folder holding ``Hour_00`` (or ``Hour_00`` itself, or the director ``.dm4`` beside it).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     if not path.exists():
         raise fail(path, fmt, "no such folder", "check the path")
     if path.is_file():  # the director image DigitalMicrograph saves beside the Hour_00 tree

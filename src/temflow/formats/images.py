@@ -144,7 +144,27 @@ def _check_pages(path: Path, fmt: str, pages: Any, size: int) -> None:
 
 
 def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a (multi-page) TIFF stack lazily, page by page."""
+    """Open a (multi-page) TIFF stack lazily, page by page.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The TIFF file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     import tifffile
 
     size = check_file(path, _TIFF)
@@ -252,7 +272,27 @@ def _read_frame_files(paths: tuple[str, ...], dtype: str, frame_shape: tuple[int
 
 
 def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
-    """Open a folder, a glob pattern or a single ``.png``/``.tif`` of one-frame files lazily."""
+    """Open a folder, a glob pattern or a single ``.png``/``.tif`` of one-frame files lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        A folder, one frame file, or a glob pattern (str).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     text = str(path)
     if isinstance(path, Path) and path.is_dir():
         files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES]

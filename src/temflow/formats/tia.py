@@ -129,7 +129,27 @@ def _instrument(emi: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a TIA ``.ser`` image series lazily."""
+    """Open a TIA ``.ser`` image series lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The ``.ser`` file (its ``.emi`` is found beside it).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     size = check_file(path, _FMT)
     try:
         with _open(path, with_emi=True) as f:
