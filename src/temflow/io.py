@@ -44,7 +44,7 @@ import xarray as xr
 
 from temflow._movie import DIMS, TIME, X, Y, as_movie, check_movie
 from temflow.errors import MovieFileError
-from temflow.formats import emd, gatan, images, mrc, npy, tia
+from temflow.formats import emd, gatan, mrc, npy, tia, tiff
 from temflow.formats._common import PIXEL_FALLBACK, RawMovie, frames_per_chunk, jsonable
 from temflow.store import open_zarr
 
@@ -74,8 +74,8 @@ READERS: dict[str, Callable[..., Any]] = {
     "ser": tia.read_ser,
     "emd": emd.read_emd,
     "mrc": mrc.read_mrc,
-    "tiff": images.read_tiff,
-    "frames": images.read_frames,
+    "tiff": tiff.read_tiff,
+    "frames": tiff.read_frames,
     "npy": npy.read_npy,
     "zarr": _zarr,
 }
