@@ -31,7 +31,7 @@ def frames(dtype: str = "uint16", n: int = NT) -> np.ndarray:
     return (t * 1000 + y * 37 + x * 3 + 5).astype(dtype)
 
 
-def check_movie(movie: xr.DataArray, expected: np.ndarray, *, pixel_nm: float | None, interval_s: float | None,
+def assert_movie(movie: xr.DataArray, expected: np.ndarray, *, pixel_nm: float | None, interval_s: float | None,
                 fmt: str) -> None:
     assert movie.dims == ("time", "y", "x")
     assert movie.shape == expected.shape
@@ -62,7 +62,7 @@ def test_dm_stack_round_trip(tmp_path, chunks, version, unit, scale, expected_nm
     path = write_dm(tmp_path / f"stack.dm{version}", data, version=version, pixel_size=scale, unit=unit,
                     frame_interval=40.0, time_unit="ms", tags=tags)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=expected_nm, interval_s=0.04, fmt=f"dm{version}")
+    assert_movie(movie, data, pixel_nm=expected_nm, interval_s=0.04, fmt=f"dm{version}")
     assert movie.attrs["instrument"] == {"voltage_kV": 300.0, "magnification": 88000.0, "exposure_s": 0.025,
                                          "camera": "OneView", "microscope": "JEM-2100F"}
     assert movie.attrs["source"] == [str(path)]
@@ -118,7 +118,7 @@ def test_insitu_tree_ordered_by_time(tmp_path, chunks):
     write_insitu(root, data, frames_per_second=4, start_second=58, pixel_size=0.4, unit="nm",
                  tags={"Microscope Info": {"Voltage": 200000.0}})
     movie = open_movie(root, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.4, interval_s=None, fmt="insitu")
+    assert_movie(movie, data, pixel_nm=0.4, interval_s=None, fmt="insitu")
     # 4 frames per second, crossing Minute_00 -> Minute_01; the last second is partial
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
     assert movie.attrs["instrument"]["voltage_kV"] == 200.0
@@ -142,7 +142,7 @@ def test_ser_round_trip(tmp_path, chunks):
                      total_elements=NT + 3)
     (tmp_path / "series.emi").write_bytes(EMI)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=2.0, fmt="ser")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=2.0, fmt="ser")
     assert movie.attrs["instrument"]["voltage_kV"] == 300.0
     assert movie.attrs["instrument"]["magnification"] == 88000.0
 
@@ -175,7 +175,7 @@ def test_berkeley_emd_round_trip(tmp_path, chunks):
     path = tmp_path / "berkeley.emd"
     emd.emdWriter(path, data, pixel_size=(0.5, 0.2, 0.2), pixel_unit=("s", "nm", "nm"))
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.2, interval_s=0.5, fmt="emd")
+    assert_movie(movie, data, pixel_nm=0.2, interval_s=0.5, fmt="emd")
     assert movie.attrs["metadata"]["variant"] == "berkeley"
 
 
@@ -184,7 +184,7 @@ def test_velox_emd_frame_axis_last(tmp_path, chunks):
     data = frames()
     path = write_velox_emd(tmp_path / "velox.emd", data, pixel_size_m=3e-10, frame_time_s=0.1)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.3, interval_s=0.1, fmt="emd")
+    assert_movie(movie, data, pixel_nm=0.3, interval_s=0.1, fmt="emd")
     assert movie.attrs["instrument"]["voltage_kV"] == 300.0
     assert movie.attrs["instrument"]["camera"] == "BM-Ceta"
 
@@ -207,7 +207,7 @@ def test_mrc_round_trip(tmp_path, chunks):
         mrc.set_data(data)
         mrc.voxel_size = 2.5  # Å
     movie = open_movie(path, chunks=chunks, frame_interval_s=0.5)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=0.5, fmt="mrc")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=0.5, fmt="mrc")
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)
@@ -221,7 +221,7 @@ def test_tiff_stack_round_trip(tmp_path, chunks, layout):
     tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.0004, 1 / 0.0004),
                      metadata={"unit": "um", "finterval": 0.2, "axes": "TYX"}, **options)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
+    assert_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
 
 
 def test_ome_tiff_calibration(tmp_path):
@@ -233,7 +233,7 @@ def test_ome_tiff_calibration(tmp_path):
                                                       "PhysicalSizeY": 2.5, "PhysicalSizeYUnit": "Å",
                                                       "TimeIncrement": 50, "TimeIncrementUnit": "ms"})
     movie = open_movie(path, chunks=3)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=0.05, fmt="tiff")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=0.05, fmt="tiff")
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".png"])
@@ -252,7 +252,7 @@ def test_frame_folder_and_glob_natural_order(tmp_path, suffix):
             tifffile.imwrite(file, frame)
     with pytest.warns(UserWarning, match="pixel-size"):
         movie = open_movie(folder, chunks=4, frame_interval_s=1.0)
-    check_movie(movie, data, pixel_nm=1.0, interval_s=1.0, fmt="frames")
+    assert_movie(movie, data, pixel_nm=1.0, interval_s=1.0, fmt="frames")
     by_glob = open_movie(str(folder / f"frame_*{suffix}"), frame_interval_s=1.0, pixel_size_nm=0.5)
     np.testing.assert_array_equal(by_glob.values, data)
 
@@ -262,7 +262,7 @@ def test_npy_and_zarr(tmp_path, chunks):
     data = frames()
     np.save(tmp_path / "m.npy", data)
     movie = open_movie(tmp_path / "m.npy", chunks=chunks, frame_interval_s=0.1, pixel_size_nm=0.5)
-    check_movie(movie, data, pixel_nm=0.5, interval_s=0.1, fmt="npy")
+    assert_movie(movie, data, pixel_nm=0.5, interval_s=0.1, fmt="npy")
     store = temflow.save_zarr(movie, tmp_path / "m.zarr")
     again = open_movie(store)
     xr.testing.assert_identical(again.compute(), movie.compute())
@@ -466,6 +466,16 @@ def test_frames_of_different_shapes_or_dtypes(tmp_path):
     write_dm(odd, frames(n=1)[0][:, :-2])
     with pytest.raises(MovieFileError, match=r"Frame_0001\.dm4.*frames differ"):
         open_movie(root)
+
+
+def test_stack_in_a_frame_folder_is_refused(tmp_path):
+    import tifffile
+
+    (tmp_path / "f").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "a.tif", frames(n=1)[0])
+    tifffile.imwrite(tmp_path / "f" / "b.tif", frames(n=3), photometric="minisblack")
+    with pytest.raises(MovieFileError, match=r"b\.tif.*must hold one grey-level image"):
+        open_movie(tmp_path / "f")
 
 
 def test_bad_arguments(tmp_path):

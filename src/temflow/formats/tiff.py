@@ -187,7 +187,7 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _TIFF, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})",
                    "copy the file again") from None
-    if "S" in axes or (len(shape) >= 3 and shape[-1] in (3, 4) and axes.endswith("S")):
+    if "S" in axes:
         raise fail(path, _TIFF, f"the image is colour (axes {axes!r}); a movie is grey-level",
                    "convert the frames to grey-level first")
     if len(shape) < 2:
@@ -238,14 +238,14 @@ def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             _check_pages(path, _FRAMES, [page], size)
-            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+            shape, dtype = tuple(tif.series[0].shape), np.dtype(page.dtype)
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _FRAMES, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})") from None
     if len(shape) != 2:
-        raise fail(path, _FRAMES, f"a frame must be one grey-level image; this one has shape {shape}",
-                   "open a multi-page stack as one file instead")
+        raise fail(path, _FRAMES, f"a frame file must hold one grey-level image; this one holds shape {shape}",
+                   "open a multi-page stack as one file (format 'tiff'), not as a frame folder")
     return (int(shape[0]), int(shape[1])), dtype.newbyteorder("=")
 
 
