@@ -70,6 +70,17 @@ def test_dm_stack_round_trip(tmp_path, chunks, version, unit, scale, expected_nm
         assert movie.data.chunks[1] == (5, 5, 2)
 
 
+@pytest.mark.parametrize("version", [3, 4])
+def test_dm_series_folder_and_glob(tmp_path, version):
+    data = frames(n=11)
+    for i, frame in enumerate(data):
+        write_dm(tmp_path / f"img_{i}.dm{version}", frame, version=version, pixel_size=0.7)
+    movie = open_movie(tmp_path, chunks=4, frame_interval_s=0.5)
+    assert_movie(movie, data, pixel_nm=0.7, interval_s=0.5, fmt="dm-series")
+    by_glob = open_movie(str(tmp_path / f"img_*.dm{version}"), frame_interval_s=0.5)
+    np.testing.assert_array_equal(by_glob.values, data)
+
+
 def test_insitu_partial_first_second(tmp_path):
     write_insitu(tmp_path, frames(n=9), frames_per_second=4, start_second=3, pixel_size=0.4)
     for frame in sorted(tmp_path.rglob("*.dm4"))[:2]:  # the recording started mid-second
@@ -383,7 +394,7 @@ def test_missing_and_unsupported(tmp_path):
         open_movie(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="format must be one of"):
         open_movie(tmp_path / "notes.txt", format="jpeg")
-    assert set(READERS) >= {"dm3", "dm4", "insitu", "ser", "emd", "mrc", "tiff", "frames", "npy", "zarr"}
+    assert set(READERS) >= {"dm3", "dm4", "insitu", "dm-series", "ser", "emd", "mrc", "tiff", "frames", "npy", "zarr"}
 
 
 @pytest.mark.parametrize("name", ["a.dm3", "a.dm4", "a.ser", "a.emd", "a.mrc", "a.tif", "a.png", "a.npy"])

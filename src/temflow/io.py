@@ -7,21 +7,18 @@ wrong magic bytes), and returns a dask-backed ``xarray.DataArray`` with dims
 only; every dask task opens its file by path and reads just its frames, so the
 graph pickles to a distributed cluster.
 
-Readers (``READERS``: format name -> function):
+Readers (``READERS``: format name -> function; pixels read with):
 
-========== ===================================================== ==================
-format     files                                                 pixels read with
-========== ===================================================== ==================
-dm3, dm4   Gatan DigitalMicrograph image or stack                ncempy header, raw offsets
-insitu     Gatan In-Situ tree ``Hour_HH/Minute_MM/Second_SS/*.dm4`` ncempy header per frame
-ser        FEI/TIA series (+ ``.emi`` metadata)                  ncempy ``fileSER``
-emd        Berkeley EMD and Thermo Fisher Velox EMD (HDF5)       h5py, per task
-mrc        ``.mrc`` / ``.mrcs`` / ``.st``                        mrcfile memory map
-tiff       multi-page TIFF stack                                 tifffile, per page
-frames     folder or glob of ``.tif`` / ``.png`` frames          tifffile / Pillow
-npy        NumPy ``.npy``                                        numpy memory map
-zarr       temflow's own store (:func:`temflow.store.open_zarr`) zarr
-========== ===================================================== ==================
+- ``dm3``, ``dm4``: Gatan DigitalMicrograph image or stack (ncempy header, raw offsets);
+- ``insitu``: Gatan In-Situ tree ``Hour_HH/Minute_MM/Second_SS/*.dm4`` (ncempy header per frame);
+- ``dm-series``: folder or glob of one-frame ``.dm3`` / ``.dm4`` files;
+- ``ser``: FEI/TIA series with its ``.emi`` metadata (ncempy ``fileSER``);
+- ``emd``: Berkeley EMD and Thermo Fisher Velox EMD (h5py, per task);
+- ``mrc``: ``.mrc`` / ``.mrcs`` / ``.st`` (mrcfile memory map);
+- ``tiff``: multi-page TIFF stack (raw offsets when uncompressed, else tifffile per page);
+- ``frames``: folder or glob of ``.tif`` / ``.png`` frames (tifffile / Pillow);
+- ``npy``: NumPy ``.npy`` (numpy memory map);
+- ``zarr``: temflow's own store (:func:`temflow.store.open_zarr`).
 
 Any failure, from the checks or from the library underneath (also under
 ``python -O``, where ncempy's ``assert`` checks vanish), is raised as
@@ -71,6 +68,7 @@ READERS: dict[str, Callable[..., Any]] = {
     "dm3": _dm3,
     "dm4": _dm4,
     "insitu": gatan.read_insitu,
+    "dm-series": gatan.read_dm_series,
     "ser": tia.read_ser,
     "emd": emd.read_emd,
     "mrc": mrc.read_mrc,
@@ -148,13 +146,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """
     text = os.fspath(path)
     if _GLOB_CHARS & set(text):
-        return "frames"
+        return "dm-series" if text.lower().endswith((".dm3", ".dm4")) else "frames"
     p = Path(text)
     if p.is_dir():
         if p.suffix.lower() == ".zarr" or (p / "zarr.json").exists():
             return "zarr"
         if gatan.is_insitu_folder(p):
             return "insitu"
+        suffixes = {child.suffix.lower() for child in p.iterdir() if child.is_file()}
+        if suffixes & {".dm3", ".dm4"} and not suffixes & {".tif", ".tiff", ".png"}:
+            return "dm-series"
         return "frames"
     suffix = p.suffix.lower()
     if suffix == ".dm4" and gatan.is_insitu_folder(p.parent):
@@ -169,7 +170,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 def _check_magic(path: Path, fmt: str) -> None:
     """Refuse a file whose first bytes belong to another format (a renamed or wrong file)."""
-    if fmt in ("zarr", "insitu") or path.is_dir() or not path.is_file():
+    if fmt in ("zarr", "insitu", "dm-series") or path.is_dir() or not path.is_file():
         return
     if path.stat().st_size == 0:
         raise MovieFileError(path, fmt, "the file is empty (0 bytes)", "copy the file again from the acquisition computer")
@@ -218,7 +219,8 @@ def open_movie(
     path : str or path
         A file (``.dm3 .dm4 .ser .emd .mrc .mrcs .tif .tiff .png .npy``), a folder
         (temflow ``.zarr`` store, Gatan In-Situ ``Hour_HH`` tree, or a folder of
-        ``.tif``/``.png`` frames) or a glob pattern of frames (``"run/*.tif"``).
+        one-frame ``.dm3``/``.dm4``/``.tif``/``.png`` files) or a glob pattern of
+        such frames (``"run/*.tif"``), sorted naturally (``f2`` before ``f10``).
     chunks : int, (int, int, int) or mapping, optional
         Frames per chunk, one size per dim, or ``{dim: size}``; ``-1`` means the
         whole extent. Default: about 32 MiB of whole frames per chunk.

@@ -23,11 +23,14 @@ instead. The "director" ``.dm4`` that DigitalMicrograph saves beside
 ``Hour_00`` opens the whole tree. Only the first file's header is parsed at
 opening (plus any file whose size differs from it, to refuse frames of
 another shape or dtype); each read task parses the headers of its own files.
+A plain folder (or glob) of one-frame DM files is the ``dm-series`` format:
+natural file order, no frame times (pass ``frame_interval_s``).
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import re
 import struct
 from pathlib import Path
@@ -49,7 +52,7 @@ from temflow.formats._common import (
     read_contiguous,
 )
 
-__all__ = ["read_dm", "read_insitu", "is_insitu_folder"]
+__all__ = ["read_dm", "read_dm_series", "read_insitu", "is_insitu_folder"]
 
 _DM_DTYPES = {1: "<i2", 2: "<f4", 6: "<u1", 7: "<i4", 9: "<i1", 10: "<u2", 11: "<u4", 12: "<f8"}
 _UNSUPPORTED_DM_TYPES = {3: "complex64", 13: "complex128", 14: "binary", 23: "RGB"}
@@ -307,7 +310,7 @@ def is_insitu_folder(path: Path) -> bool:
                for child in path.iterdir())
 
 
-def _read_insitu_block(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
+def _read_dm_files(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
                        stop: int) -> np.ndarray:
     out = np.empty((stop - start, *frame_shape), dtype=dtype)
     for i, file in enumerate(paths[start:stop]):
@@ -377,27 +380,71 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
                    "pass the folder that contains the Hour_00 folder")
     found.sort(key=lambda item: (item[0], natural_key(item[1].name)))
     files = [file for _, file in found]
+    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
+    times -= times[0]
+    movie = _frame_files(files, fmt, chunks)
+    movie.metadata.update(time_source="folder names Hour/Minute/Second (whole seconds; rate from complete seconds)",
+                          root=str(root))
+    movie.times_s = times if len(files) > 1 and np.all(np.diff(times) > 0) else None
+    return movie
+
+
+def _frame_files(files: list[Path], fmt: str, chunks: Any) -> RawMovie:
+    """A movie of one-frame DM files, in the given order (headers: first file, and any of another size)."""
     sizes = [check_file(file, fmt) for file in files]
     first = _parse(files[0], fmt)
     if first["n_frames"] != 1:
-        raise fail(files[0], fmt, f"an In-Situ frame file must hold one image; this one holds {first['n_frames']}")
+        raise fail(files[0], fmt, f"a frame file must hold one image; this one holds {first['n_frames']}",
+                   "open a stack file on its own")
     for file, size in zip(files[1:], sizes[1:]):
         if size != first["size"]:
             info = _parse(file, fmt)
             if info["frame_shape"] != first["frame_shape"] or info["dtype"] != first["dtype"]:
                 raise fail(file, fmt, f"frames differ: this one is {info['frame_shape']} {info['dtype']}, "
                            f"{files[0].name} is {first['frame_shape']} {first['dtype']}",
-                           "keep one acquisition per folder tree")
-    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
-    times -= times[0]
+                           "keep one acquisition per folder")
     notes: list[str] = []
     pixel = _pixel_size(files[0], fmt, first, notes)
     per = frames_per_chunk(chunks, len(files), first["frame_shape"], first["dtype"])
-    data = lazy_frames(_read_insitu_block, (fmt, first["dtype"].str, first["frame_shape"]), len(files),
+    data = lazy_frames(_read_dm_files, (fmt, first["dtype"].str, first["frame_shape"]), len(files),
                        first["frame_shape"], first["dtype"], per, fmt, files=[str(f) for f in files])
     tags = first["image_tags"]
-    metadata = {"dm_version": 4, "image_tags": _metadata(tags), "time_source": "folder names (frames spread evenly "
-                "within each second)", "root": str(root)}
     return RawMovie(data=data, format=fmt, sources=[str(f) for f in files], pixel_size_nm=pixel,
-                    times_s=times if len(files) > 1 and np.all(np.diff(times) > 0) else None,
-                    instrument=_instrument(tags), metadata=metadata, notes=notes)
+                    instrument=_instrument(tags), metadata={"dm_version": first["version"],
+                                                            "image_tags": _metadata(tags)}, notes=notes)
+
+
+def read_dm_series(path: Path | str, *, chunks: Any = None, fmt: str = "dm-series") -> RawMovie:
+    """Open a folder (or glob pattern) of one-frame ``.dm3``/``.dm4`` files lazily, in natural order.
+
+    Lazy: parses the first header (and any file of another size); each dask task
+    opens its own files by path. The files carry no frame times: pass
+    ``frame_interval_s`` to :func:`temflow.open_movie`.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        A folder of DM frames, or a glob pattern (str) such as ``"run/*.dm4"``.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If no DM file matches, or frames differ in shape or dtype, or a file is damaged.
+    """
+    if isinstance(path, Path) and path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".dm3", ".dm4")]
+    else:
+        files = [Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in (".dm3", ".dm4")]
+    if not files:
+        raise fail(path, fmt, "no .dm3 or .dm4 frames found", "check the folder or pattern")
+    files.sort(key=lambda p: natural_key(p.name))
+    return _frame_files(files, fmt, chunks)
