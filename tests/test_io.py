@@ -452,6 +452,18 @@ def test_wrong_extension(tmp_path, kind, wrong):
         open_movie(renamed, frame_interval_s=1.0, pixel_size_nm=1.0)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_damaged_frame_in_insitu_tree_is_named(tmp_path, damage):
+    write_insitu(tmp_path, frames(n=6), frames_per_second=3)
+    bad = sorted(tmp_path.rglob("*.dm4"))[4]
+    if damage == "truncate":
+        _truncate(bad, keep=0.9)
+    else:
+        bad.write_bytes(b"")
+    with pytest.raises(MovieFileError, match=rf"{bad.name}.*(truncated|empty)"):
+        open_movie(tmp_path)
+
+
 def test_garbage_after_valid_magic(tmp_path):
     path = tmp_path / "garbage.dm4"
     path.write_bytes(b"\x00\x00\x00\x04" + b"\x00" * 8 + b"\x00\x00\x00\x01" + bytes(range(256)) * 4)
