@@ -31,7 +31,7 @@ def frames(dtype: str = "uint16", n: int = NT) -> np.ndarray:
     return (t * 1000 + y * 37 + x * 3 + 5).astype(dtype)
 
 
-def check_movie(movie: xr.DataArray, expected: np.ndarray, *, pixel_nm: float | None, interval_s: float | None,
+def assert_movie(movie: xr.DataArray, expected: np.ndarray, *, pixel_nm: float | None, interval_s: float | None,
                 fmt: str) -> None:
     assert movie.dims == ("time", "y", "x")
     assert movie.shape == expected.shape
@@ -62,12 +62,23 @@ def test_dm_stack_round_trip(tmp_path, chunks, version, unit, scale, expected_nm
     path = write_dm(tmp_path / f"stack.dm{version}", data, version=version, pixel_size=scale, unit=unit,
                     frame_interval=40.0, time_unit="ms", tags=tags)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=expected_nm, interval_s=0.04, fmt=f"dm{version}")
+    assert_movie(movie, data, pixel_nm=expected_nm, interval_s=0.04, fmt=f"dm{version}")
     assert movie.attrs["instrument"] == {"voltage_kV": 300.0, "magnification": 88000.0, "exposure_s": 0.025,
                                          "camera": "OneView", "microscope": "JEM-2100F"}
     assert movie.attrs["source"] == [str(path)]
     if isinstance(chunks, dict):
         assert movie.data.chunks[1] == (5, 5, 2)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_dm_series_folder_and_glob(tmp_path, version):
+    data = frames(n=11)
+    for i, frame in enumerate(data):
+        write_dm(tmp_path / f"img_{i}.dm{version}", frame, version=version, pixel_size=0.7)
+    movie = open_movie(tmp_path, chunks=4, frame_interval_s=0.5)
+    assert_movie(movie, data, pixel_nm=0.7, interval_s=0.5, fmt="dm-series")
+    by_glob = open_movie(str(tmp_path / f"img_*.dm{version}"), frame_interval_s=0.5)
+    np.testing.assert_array_equal(by_glob.values, data)
 
 
 def test_insitu_partial_first_second(tmp_path):
@@ -118,11 +129,18 @@ def test_insitu_tree_ordered_by_time(tmp_path, chunks):
     write_insitu(root, data, frames_per_second=4, start_second=58, pixel_size=0.4, unit="nm",
                  tags={"Microscope Info": {"Voltage": 200000.0}})
     movie = open_movie(root, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.4, interval_s=None, fmt="insitu")
+    assert_movie(movie, data, pixel_nm=0.4, interval_s=None, fmt="insitu")
     # 4 frames per second, crossing Minute_00 -> Minute_01; the last second is partial
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
     assert movie.attrs["instrument"]["voltage_kV"] == 200.0
     assert len(movie.attrs["source"]) == 10
+    # each read task carries only its own files, not the whole recording's list
+    tasks = dict(movie.data.__dask_graph__()).values()
+    assert max(len(t[1]) for t in tasks if isinstance(t, tuple) and isinstance(t[1], tuple)) <= (chunks or 10)
+    # the director image beside Hour_00 opens the whole tree
+    director = write_dm(root / "Capture.dm4", data[0], pixel_size=0.4)
+    assert detect_format(director) == "insitu"
+    np.testing.assert_array_equal(open_movie(director).values, data)
     # a known frame rate overrides the names
     movie = open_movie(root / "Hour_00", frame_interval_s=0.25)
     np.testing.assert_allclose(movie.time.values, np.arange(10) * 0.25)
@@ -135,9 +153,18 @@ def test_ser_round_trip(tmp_path, chunks):
                      total_elements=NT + 3)
     (tmp_path / "series.emi").write_bytes(EMI)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=2.0, fmt="ser")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=2.0, fmt="ser")
     assert movie.attrs["instrument"]["voltage_kV"] == 300.0
     assert movie.attrs["instrument"]["magnification"] == 88000.0
+
+
+def test_ser_with_damaged_emi_still_reads(tmp_path):
+    data = frames("uint16", n=3)
+    path = write_ser(tmp_path / "s_1.ser", data, times=[1, 2, 3])
+    (tmp_path / "s.emi").write_bytes(b"<ObjectInfo><broken")
+    movie = open_movie(path)
+    np.testing.assert_array_equal(movie.values, data)
+    assert "emi" in movie.attrs["notes"][0] and movie.attrs["instrument"] == {}
 
 
 def test_ser_repeated_times_and_diffraction(tmp_path):
@@ -159,7 +186,7 @@ def test_berkeley_emd_round_trip(tmp_path, chunks):
     path = tmp_path / "berkeley.emd"
     emd.emdWriter(path, data, pixel_size=(0.5, 0.2, 0.2), pixel_unit=("s", "nm", "nm"))
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.2, interval_s=0.5, fmt="emd")
+    assert_movie(movie, data, pixel_nm=0.2, interval_s=0.5, fmt="emd")
     assert movie.attrs["metadata"]["variant"] == "berkeley"
 
 
@@ -168,7 +195,7 @@ def test_velox_emd_frame_axis_last(tmp_path, chunks):
     data = frames()
     path = write_velox_emd(tmp_path / "velox.emd", data, pixel_size_m=3e-10, frame_time_s=0.1)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.3, interval_s=0.1, fmt="emd")
+    assert_movie(movie, data, pixel_nm=0.3, interval_s=0.1, fmt="emd")
     assert movie.attrs["instrument"]["voltage_kV"] == 300.0
     assert movie.attrs["instrument"]["camera"] == "BM-Ceta"
 
@@ -191,7 +218,7 @@ def test_mrc_round_trip(tmp_path, chunks):
         mrc.set_data(data)
         mrc.voxel_size = 2.5  # Å
     movie = open_movie(path, chunks=chunks, frame_interval_s=0.5)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=0.5, fmt="mrc")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=0.5, fmt="mrc")
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)
@@ -205,7 +232,7 @@ def test_tiff_stack_round_trip(tmp_path, chunks, layout):
     tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.0004, 1 / 0.0004),
                      metadata={"unit": "um", "finterval": 0.2, "axes": "TYX"}, **options)
     movie = open_movie(path, chunks=chunks)
-    check_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
+    assert_movie(movie, data, pixel_nm=0.4, interval_s=0.2, fmt="tiff")
 
 
 def test_ome_tiff_calibration(tmp_path):
@@ -217,7 +244,7 @@ def test_ome_tiff_calibration(tmp_path):
                                                       "PhysicalSizeY": 2.5, "PhysicalSizeYUnit": "Å",
                                                       "TimeIncrement": 50, "TimeIncrementUnit": "ms"})
     movie = open_movie(path, chunks=3)
-    check_movie(movie, data, pixel_nm=0.25, interval_s=0.05, fmt="tiff")
+    assert_movie(movie, data, pixel_nm=0.25, interval_s=0.05, fmt="tiff")
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".png"])
@@ -236,7 +263,7 @@ def test_frame_folder_and_glob_natural_order(tmp_path, suffix):
             tifffile.imwrite(file, frame)
     with pytest.warns(UserWarning, match="pixel-size"):
         movie = open_movie(folder, chunks=4, frame_interval_s=1.0)
-    check_movie(movie, data, pixel_nm=1.0, interval_s=1.0, fmt="frames")
+    assert_movie(movie, data, pixel_nm=1.0, interval_s=1.0, fmt="frames")
     by_glob = open_movie(str(folder / f"frame_*{suffix}"), frame_interval_s=1.0, pixel_size_nm=0.5)
     np.testing.assert_array_equal(by_glob.values, data)
 
@@ -246,11 +273,15 @@ def test_npy_and_zarr(tmp_path, chunks):
     data = frames()
     np.save(tmp_path / "m.npy", data)
     movie = open_movie(tmp_path / "m.npy", chunks=chunks, frame_interval_s=0.1, pixel_size_nm=0.5)
-    check_movie(movie, data, pixel_nm=0.5, interval_s=0.1, fmt="npy")
+    assert_movie(movie, data, pixel_nm=0.5, interval_s=0.1, fmt="npy")
     store = temflow.save_zarr(movie, tmp_path / "m.zarr")
     again = open_movie(store)
     xr.testing.assert_identical(again.compute(), movie.compute())
     assert detect_format(store) == "zarr"
+    recalibrated = open_movie(store, frame_interval_s=0.5, pixel_size_nm=(0.2, 0.3))
+    np.testing.assert_allclose(np.diff(recalibrated.time.values), 0.5)
+    np.testing.assert_allclose(recalibrated.attrs["pixel_size_nm"], [0.2, 0.3])
+    np.testing.assert_allclose(np.diff(recalibrated.x.values), 0.3)
 
 
 def test_single_image_has_no_time_warning(tmp_path):
@@ -296,6 +327,28 @@ def test_opening_computes_nothing_and_graph_pickles(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("kind", ["npy", "tif"])
+def test_multi_gigabyte_files_open_lazily(tmp_path, kind):
+    """A 4.3 GB movie (a sparse file: nothing is written) opens and builds graphs without reading pixels."""
+    import tifffile
+
+    shape = (2048, 1024, 1024)
+    path = tmp_path / f"big.{kind}"
+    if kind == "npy":
+        created = np.lib.format.open_memmap(path, mode="w+", dtype="uint16", shape=shape)
+    else:
+        created = tifffile.memmap(path, shape=shape, dtype="uint16")
+    del created  # closes the memory map; the file stays sparse
+    with raise_if_dask_computes():
+        movie = open_movie(path, frame_interval_s=0.01, pixel_size_nm=0.1)
+        info = describe(movie)
+        mean = movie.mean("time")
+        subset = movie.isel(time=slice(100, 104)).chunk({"y": 256})
+    assert info["size_gb"] == pytest.approx(4.294967296)
+    assert mean.shape == (1024, 1024) and movie.data.npartitions > 100
+    np.testing.assert_array_equal(subset.values, np.zeros((4, 1024, 1024), "uint16"))
+
+
 def test_open_movie_of_large_synthetic_store_is_lazy(tmp_path):
     from temflow.synthetic import make_movie
 
@@ -313,7 +366,8 @@ def test_describe_fields(tmp_path):
                     tags={"Microscope Info": {"Voltage": 80000.0}})
     info = describe(open_movie(path, chunks=3))
     assert info["dims"] == ["time", "y", "x"] and info["dtype"] == "uint16"
-    assert info["chunks"] == [[3, 3, 1], [NY], [NX]] and info["chunk_shape"] == [3, NY, NX]
+    assert info["chunks"] == [[3, 1], [NY], [NX]] and info["chunk_shape"] == [3, NY, NX]
+    assert info["chunks_per_dim"] == [3, 1, 1] and info["n_chunks"] == 3
     assert info["pixel_size_nm"] == pytest.approx([0.5, 0.5])
     assert info["time"]["end_s"] == pytest.approx(0.6) and info["time"]["calibrated"] is True
     assert info["size_gb"] == pytest.approx(NT * NY * NX * 2 / 1e9)
@@ -340,7 +394,7 @@ def test_missing_and_unsupported(tmp_path):
         open_movie(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="format must be one of"):
         open_movie(tmp_path / "notes.txt", format="jpeg")
-    assert set(READERS) >= {"dm3", "dm4", "insitu", "ser", "emd", "mrc", "tiff", "frames", "npy", "zarr"}
+    assert set(READERS) >= {"dm3", "dm4", "insitu", "dm-series", "ser", "emd", "mrc", "tiff", "frames", "npy", "zarr"}
 
 
 @pytest.mark.parametrize("name", ["a.dm3", "a.dm4", "a.ser", "a.emd", "a.mrc", "a.tif", "a.png", "a.npy"])
@@ -398,6 +452,18 @@ def test_wrong_extension(tmp_path, kind, wrong):
         open_movie(renamed, frame_interval_s=1.0, pixel_size_nm=1.0)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_damaged_frame_in_insitu_tree_is_named(tmp_path, damage):
+    write_insitu(tmp_path, frames(n=6), frames_per_second=3)
+    bad = sorted(tmp_path.rglob("*.dm4"))[4]
+    if damage == "truncate":
+        _truncate(bad, keep=0.9)
+    else:
+        bad.write_bytes(b"")
+    with pytest.raises(MovieFileError, match=rf"{bad.name}.*(truncated|empty)"):
+        open_movie(tmp_path)
+
+
 def test_garbage_after_valid_magic(tmp_path):
     path = tmp_path / "garbage.dm4"
     path.write_bytes(b"\x00\x00\x00\x04" + b"\x00" * 8 + b"\x00\x00\x00\x01" + bytes(range(256)) * 4)
@@ -423,6 +489,16 @@ def test_frames_of_different_shapes_or_dtypes(tmp_path):
     write_dm(odd, frames(n=1)[0][:, :-2])
     with pytest.raises(MovieFileError, match=r"Frame_0001\.dm4.*frames differ"):
         open_movie(root)
+
+
+def test_stack_in_a_frame_folder_is_refused(tmp_path):
+    import tifffile
+
+    (tmp_path / "f").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "a.tif", frames(n=1)[0])
+    tifffile.imwrite(tmp_path / "f" / "b.tif", frames(n=3), photometric="minisblack")
+    with pytest.raises(MovieFileError, match=r"b\.tif.*must hold one grey-level image"):
+        open_movie(tmp_path / "f")
 
 
 def test_bad_arguments(tmp_path):

@@ -7,21 +7,18 @@ wrong magic bytes), and returns a dask-backed ``xarray.DataArray`` with dims
 only; every dask task opens its file by path and reads just its frames, so the
 graph pickles to a distributed cluster.
 
-Readers (``READERS``: format name -> function):
+Readers (``READERS``: format name -> function; pixels read with):
 
-========== ===================================================== ==================
-format     files                                                 pixels read with
-========== ===================================================== ==================
-dm3, dm4   Gatan DigitalMicrograph image or stack                ncempy header, raw offsets
-insitu     Gatan In-Situ tree ``Hour_HH/Minute_MM/Second_SS/*.dm4`` ncempy header per frame
-ser        FEI/TIA series (+ ``.emi`` metadata)                  ncempy ``fileSER``
-emd        Berkeley EMD and Thermo Fisher Velox EMD (HDF5)       h5py, per task
-mrc        ``.mrc`` / ``.mrcs`` / ``.st``                        mrcfile memory map
-tiff       multi-page TIFF stack                                 tifffile, per page
-frames     folder or glob of ``.tif`` / ``.png`` frames          tifffile / Pillow
-npy        NumPy ``.npy``                                        numpy memory map
-zarr       temflow's own store (:func:`temflow.store.open_zarr`) zarr
-========== ===================================================== ==================
+- ``dm3``, ``dm4``: Gatan DigitalMicrograph image or stack (ncempy header, raw offsets);
+- ``insitu``: Gatan In-Situ tree ``Hour_HH/Minute_MM/Second_SS/*.dm4`` (ncempy header per frame);
+- ``dm-series``: folder or glob of one-frame ``.dm3`` / ``.dm4`` files;
+- ``ser``: FEI/TIA series with its ``.emi`` metadata (ncempy ``fileSER``);
+- ``emd``: Berkeley EMD and Thermo Fisher Velox EMD (h5py, per task);
+- ``mrc``: ``.mrc`` / ``.mrcs`` / ``.st`` (mrcfile memory map);
+- ``tiff``: multi-page TIFF stack (raw offsets when uncompressed, else tifffile per page);
+- ``frames``: folder or glob of ``.tif`` / ``.png`` frames (tifffile / Pillow);
+- ``npy``: NumPy ``.npy`` (numpy memory map);
+- ``zarr``: temflow's own store (:func:`temflow.store.open_zarr`).
 
 Any failure, from the checks or from the library underneath (also under
 ``python -O``, where ncempy's ``assert`` checks vanish), is raised as
@@ -44,8 +41,8 @@ import xarray as xr
 
 from temflow._movie import DIMS, TIME, X, Y, as_movie, check_movie
 from temflow.errors import MovieFileError
-from temflow.formats import emd, gatan, images, mrc, npy, tia
-from temflow.formats._common import RawMovie, frames_per_chunk, jsonable
+from temflow.formats import emd, gatan, mrc, npy, tia, tiff
+from temflow.formats._common import PIXEL_FALLBACK, RawMovie, frames_per_chunk, jsonable
 from temflow.store import open_zarr
 
 __all__ = ["open_movie", "describe", "READERS", "SUFFIXES", "detect_format"]
@@ -71,11 +68,12 @@ READERS: dict[str, Callable[..., Any]] = {
     "dm3": _dm3,
     "dm4": _dm4,
     "insitu": gatan.read_insitu,
+    "dm-series": gatan.read_dm_series,
     "ser": tia.read_ser,
     "emd": emd.read_emd,
     "mrc": mrc.read_mrc,
-    "tiff": images.read_tiff,
-    "frames": images.read_frames,
+    "tiff": tiff.read_tiff,
+    "frames": tiff.read_frames,
     "npy": npy.read_npy,
     "zarr": _zarr,
 }
@@ -148,15 +146,20 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """
     text = os.fspath(path)
     if _GLOB_CHARS & set(text):
-        return "frames"
+        return "dm-series" if text.lower().endswith((".dm3", ".dm4")) else "frames"
     p = Path(text)
     if p.is_dir():
         if p.suffix.lower() == ".zarr" or (p / "zarr.json").exists():
             return "zarr"
         if gatan.is_insitu_folder(p):
             return "insitu"
+        suffixes = {child.suffix.lower() for child in p.iterdir() if child.is_file()}
+        if suffixes & {".dm3", ".dm4"} and not suffixes & {".tif", ".tiff", ".png"}:
+            return "dm-series"
         return "frames"
     suffix = p.suffix.lower()
+    if suffix == ".dm4" and gatan.is_insitu_folder(p.parent):
+        return "insitu"  # the In-Situ "director" image saved beside its Hour_00 frame tree
     if suffix in SUFFIXES:
         return SUFFIXES[suffix]
     sniffed = _sniff(p) if p.is_file() else None
@@ -167,7 +170,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 def _check_magic(path: Path, fmt: str) -> None:
     """Refuse a file whose first bytes belong to another format (a renamed or wrong file)."""
-    if fmt in ("zarr", "insitu") or path.is_dir() or not path.is_file():
+    if fmt in ("zarr", "insitu", "dm-series") or path.is_dir() or not path.is_file():
         return
     if path.stat().st_size == 0:
         raise MovieFileError(path, fmt, "the file is empty (0 bytes)", "copy the file again from the acquisition computer")
@@ -216,7 +219,8 @@ def open_movie(
     path : str or path
         A file (``.dm3 .dm4 .ser .emd .mrc .mrcs .tif .tiff .png .npy``), a folder
         (temflow ``.zarr`` store, Gatan In-Situ ``Hour_HH`` tree, or a folder of
-        ``.tif``/``.png`` frames) or a glob pattern of frames (``"run/*.tif"``).
+        one-frame ``.dm3``/``.dm4``/``.tif``/``.png`` files) or a glob pattern of
+        such frames (``"run/*.tif"``), sorted naturally (``f2`` before ``f10``).
     chunks : int, (int, int, int) or mapping, optional
         Frames per chunk, one size per dim, or ``{dim: size}``; ``-1`` means the
         whole extent. Default: about 32 MiB of whole frames per chunk.
@@ -285,8 +289,8 @@ def open_movie(
     reader = READERS[fmt]
     try:
         with warnings.catch_warnings():
-            # libraries' own chatter (tifffile, mrcfile, h5py) is not the user's to act on;
-            # temflow's own warnings are re-issued below.
+            # libraries' deprecation chatter is not the user's to act on; temflow's own
+            # UserWarnings (calibrations ignored) pass through.
             warnings.simplefilter("ignore", DeprecationWarning)
             raw = reader(target, chunks=chunks)
     except MovieFileError:
@@ -295,13 +299,25 @@ def open_movie(
         raise MovieFileError(text, fmt, f"the reader failed ({type(exc).__name__}: {exc})",
                              "the file may be corrupt or of another kind than its name says") from None
     if isinstance(raw, xr.DataArray):  # temflow's own store is already a movie
-        movie = raw
-        if frame_interval_s is not None:
-            movie = movie.assign_coords(
-                {TIME: (TIME, np.arange(movie.sizes[TIME]) * float(frame_interval_s), dict(movie[TIME].attrs))})
-            movie.attrs["frame_interval_s"] = float(frame_interval_s)
-        return movie
+        return _override(raw, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     return _assemble(raw, chunks=spatial, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
+
+
+def _override(movie: xr.DataArray, *, frame_interval_s: float | None,
+              pixel_size_nm: float | tuple[float, float] | None) -> xr.DataArray:
+    """Replace the calibrations of an already-assembled movie (a zarr store) by the user's."""
+    if frame_interval_s is not None:
+        times = np.arange(movie.sizes[TIME]) * float(frame_interval_s)
+        movie = movie.assign_coords({TIME: (TIME, times, dict(movie[TIME].attrs))})
+        movie.attrs.update(frame_interval_s=float(frame_interval_s), time_calibrated=True)
+    if pixel_size_nm is not None:
+        dy, dx = (float(v) for v in np.broadcast_to(np.asarray(pixel_size_nm, dtype=float), (2,)))
+        for dim, step in ((Y, dy), (X, dx)):
+            start = float(movie[dim].values[0]) if dim in movie.coords else 0.0
+            values = start + np.arange(movie.sizes[dim]) * step
+            movie = movie.assign_coords({dim: (dim, values, dict(movie[dim].attrs) if dim in movie.coords else {})})
+        movie.attrs.update(pixel_size_nm=[dy, dx], pixel_calibrated=True)
+    return movie
 
 
 def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s: float | None,
@@ -309,7 +325,8 @@ def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s:
     pixel_calibrated = pixel_size_nm is not None or raw.pixel_size_nm is not None
     if pixel_size_nm is None:
         pixel_size_nm = raw.pixel_size_nm
-    if pixel_size_nm is None and not raw.notes:  # a note has already warned about the calibration
+    already_warned = any(PIXEL_FALLBACK in note for note in raw.notes)
+    if pixel_size_nm is None and not already_warned:
         warnings.warn(
             f"{raw.sources[0]}: the file has no pixel-size calibration; using 1 px = 1 nm. "
             "Pass pixel_size_nm=... to open_movie to set it.",
@@ -356,8 +373,9 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
     -------
     dict
         ``dims`` (list of str), ``shape`` (list of int), ``dtype`` (str),
-        ``chunks`` (list of per-dim chunk-size lists, or ``None`` for an in-memory
-        movie), ``chunk_shape`` (largest chunk), ``n_chunks``, ``pixel_size_nm``
+        ``chunks`` (per dim, the distinct chunk sizes, largest first; ``None`` for an
+        in-memory movie), ``chunks_per_dim`` (number of chunks along each dim),
+        ``chunk_shape`` (largest chunk), ``n_chunks`` (total), ``pixel_size_nm``
         (``[dy, dx]``), ``frame_interval_s``, ``time`` (``start_s``, ``end_s``,
         ``n_frames``, ``calibrated``), ``field_of_view_nm`` (``[height, width]``),
         ``size_gb`` (decompressed, 1e9 bytes), ``format``, ``source`` (list),
@@ -377,7 +395,8 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
 
     check_movie(movie)
     data = movie.data
-    chunks = [list(map(int, c)) for c in data.chunks] if isinstance(data, da.Array) else None
+    chunks = [sorted({int(v) for v in c}, reverse=True) for c in data.chunks] if isinstance(data, da.Array) else None
+    counts = [len(c) for c in data.chunks] if isinstance(data, da.Array) else [1, 1, 1]
     times = np.asarray(movie[TIME].values, dtype=float) if TIME in movie.coords else np.arange(movie.sizes[TIME])
     dy, dx = _pixel(movie)
     known = {"source", "format", "instrument", "pixel_size_nm", "frame_interval_s", "time_calibrated",
@@ -387,8 +406,9 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
         "shape": list(map(int, movie.shape)),
         "dtype": str(movie.dtype),
         "chunks": chunks,
-        "chunk_shape": [max(c) for c in chunks] if chunks else list(map(int, movie.shape)),
-        "n_chunks": int(np.prod([len(c) for c in chunks])) if chunks else 1,
+        "chunks_per_dim": counts,
+        "chunk_shape": [c[0] for c in chunks] if chunks else list(map(int, movie.shape)),
+        "n_chunks": int(np.prod(counts)),
         "pixel_size_nm": [dy, dx],
         "frame_interval_s": _interval(movie),
         "time": {

@@ -24,6 +24,9 @@ from dask.base import tokenize
 from temflow._movie import length_to_nm
 from temflow.errors import MovieFileError
 
+#: Words every "calibration ignored" note contains (open_movie then skips its generic warning).
+PIXEL_FALLBACK = "using pixels"
+
 #: Default size of one time chunk, whole frames (bytes); the store uses the same order.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
@@ -73,6 +76,8 @@ def fail(path: str | os.PathLike[str], fmt: str, problem: str, fix: str | None =
 
 def frames_per_chunk(chunks: Any, n_frames: int, frame_shape: Sequence[int], dtype: np.dtype) -> int:
     """Frames per read task from the user's ``chunks`` (int, tuple, mapping or None)."""
+    if isinstance(chunks, Mapping) and "time" not in chunks:
+        chunks = None  # only spatial chunks given: whole frames per task as by default
     if chunks is None or chunks == "auto":
         frame_bytes = max(1, int(np.prod(frame_shape)) * np.dtype(dtype).itemsize)
         return max(1, min(n_frames, DEFAULT_CHUNK_BYTES // frame_bytes))
@@ -97,18 +102,28 @@ def lazy_frames(
     dtype: np.dtype,
     per_chunk: int,
     name: str,
+    files: Sequence[str] | None = None,
 ) -> da.Array:
     """A dask array whose task ``i`` calls ``read(*args, start, stop)``.
 
     ``read`` must be a module-level function (pickled by reference) and ``args``
     plain values (paths as str, ints, tuples): nothing open travels in the graph.
+    With ``files`` (one file per frame), task ``i`` calls
+    ``read(files[start:stop], *args, 0, stop - start)`` instead, so each task
+    carries only its own paths (a long In-Situ recording has 10^5 files).
     """
     if n_frames <= 0:
         raise ValueError("a movie needs at least one frame")
     starts = list(range(0, n_frames, per_chunk))
     chunks = tuple(min(per_chunk, n_frames - s) for s in starts)
-    token = f"temflow-read-{name}-" + tokenize(read.__module__, read.__name__, args, n_frames, per_chunk)
-    graph = {(token, i, 0, 0): (read, *args, s, s + n) for i, (s, n) in enumerate(zip(starts, chunks))}
+    token = f"temflow-read-{name}-" + tokenize(read.__module__, read.__name__, args, files, n_frames, per_chunk)
+    if files is not None:
+        if len(files) != n_frames:
+            raise ValueError(f"one file per frame expected; got {len(files)} files for {n_frames} frames")
+        graph = {(token, i, 0, 0): (read, tuple(files[s : s + n]), *args, 0, n)
+                 for i, (s, n) in enumerate(zip(starts, chunks))}
+    else:
+        graph = {(token, i, 0, 0): (read, *args, s, s + n) for i, (s, n) in enumerate(zip(starts, chunks))}
     return da.Array(graph, token, chunks=(chunks, (frame_shape[0],), (frame_shape[1],)), dtype=dtype)
 
 

@@ -78,8 +78,12 @@ def _velox(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     images = f["Data/Image"]
     if not len(images):
         raise fail(path, _FMT, "the Velox file holds no image datasets (/Data/Image is empty)")
-    name = sorted(images.keys())[0]
+    names = sorted(images.keys())
+    name = names[0]
     group = images[name]
+    if len(names) > 1:
+        notes.append(f"{path}: the Velox file holds {len(names)} image datasets ({', '.join(names)}); "
+                     f"reading the first, {name}")
     if "Data" not in group:
         raise fail(path, _FMT, f"/Data/Image/{name} has no Data dataset", "the file is damaged")
     data = group["Data"]
@@ -145,7 +149,7 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     group = max(candidates, key=lambda g: g["data"].ndim)
     data = group["data"]
     ndim = data.ndim
-    dims = []
+    dims: list[tuple[np.ndarray | None, str, str]] = []
     for i in range(1, ndim + 1):
         dim = group.get(f"dim{i}")
         if dim is None:
@@ -177,7 +181,27 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
 
 
 def read_emd(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a Berkeley or Velox ``.emd`` movie lazily."""
+    """Open a Berkeley or Velox ``.emd`` movie lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The HDF5 file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     import h5py
 
     check_file(path, _FMT)

@@ -5,23 +5,32 @@ read per task straight from the data block whose offset the header gives (the
 same access ``fileDM.getMemmap`` uses), so opening reads no pixel data and the
 graph holds only paths and offsets.
 
-ncempy is not defensive (it checks the ``%%%%`` tag delimiter with ``assert``,
-which ``python -O`` removes, and never compares sizes), so every file is
-checked first: the version word (3 or 4) and byte-order word, the root length
-the header promises and the end of the data block against the file's size.
+ncempy is not defensive: it checks the ``%%%%`` tag delimiter with ``assert``
+(removed by ``python -O``; here a subclass checks it explicitly), never compares
+sizes, and tracks the image list with counters that assume the thumbnail has
+calibrations. So every file is checked first (version word 3 or 4, byte order,
+the root length the header promises against the file's size), the image, its
+dimensions and calibrations are taken from the tag tree by name, and the end
+of the data block is checked against the file's size.
 
 A Gatan In-Situ movie is a folder tree ``Hour_HH/Minute_MM/Second_SS/*.dm4``
-with one frame per file. Frames are ordered by (hour, minute, second, frame
-number in the file name). Their times come from the names: each second's frames
-are spread evenly over that second, so the time axis is exact to within one
-frame interval; pass ``frame_interval_s`` to use a known rate instead. Only the
-first file's header is parsed at opening (plus any file whose size differs
-from it, to refuse frames of another shape or dtype); each read task parses
-the header of the files it reads.
+with one frame per file. Frames are ordered by (hour, minute, second, file
+name in natural order). Their times come from the folder names, which resolve
+whole seconds: the frame rate is the number of frames in a complete second,
+the first (partial) second's frames are placed at its end and every other
+second's from its start. Pass ``frame_interval_s`` to use a known rate
+instead. The "director" ``.dm4`` that DigitalMicrograph saves beside
+``Hour_00`` opens the whole tree. Only the first file's header is parsed at
+opening (plus any file whose size differs from it, to refuse frames of
+another shape or dtype); each read task parses the headers of its own files.
+A plain folder (or glob) of one-frame DM files is the ``dm-series`` format:
+natural file order, no frame times (pass ``frame_interval_s``).
 """
 
 from __future__ import annotations
 
+import functools
+import glob
 import re
 import struct
 from pathlib import Path
@@ -43,7 +52,7 @@ from temflow.formats._common import (
     read_contiguous,
 )
 
-__all__ = ["read_dm", "read_insitu", "is_insitu_folder"]
+__all__ = ["read_dm", "read_dm_series", "read_insitu", "is_insitu_folder"]
 
 _DM_DTYPES = {1: "<i2", 2: "<f4", 6: "<u1", 7: "<i4", 9: "<i1", 10: "<u2", 11: "<u4", 12: "<f8"}
 _UNSUPPORTED_DM_TYPES = {3: "complex64", 13: "complex128", 14: "binary", 23: "RGB"}
@@ -82,6 +91,7 @@ class _TagDelimiterError(OSError):
     """A data tag without its ``%%%%`` delimiter: the tag tree is damaged."""
 
 
+@functools.lru_cache(maxsize=1)
 def _checked_reader() -> type:
     """ncempy's ``fileDM`` with its ``assert`` on the tag delimiter made explicit.
 
@@ -140,7 +150,7 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
                    "convert it to a real image in DigitalMicrograph")
     if dm_type not in _DM_DTYPES:
         raise fail(path, fmt, f"unknown DM data type {dm_type}", "the file is damaged or from an unknown DM version")
-    dims = []
+    dims: list[int] = []
     while base + f"Dimensions.{len(dims) + 1}" in tags:
         dims.append(int(first_number(tags[base + f"Dimensions.{len(dims) + 1}"]) or 0))
     ndim = len([d for d in dims if d > 1]) if len(dims) > 2 else len(dims)
@@ -206,7 +216,7 @@ def _instrument(tags: dict[str, Any]) -> dict[str, Any]:
 
 def _metadata(tags: dict[str, Any]) -> dict[str, Any]:
     """ImageTags as a flat, JSON-serialisable dict (array placeholders dropped)."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in tags.items():
         if len(out) >= _MAX_METADATA_TAGS:
             break
@@ -230,7 +240,29 @@ def _pixel_size(path: Path, fmt: str, info: dict[str, Any], notes: list[str]) ->
 
 
 def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
-    """Open a ``.dm3``/``.dm4`` image or stack lazily (header only)."""
+    """Open a ``.dm3``/``.dm4`` image or stack lazily (header only).
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The DM file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     info = _parse(path, fmt)
     notes: list[str] = []
     pixel = _pixel_size(path, fmt, info, notes)
@@ -278,7 +310,7 @@ def is_insitu_folder(path: Path) -> bool:
                for child in path.iterdir())
 
 
-def _read_insitu_block(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
+def _read_dm_files(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
                        stop: int) -> np.ndarray:
     out = np.empty((stop - start, *frame_shape), dtype=dtype)
     for i, file in enumerate(paths[start:stop]):
@@ -314,9 +346,33 @@ def _insitu_times(seconds: np.ndarray) -> np.ndarray:
 
 
 def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMovie:
-    """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily."""
+    """Open a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The folder holding ``Hour_00`` (or ``Hour_00`` itself, or the director ``.dm4`` beside it).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     if not path.exists():
         raise fail(path, fmt, "no such folder", "check the path")
+    if path.is_file():  # the director image DigitalMicrograph saves beside the Hour_00 tree
+        path = path.parent
     root = path.parent if _PART.match(path.name) and path.name.lower().startswith("hour") else path
     found = _insitu_files(root)
     if not found:
@@ -324,27 +380,71 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
                    "pass the folder that contains the Hour_00 folder")
     found.sort(key=lambda item: (item[0], natural_key(item[1].name)))
     files = [file for _, file in found]
+    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
+    times -= times[0]
+    movie = _frame_files(files, fmt, chunks)
+    movie.metadata.update(time_source="folder names Hour/Minute/Second (whole seconds; rate from complete seconds)",
+                          root=str(root))
+    movie.times_s = times if len(files) > 1 and np.all(np.diff(times) > 0) else None
+    return movie
+
+
+def _frame_files(files: list[Path], fmt: str, chunks: Any) -> RawMovie:
+    """A movie of one-frame DM files, in the given order (headers: first file, and any of another size)."""
     sizes = [check_file(file, fmt) for file in files]
     first = _parse(files[0], fmt)
     if first["n_frames"] != 1:
-        raise fail(files[0], fmt, f"an In-Situ frame file must hold one image; this one holds {first['n_frames']}")
+        raise fail(files[0], fmt, f"a frame file must hold one image; this one holds {first['n_frames']}",
+                   "open a stack file on its own")
     for file, size in zip(files[1:], sizes[1:]):
         if size != first["size"]:
             info = _parse(file, fmt)
             if info["frame_shape"] != first["frame_shape"] or info["dtype"] != first["dtype"]:
                 raise fail(file, fmt, f"frames differ: this one is {info['frame_shape']} {info['dtype']}, "
                            f"{files[0].name} is {first['frame_shape']} {first['dtype']}",
-                           "keep one acquisition per folder tree")
-    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
-    times -= times[0]
+                           "keep one acquisition per folder")
     notes: list[str] = []
     pixel = _pixel_size(files[0], fmt, first, notes)
     per = frames_per_chunk(chunks, len(files), first["frame_shape"], first["dtype"])
-    data = lazy_frames(_read_insitu_block, (tuple(map(str, files)), fmt, first["dtype"].str, first["frame_shape"]),
-                       len(files), first["frame_shape"], first["dtype"], per, fmt)
+    data = lazy_frames(_read_dm_files, (fmt, first["dtype"].str, first["frame_shape"]), len(files),
+                       first["frame_shape"], first["dtype"], per, fmt, files=[str(f) for f in files])
     tags = first["image_tags"]
-    metadata = {"dm_version": 4, "image_tags": _metadata(tags), "time_source": "folder names (frames spread evenly "
-                "within each second)", "root": str(root)}
     return RawMovie(data=data, format=fmt, sources=[str(f) for f in files], pixel_size_nm=pixel,
-                    times_s=times if len(files) > 1 and np.all(np.diff(times) > 0) else None,
-                    instrument=_instrument(tags), metadata=metadata, notes=notes)
+                    instrument=_instrument(tags), metadata={"dm_version": first["version"],
+                                                            "image_tags": _metadata(tags)}, notes=notes)
+
+
+def read_dm_series(path: Path | str, *, chunks: Any = None, fmt: str = "dm-series") -> RawMovie:
+    """Open a folder (or glob pattern) of one-frame ``.dm3``/``.dm4`` files lazily, in natural order.
+
+    Lazy: parses the first header (and any file of another size); each dask task
+    opens its own files by path. The files carry no frame times: pass
+    ``frame_interval_s`` to :func:`temflow.open_movie`.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        A folder of DM frames, or a glob pattern (str) such as ``"run/*.dm4"``.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+    fmt : str
+        Format name used in messages and attrs.
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If no DM file matches, or frames differ in shape or dtype, or a file is damaged.
+    """
+    if isinstance(path, Path) and path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".dm3", ".dm4")]
+    else:
+        files = [Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in (".dm3", ".dm4")]
+    if not files:
+        raise fail(path, fmt, "no .dm3 or .dm4 frames found", "check the folder or pattern")
+    files.sort(key=lambda p: natural_key(p.name))
+    return _frame_files(files, fmt, chunks)

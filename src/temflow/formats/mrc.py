@@ -77,7 +77,27 @@ def _instrument(mrc: Any) -> dict[str, Any]:
 
 
 def read_mrc(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open an ``.mrc``/``.mrcs`` stack lazily (memory-mapped per task)."""
+    """Open an ``.mrc``/``.mrcs`` stack lazily (memory-mapped per task).
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The MRC file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     import mrcfile.utils
 
     size = check_file(path, _FMT)

@@ -30,7 +30,27 @@ def _read_npy_block(path: str, start: int, stop: int) -> np.ndarray:
 
 
 def read_npy(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a ``.npy`` array of shape ``(time, y, x)`` (or one ``(y, x)`` image) lazily."""
+    """Open a ``.npy`` array of shape ``(time, y, x)`` (or one ``(y, x)`` image) lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The ``.npy`` file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     size = check_file(path, _FMT)
     try:
         with open(path, "rb") as f:

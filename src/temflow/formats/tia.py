@@ -18,6 +18,7 @@ same second.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,34 @@ _FMT = "ser"
 _DTYPES = {1: "<u1", 2: "<u2", 3: "<u4", 4: "<i1", 5: "<i2", 6: "<i4", 7: "<f4", 8: "<f8"}
 
 
-def _open(path: str | Path) -> Any:
+@functools.lru_cache(maxsize=2)
+def _reader(with_emi: bool) -> type:
+    """ncempy's ``fileSER`` whose ``.emi`` reading cannot break the series.
+
+    ``fileSER`` always parses ``<name>.emi`` (XML) on opening and lets any error
+    through; a damaged or foreign ``.emi`` must not make good frames unreadable.
+    Read tasks skip it altogether (they need no metadata).
+    """
     from ncempy.io import ser
 
-    return ser.fileSER(Path(path))
+    class TolerantSER(ser.fileSER):
+        emi_error: str | None = None
+
+        def _read_emi(self) -> None:
+            self._emi = None
+            if not with_emi:
+                return
+            try:
+                super()._read_emi()
+            except Exception as exc:  # noqa: BLE001 - XML, encoding and I/O errors alike
+                self._emi = None
+                self.emi_error = f"{type(exc).__name__}: {exc}"
+
+    return TolerantSER
+
+
+def _open(path: str | Path, *, with_emi: bool = False) -> Any:
+    return _reader(with_emi)(Path(path))
 
 
 def _read_ser_block(path: str, frame_shape: tuple[int, int], dtype: str, start: int, stop: int) -> np.ndarray:
@@ -104,12 +129,33 @@ def _instrument(emi: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a TIA ``.ser`` image series lazily."""
+    """Open a TIA ``.ser`` image series lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The ``.ser`` file (its ``.emi`` is found beside it).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     size = check_file(path, _FMT)
     try:
-        with _open(path) as f:
+        with _open(path, with_emi=True) as f:
             head = dict(f.head)
             emi = dict(f._emi or {})
+            emi_error = f.emi_error
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -134,6 +180,8 @@ def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
     element = 50 + int(np.prod(frame_shape)) * dtype.itemsize
     check_extent(path, _FMT, max(data_offsets) + element, size, f"{len(data_offsets)} frames")
     notes: list[str] = []
+    if emi_error:
+        notes.append(f"{path}: the .emi metadata file could not be read ({emi_error}); instrument settings are missing")
     pixel = None
     mode = str(emi.get("Mode", "")) + " " + " ".join(str(v) for k, v in emi.items() if k.lower().startswith("mode"))
     if step_x > 1e-3 or step_y > 1e-3 or "diffraction" in mode.lower():

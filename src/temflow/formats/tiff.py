@@ -41,7 +41,7 @@ __all__ = ["read_tiff", "read_frames"]
 _TIFF = "tiff"
 _FRAMES = "frames"
 _FRAME_SUFFIXES = (".tif", ".tiff", ".png")
-_PNG_DTYPES = {8: np.dtype("uint8"), 16: np.dtype(">u2")}
+_PNG_DTYPES: dict[int, np.dtype[Any]] = {8: np.dtype("uint8"), 16: np.dtype(">u2")}
 
 
 def _unit_text(unit: Any) -> str:
@@ -109,8 +109,9 @@ def _ome_calibration(xml: str) -> tuple[tuple[float, float] | None, float | None
         sizes.append(length_to_nm(float(value), unit) if value else None)
     pixel = (sizes[0], sizes[1]) if sizes[0] and sizes[1] else None
     interval = None
-    if pixels.get("TimeIncrement"):
-        interval = time_to_s(float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s"))
+    increment = pixels.get("TimeIncrement")
+    if increment:
+        interval = time_to_s(float(increment), pixels.get("TimeIncrementUnit", "s"))
     return pixel, interval if interval and interval > 0 else None
 
 
@@ -143,7 +144,27 @@ def _check_pages(path: Path, fmt: str, pages: Any, size: int) -> None:
 
 
 def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
-    """Open a (multi-page) TIFF stack lazily, page by page."""
+    """Open a (multi-page) TIFF stack lazily, page by page.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The TIFF file.
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     import tifffile
 
     size = check_file(path, _TIFF)
@@ -166,7 +187,7 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _TIFF, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})",
                    "copy the file again") from None
-    if "S" in axes or (len(shape) >= 3 and shape[-1] in (3, 4) and axes.endswith("S")):
+    if "S" in axes:
         raise fail(path, _TIFF, f"the image is colour (axes {axes!r}); a movie is grey-level",
                    "convert the frames to grey-level first")
     if len(shape) < 2:
@@ -217,14 +238,14 @@ def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             _check_pages(path, _FRAMES, [page], size)
-            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+            shape, dtype = tuple(tif.series[0].shape), np.dtype(page.dtype)
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _FRAMES, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})") from None
     if len(shape) != 2:
-        raise fail(path, _FRAMES, f"a frame must be one grey-level image; this one has shape {shape}",
-                   "open a multi-page stack as one file instead")
+        raise fail(path, _FRAMES, f"a frame file must hold one grey-level image; this one holds shape {shape}",
+                   "open a multi-page stack as one file (format 'tiff'), not as a frame folder")
     return (int(shape[0]), int(shape[1])), dtype.newbyteorder("=")
 
 
@@ -251,7 +272,27 @@ def _read_frame_files(paths: tuple[str, ...], dtype: str, frame_shape: tuple[int
 
 
 def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
-    """Open a folder, a glob pattern or a single ``.png``/``.tif`` of one-frame files lazily."""
+    """Open a folder, a glob pattern or a single ``.png``/``.tif`` of one-frame files lazily.
+
+    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        A folder, one frame file, or a glob pattern (str).
+    chunks : int, tuple or mapping, optional
+        As for :func:`temflow.open_movie` (only the time chunking is used here).
+
+    Returns
+    -------
+    RawMovie
+        Frames and the calibrations found, for :func:`temflow.open_movie` to assemble.
+
+    Raises
+    ------
+    MovieFileError
+        If the file is missing, empty, truncated or damaged.
+    """
     text = str(path)
     if isinstance(path, Path) and path.is_dir():
         files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES]
@@ -272,14 +313,16 @@ def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
         if other_shape != shape or other_dtype != dtype:
             raise fail(file, _FRAMES, f"frames differ: this one is {other_shape} {other_dtype}, {files[0].name} is "
                        f"{shape} {dtype}", "keep frames of one acquisition (same size and bit depth) in one folder")
-    pixel, interval, meta = None, None, {}
+    pixel: tuple[float, float] | None = None
+    interval: float | None = None
+    meta: dict[str, Any] = {}
     if files[0].suffix.lower() != ".png":
         import tifffile
 
         with tifffile.TiffFile(files[0]) as tif:
             pixel, _, meta = _tiff_calibration(tif, tif.pages.first)
     per = frames_per_chunk(chunks, len(files), shape, dtype)
-    data = lazy_frames(_read_frame_files, (tuple(map(str, files)), dtype.str, shape), len(files), shape, dtype, per,
-                       _FRAMES)
+    data = lazy_frames(_read_frame_files, (dtype.str, shape), len(files), shape, dtype, per, _FRAMES,
+                       files=[str(f) for f in files])
     return RawMovie(data=data, format=_FRAMES, sources=[str(f) for f in files], pixel_size_nm=pixel,
                     frame_interval_s=interval, metadata=meta)
