@@ -181,10 +181,13 @@ def frame_spectrum(
     ry0, rx0 = max(int(start[0]) - y0, 0), max(int(start[1]) - x0, 0)
     ry1, rx1 = min(int(stop[0]) - y0, y1 - y0), min(int(stop[1]) - x0, x1 - x0)
     inside = g[ry0:ry1, rx0:rx1]
-    finite = np.isfinite(inside)
-    mean = float(inside[finite].mean()) if finite.any() else 0.0
-    g -= mean
-    g[~np.isfinite(g)] = 0.0
+    total = float(inside.sum(dtype=np.float64))
+    if np.isfinite(total):
+        g -= np.float32(total / max(inside.size, 1))
+    else:
+        finite = np.isfinite(inside)
+        g -= np.float32(inside[finite].mean()) if finite.any() else np.float32(0)
+        g[~np.isfinite(g)] = 0.0
     g[:ry0] = 0.0
     g[ry1:] = 0.0
     g[:, :rx0] = 0.0
@@ -253,8 +256,9 @@ def register_pair(
     cols = np.arange(qx - _PEAK_EXCLUSION, qx + _PEAK_EXCLUSION + 1) % nx2
     near = coarse[np.ix_(rows, cols)]
     count = coarse.size - near.size
-    total = float(coarse.sum(dtype=np.float64)) - float(near.sum(dtype=np.float64))
-    squares = float(np.square(coarse, dtype=np.float64).sum()) - float(np.square(near, dtype=np.float64).sum())
+    flat_coarse, flat_near = coarse.ravel(), near.ravel()
+    total = float(flat_coarse.sum(dtype=np.float64)) - float(flat_near.sum(dtype=np.float64))
+    squares = float(np.dot(flat_coarse, flat_coarse)) - float(np.dot(flat_near, flat_near))
     mean = total / count
     std = math.sqrt(max(squares / count - mean**2, 1e-30))
     psr = (peak - mean) / std
@@ -276,7 +280,7 @@ def register_pair(
         centre = centre + _newton(_patch(cross, centre, h, bnd), h)
         if h <= final:
             break
-        h = max(final, h / 3.0)
+        h = max(final, h / 5.0)
     return float(centre[0]), float(centre[1]), float(psr)
 
 
@@ -335,6 +339,8 @@ def measure_chunk(
     i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
     local_j = (j >= start) & (j < start + n)
     ready = np.where(local_j, np.maximum(i, j), i)
+    order = np.argsort(ready, kind="stable")
+    first = np.searchsorted(ready[order], start + np.arange(n + 1))
     with threadpool_limits(limits=settings.workers, user_api="blas"):
         for k in range(n):
             frame = start + k
@@ -344,7 +350,7 @@ def measure_chunk(
                 cache[frame], usable[k], starts[k], stops[k] = spectrum_of(np.asarray(block[k]), settings)
             else:
                 usable[k], starts[k], stops[k] = frame_stats(np.asarray(block[k]), settings.black_border)
-            for p in np.flatnonzero(ready == frame):
+            for p in order[first[k] : first[k + 1]]:
                 spectra = []
                 for f in (int(i[p]), int(j[p])):
                     spectra.append(shared[f][0] if f in shared else cache[f])

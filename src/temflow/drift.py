@@ -27,7 +27,6 @@ displacement of frame ``t``'s content relative to frame 0; what is at pixel
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -50,13 +49,16 @@ _MIN_SIZE_PX = 16
 _FIELDS = ("shift", "quality", "flagged", "jump", "valid_start", "valid_stop")
 
 
-def _default_workers(lazy: bool, fft_workers: int | None) -> int:
+def _default_workers(fft_workers: int | None) -> int:
     if fft_workers is not None:
         if int(fft_workers) < 1:
             raise ValueError(f"fft_workers must be a positive number of threads; got {fft_workers!r}")
         return int(fft_workers)
-    # dask already runs one task per core: one FFT thread each, so they do not fight
-    return 1 if lazy else max(1, os.cpu_count() or 1)
+    # dask already runs one task per core: one FFT thread each, so they do not fight.
+    # The eager path uses one thread too: the transforms are a few ms each, and
+    # splitting them across threads costs more than it saves on a busy machine
+    # (measured: 2 threads made the numpy path 4x slower under load)
+    return 1
 
 
 def _parse_roi(roi: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -133,7 +135,7 @@ def estimate_drift(
         and jumps (``benchmarks/bench_drift.py``): as accurate as ``"first"``
         while frame 0 is in view, it keeps going when it is not, and its
         error does not grow with movie length like ``"previous"``'s; a pure
-        key chain without the links to frame 0 was 20-30 % worse (scene
+        key chain without the links to frame 0 was 15-25 % worse (scene
         changes bias each link slightly, and a chain adds the biases up).
     upsample : float
         Final precision of the peak search, 1/``upsample`` px.
@@ -154,8 +156,9 @@ def estimate_drift(
         of the frame's mean are black borders (outside the recorded area);
         they are left out of the registration and of the crop. 0 disables.
     fft_workers : int, optional
-        Threads per FFT. Default: 1 inside dask tasks (dask runs one task per
-        core), all cores for a numpy-backed movie.
+        Threads per FFT (and BLAS) call. Default 1: dask runs one task per
+        core, so more threads per task would only fight them; for a numpy
+        movie, chunk it with dask to use several cores.
 
     Returns
     -------
@@ -195,7 +198,7 @@ def estimate_drift(
         sigma_px=float(sigma_px),
         upsample=float(upsample),
         black_border=float(black_border),
-        workers=_default_workers(lazy, fft_workers),
+        workers=_default_workers(fft_workers),
     )
     plan = reg.pair_plan(reference, frames, int(key_interval))
     if lazy:
@@ -358,7 +361,7 @@ def apply_drift(
     start, stop = _bounds(shifts, (ny, nx))
     values = shifts.data
     lazy = isinstance(movie.data, da.Array)
-    workers = _default_workers(lazy, fft_workers)
+    workers = _default_workers(fft_workers)
     if lazy:
         data = movie.data.rechunk({1: -1, 2: -1})
         tchunks = data.chunks[0]
