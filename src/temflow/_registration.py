@@ -293,6 +293,7 @@ class Settings:
     upsample: float
     black_border: float
     workers: int
+    min_quality: float
 
 
 def spectrum_of(frame: np.ndarray, settings: Settings) -> tuple[np.ndarray | None, bool, np.ndarray, np.ndarray]:
@@ -335,12 +336,19 @@ def measure_chunk(
     for f in pairs[:, :2].ravel().tolist():
         uses[int(f)] = uses.get(int(f), 0) + 1
     results = np.zeros((len(pairs), 3))
-    # a pair is measured as soon as the last of its frames in this chunk is ready
+    # a pair is measured as soon as the last of its frames in this chunk is ready;
+    # a backup pair (prior < 1) only after its frame's main pairs, and only if
+    # they all failed: it costs nothing while the main pairs hold
     i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    backup = pairs[:, 2] < 1
     local_j = (j >= start) & (j < start + n)
     ready = np.where(local_j, np.maximum(i, j), i)
-    order = np.argsort(ready, kind="stable")
+    main_ready = np.full(n, -1, np.int64)
+    np.maximum.at(main_ready, i[~backup] - start, ready[~backup])
+    ready = np.where(backup, np.maximum(ready, main_ready[i - start]), ready)
+    order = np.lexsort((backup, ready))
     first = np.searchsorted(ready[order], start + np.arange(n + 1))
+    held = np.zeros(n, bool)  # frame has a main pair above min_quality
     with threadpool_limits(limits=settings.workers, user_api="blas"):
         for k in range(n):
             frame = start + k
@@ -357,8 +365,11 @@ def measure_chunk(
                     uses[f] -= 1
                     if uses[f] == 0:
                         cache.pop(f, None)
+                if backup[p] and held[i[p] - start]:
+                    continue
                 if spectra[0] is not None and spectra[1] is not None:
                     results[p] = register_pair(spectra[0], spectra[1], bnd, settings.upsample, settings.workers)
+                    held[i[p] - start] |= not backup[p] and results[p, 2] >= settings.min_quality
     return {
         "pairs": pairs,
         "measured": results,

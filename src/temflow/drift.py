@@ -199,6 +199,7 @@ def estimate_drift(
         upsample=float(upsample),
         black_border=float(black_border),
         workers=_default_workers(fft_workers),
+        min_quality=float(min_quality),
     )
     plan = reg.pair_plan(reference, frames, int(key_interval))
     if lazy:
@@ -234,7 +235,7 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     for c, block in enumerate(blocks):
         mine = plan[owner == c]
         wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
-        needed = {f: task for f, task in shared.items() if f in wanted}
+        needed = {f: shared[f] for f in sorted(wanted) if f in shared}
         results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
     solved = dask.delayed(reg.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
     shapes = {
