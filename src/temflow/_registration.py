@@ -48,6 +48,9 @@ _MIN_SCALE_PX = 0.05
 _IRLS_ITERATIONS = 4
 _SMOOTHNESS = 1e-6
 _FOURIER_PAD = 16
+# weight of a backup pairing, used only when the main one is lost (a bad frame)
+_BACKUP = 1e-3
+_KEY_LAGS = (1, 2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ class Band:
     ky: np.ndarray  # (2 my,) frequency in cycles per pixel
     kx: np.ndarray  # (mx + 1,) frequency in cycles per pixel
     kx_weight: np.ndarray  # (mx + 1,) 1 for kx = 0, 2 otherwise (Hermitian half)
+    overlap_y: np.ndarray  # (2 ny - 1,) autocorrelation of the y window at lags -(ny - 1)..ny - 1, peak 1
+    overlap_x: np.ndarray  # (2 nx - 1,) same along x
+
+    def overlap(self, lags_y: np.ndarray, lags_x: np.ndarray) -> np.ndarray:
+        """How much the two windows overlap at these (sub-pixel) lags, 1 at zero lag."""
+        ny, nx = self.shape
+        ey = np.interp(lags_y, np.arange(-ny + 1, ny), self.overlap_y)
+        ex = np.interp(lags_x, np.arange(-nx + 1, nx), self.overlap_x)
+        return np.outer(ey, ex)
 
     @property
     def coarse_shape(self) -> tuple[int, int]:
@@ -107,10 +119,15 @@ def band(shape: tuple[int, int], sigma_px: float) -> Band:
     filt = (lowpass * highpass).astype(np.float32)
     filt[my, :] = 0.0
     filt[:, mx] = 0.0
-    window = np.outer(tukey(ny, _TUKEY_ALPHA), tukey(nx, _TUKEY_ALPHA)).astype(np.float32)
+    wy, wx = tukey(ny, _TUKEY_ALPHA), tukey(nx, _TUKEY_ALPHA)
+    window = np.outer(wy, wx).astype(np.float32)
     weight = np.full(mx + 1, 2.0)
     weight[0] = 1.0
-    return Band((ny, nx), my, mx, cy, cx, filt, window, ky, kx, weight)
+    overlap_y = np.correlate(wy, wy, mode="full")
+    overlap_x = np.correlate(wx, wx, mode="full")
+    return Band(
+        (ny, nx), my, mx, cy, cx, filt, window, ky, kx, weight, overlap_y / overlap_y.max(), overlap_x / overlap_x.max()
+    )
 
 
 def frame_stats(frame: np.ndarray, black_border: float) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -164,10 +181,13 @@ def frame_spectrum(
     ry0, rx0 = max(int(start[0]) - y0, 0), max(int(start[1]) - x0, 0)
     ry1, rx1 = min(int(stop[0]) - y0, y1 - y0), min(int(stop[1]) - x0, x1 - x0)
     inside = g[ry0:ry1, rx0:rx1]
-    finite = np.isfinite(inside)
-    mean = float(inside[finite].mean()) if finite.any() else 0.0
-    g -= mean
-    g[~np.isfinite(g)] = 0.0
+    total = float(inside.sum(dtype=np.float64))
+    if np.isfinite(total):
+        g -= np.float32(total / max(inside.size, 1))
+    else:
+        finite = np.isfinite(inside)
+        g -= np.float32(inside[finite].mean()) if finite.any() else np.float32(0)
+        g[~np.isfinite(g)] = 0.0
     g[:ry0] = 0.0
     g[ry1:] = 0.0
     g[:, :rx0] = 0.0
@@ -184,11 +204,18 @@ def frame_spectrum(
 
 
 def _patch(cross: np.ndarray, centre: np.ndarray, h: float, bnd: Band) -> np.ndarray:
-    """The band-limited correlation at the 3x3 points ``centre + (-h, 0, h)``, px."""
+    """The band-limited correlation at the 3x3 points ``centre + (-h, 0, h)``, px.
+
+    Divided by the overlap of the two (static) apodisation windows at that
+    lag: the product of a shifted scene with a window that does not move
+    weighs the correlation towards zero lag by a fraction of a percent of the
+    shift, which this removes.
+    """
     offsets = np.array([-h, 0.0, h])
-    ey = np.exp(2j * np.pi * np.outer(centre[0] + offsets, bnd.ky)).astype(np.complex64)
-    ex = (np.exp(2j * np.pi * np.outer(centre[1] + offsets, bnd.kx)) * bnd.kx_weight).astype(np.complex64)
-    return ((ey @ cross) @ ex.T).real
+    lag_y, lag_x = centre[0] + offsets, centre[1] + offsets
+    ey = np.exp(2j * np.pi * np.outer(lag_y, bnd.ky)).astype(np.complex64)
+    ex = (np.exp(2j * np.pi * np.outer(lag_x, bnd.kx)) * bnd.kx_weight).astype(np.complex64)
+    return ((ey @ cross) @ ex.T).real / bnd.overlap(lag_y, lag_x)
 
 
 def _newton(patch: np.ndarray, h: float) -> np.ndarray:
@@ -229,8 +256,9 @@ def register_pair(
     cols = np.arange(qx - _PEAK_EXCLUSION, qx + _PEAK_EXCLUSION + 1) % nx2
     near = coarse[np.ix_(rows, cols)]
     count = coarse.size - near.size
-    total = float(coarse.sum(dtype=np.float64)) - float(near.sum(dtype=np.float64))
-    squares = float(np.square(coarse, dtype=np.float64).sum()) - float(np.square(near, dtype=np.float64).sum())
+    flat_coarse, flat_near = coarse.ravel(), near.ravel()
+    total = float(flat_coarse.sum(dtype=np.float64)) - float(flat_near.sum(dtype=np.float64))
+    squares = float(np.dot(flat_coarse, flat_coarse)) - float(np.dot(flat_near, flat_near))
     mean = total / count
     std = math.sqrt(max(squares / count - mean**2, 1e-30))
     psr = (peak - mean) / std
@@ -252,7 +280,7 @@ def register_pair(
         centre = centre + _newton(_patch(cross, centre, h, bnd), h)
         if h <= final:
             break
-        h = max(final, h / 3.0)
+        h = max(final, h / 5.0)
     return float(centre[0]), float(centre[1]), float(psr)
 
 
@@ -265,6 +293,7 @@ class Settings:
     upsample: float
     black_border: float
     workers: int
+    min_quality: float
 
 
 def spectrum_of(frame: np.ndarray, settings: Settings) -> tuple[np.ndarray | None, bool, np.ndarray, np.ndarray]:
@@ -307,10 +336,19 @@ def measure_chunk(
     for f in pairs[:, :2].ravel().tolist():
         uses[int(f)] = uses.get(int(f), 0) + 1
     results = np.zeros((len(pairs), 3))
-    # a pair is measured as soon as the last of its frames in this chunk is ready
+    # a pair is measured as soon as the last of its frames in this chunk is ready;
+    # a backup pair (prior < 1) only after its frame's main pairs, and only if
+    # they all failed: it costs nothing while the main pairs hold
     i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    backup = pairs[:, 2] < 1
     local_j = (j >= start) & (j < start + n)
     ready = np.where(local_j, np.maximum(i, j), i)
+    main_ready = np.full(n, -1, np.int64)
+    np.maximum.at(main_ready, i[~backup] - start, ready[~backup])
+    ready = np.where(backup, np.maximum(ready, main_ready[i - start]), ready)
+    order = np.lexsort((backup, ready))
+    first = np.searchsorted(ready[order], start + np.arange(n + 1))
+    held = np.zeros(n, bool)  # frame has a main pair above min_quality
     with threadpool_limits(limits=settings.workers, user_api="blas"):
         for k in range(n):
             frame = start + k
@@ -320,15 +358,18 @@ def measure_chunk(
                 cache[frame], usable[k], starts[k], stops[k] = spectrum_of(np.asarray(block[k]), settings)
             else:
                 usable[k], starts[k], stops[k] = frame_stats(np.asarray(block[k]), settings.black_border)
-            for p in np.flatnonzero(ready == frame):
+            for p in order[first[k] : first[k + 1]]:
                 spectra = []
                 for f in (int(i[p]), int(j[p])):
                     spectra.append(shared[f][0] if f in shared else cache[f])
                     uses[f] -= 1
                     if uses[f] == 0:
                         cache.pop(f, None)
+                if backup[p] and held[i[p] - start]:
+                    continue
                 if spectra[0] is not None and spectra[1] is not None:
                     results[p] = register_pair(spectra[0], spectra[1], bnd, settings.upsample, settings.workers)
+                    held[i[p] - start] |= not backup[p] and results[p, 2] >= settings.min_quality
     return {
         "pairs": pairs,
         "measured": results,
@@ -344,27 +385,33 @@ def pair_plan(reference: str, frames: int, key_interval: int) -> np.ndarray:
 
     Frame indices alone decide the plan, so the answer does not depend on the
     chunking. ``"first"``: every frame against frame 0. ``"previous"``: every
-    frame against the one before, with a weak link to the one before that so a
-    single bad frame does not cut the chain. ``"auto"``: key frames every
-    ``key_interval`` frames are registered to each other at key lags 1, 2, 4, 8
-    and 16, and every other frame to the key frames before and after it.
+    frame against the one before, with a backup link to the one before that so
+    a single bad frame does not cut the chain. ``"auto"``: key frames every
+    ``key_interval`` frames are registered to frame 0 and to the key frames 1,
+    2, 4, 8 and 16 keys before; every other frame to its nearest key frame,
+    with a backup link to the key on its other side. The direct links to
+    frame 0 stop the small biases of scene changes (ripening particles) from
+    adding up along the key chain while frame 0 is in view; the key chain
+    carries on once it is not.
     """
     rows: list[tuple[int, int, float]] = []
     if reference == "first":
         rows = [(t, 0, 1.0) for t in range(1, frames)]
     elif reference == "previous":
         rows = [(t, t - 1, 1.0) for t in range(1, frames)]
-        rows += [(t, t - 2, 1e-3) for t in range(2, frames)]
+        rows += [(t, t - 2, _BACKUP) for t in range(2, frames)]
     else:
         k = key_interval
         for t in range(1, frames):
             if t % k == 0:
-                rows += [(t, t - lag * k, 1.0) for lag in (1, 2, 4, 8, 16) if t - lag * k >= 0]
+                partners = {t - lag * k for lag in _KEY_LAGS if t - lag * k >= 0} | {0}
+                rows += [(t, p, 1.0) for p in sorted(partners, reverse=True)]
             else:
-                before = (t // k) * k
-                rows.append((t, before, 1.0))
-                if before + k < frames:
-                    rows.append((t, before + k, 1.0))
+                before, after = (t // k) * k, (t // k) * k + k
+                near, far = (before, after) if t - before <= after - t or after >= frames else (after, before)
+                rows.append((t, near, 1.0))
+                if far < frames:
+                    rows.append((t, far, _BACKUP))
     if not rows:
         return np.zeros((0, 3))
     return np.asarray(rows, dtype=float)

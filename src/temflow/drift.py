@@ -27,7 +27,6 @@ displacement of frame ``t``'s content relative to frame 0; what is at pixel
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -50,13 +49,16 @@ _MIN_SIZE_PX = 16
 _FIELDS = ("shift", "quality", "flagged", "jump", "valid_start", "valid_stop")
 
 
-def _default_workers(lazy: bool, fft_workers: int | None) -> int:
+def _default_workers(fft_workers: int | None) -> int:
     if fft_workers is not None:
         if int(fft_workers) < 1:
             raise ValueError(f"fft_workers must be a positive number of threads; got {fft_workers!r}")
         return int(fft_workers)
-    # dask already runs one task per core: one FFT thread each, so they do not fight
-    return 1 if lazy else max(1, os.cpu_count() or 1)
+    # dask already runs one task per core: one FFT thread each, so they do not fight.
+    # The eager path uses one thread too: the transforms are a few ms each, and
+    # splitting them across threads costs more than it saves on a busy machine
+    # (measured: 2 threads made the numpy path 4x slower under load)
+    return 1
 
 
 def _parse_roi(roi: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -102,7 +104,7 @@ def estimate_drift(
     reference: Reference = "auto",
     upsample: float = 50,
     roi: Sequence[int] | None = None,
-    sigma_px: float = 1.0,
+    sigma_px: float = 1.25,
     key_interval: int = 16,
     min_quality: float = 8.0,
     black_border: float = 0.1,
@@ -125,12 +127,16 @@ def estimate_drift(
         field of view or the scene has changed). ``"previous"``: every frame
         against the one before, summed (a random walk: the error grows as the
         square root of the number of frames). ``"auto"`` (default): key frames
-        every ``key_interval`` frames registered to each other at key lags 1,
-        2, 4, 8 and 16, every other frame to the key frames before and after
-        it, all combined by least squares. Measured on ``temflow.synthetic``
-        movies it is as accurate as ``"first"`` on short movies, more accurate
-        on long ones, and its error does not grow with movie length like
-        ``"previous"`` (see ``benchmarks/bench_drift.py``).
+        every ``key_interval`` frames registered to frame 0 and to the keys 1,
+        2, 4, 8 and 16 keys before (Fiji's multi-lag idea, on key frames);
+        every other frame to its nearest key (with a backup link to the key on
+        its other side); all combined by robust least squares. Chosen by
+        measurement on ``temflow.synthetic`` movies with coarsening particles
+        and jumps (``benchmarks/bench_drift.py``): as accurate as ``"first"``
+        while frame 0 is in view, it keeps going when it is not, and its
+        error does not grow with movie length like ``"previous"``'s; a pure
+        key chain without the links to frame 0 was 15-25 % worse (scene
+        changes bias each link slightly, and a chain adds the biases up).
     upsample : float
         Final precision of the peak search, 1/``upsample`` px.
     roi : (int, int, int, int), optional
@@ -150,8 +156,9 @@ def estimate_drift(
         of the frame's mean are black borders (outside the recorded area);
         they are left out of the registration and of the crop. 0 disables.
     fft_workers : int, optional
-        Threads per FFT. Default: 1 inside dask tasks (dask runs one task per
-        core), all cores for a numpy-backed movie.
+        Threads per FFT (and BLAS) call. Default 1: dask runs one task per
+        core, so more threads per task would only fight them; for a numpy
+        movie, chunk it with dask to use several cores.
 
     Returns
     -------
@@ -191,7 +198,8 @@ def estimate_drift(
         sigma_px=float(sigma_px),
         upsample=float(upsample),
         black_border=float(black_border),
-        workers=_default_workers(lazy, fft_workers),
+        workers=_default_workers(fft_workers),
+        min_quality=float(min_quality),
     )
     plan = reg.pair_plan(reference, frames, int(key_interval))
     if lazy:
@@ -227,7 +235,7 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     for c, block in enumerate(blocks):
         mine = plan[owner == c]
         wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
-        needed = {f: task for f, task in shared.items() if f in wanted}
+        needed = {f: shared[f] for f in sorted(wanted) if f in shared}
         results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
     solved = dask.delayed(reg.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
     shapes = {
@@ -354,7 +362,7 @@ def apply_drift(
     start, stop = _bounds(shifts, (ny, nx))
     values = shifts.data
     lazy = isinstance(movie.data, da.Array)
-    workers = _default_workers(lazy, fft_workers)
+    workers = _default_workers(fft_workers)
     if lazy:
         data = movie.data.rechunk({1: -1, 2: -1})
         tchunks = data.chunks[0]
@@ -451,7 +459,7 @@ def correct_drift(
     reference: Reference = "auto",
     upsample: float = 50,
     roi: Sequence[int] | None = None,
-    sigma_px: float = 1.0,
+    sigma_px: float = 1.25,
     key_interval: int = 16,
     min_quality: float = 8.0,
     black_border: float = 0.1,

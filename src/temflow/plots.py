@@ -61,10 +61,64 @@ def save_figure(
 
 
 # --- drift figures (temflow.drift) -------------------------------------------------------------
-#
-#
-#
-#
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+__all__ += ["plot_drift"]
+
+
+def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
+    """Drift trajectory: y and x shift in nm against time, jumps and flagged frames marked.
+
+    Parameters
+    ----------
+    shifts : xarray.DataArray
+        From :func:`temflow.estimate_drift` (dims ``("time", "axis")``), computed
+        or lazy (it is computed here). Uses the ``shift_nm`` coord when present
+        (else px), and the ``jump`` and ``flagged`` coords when present.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from temflow.synthetic import make_movie
+    >>> fig = plot_drift(make_movie(frames=8, size=32, seed=0).shifts)
+    >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
+    ['y', 'x']
+    """
+    if not isinstance(shifts, xr.DataArray) or tuple(shifts.dims) != ("time", "axis"):
+        raise TypeError("shifts must be the DataArray from temflow.estimate_drift, dims ('time', 'axis')")
+    shifts = shifts.compute()
+    if ax is None:
+        figure = Figure(figsize=(6.4, 3.6))
+        ax = figure.add_subplot()
+    else:
+        figure = ax.figure  # type: ignore[assignment]
+    in_nm = "shift_nm" in shifts.coords
+    values = np.asarray(shifts.coords["shift_nm"].values if in_nm else shifts.values, float)
+    time = np.asarray(shifts.coords["time"].values, float) if "time" in shifts.coords else np.arange(len(values))
+    for k, label in enumerate(("y", "x")):
+        ax.plot(time, values[:, k], label=label, lw=1.2)
+    if "jump" in shifts.coords:
+        for i, t in enumerate(time[np.asarray(shifts.coords["jump"].values, bool)]):
+            ax.axvline(t, color="0.5", ls="--", lw=0.8, label="jump" if i == 0 else None)
+    if "flagged" in shifts.coords:
+        bad = np.asarray(shifts.coords["flagged"].values, bool)
+        if bad.any():
+            ax.plot(time[bad], values[bad, 0], "rx", label="flagged")
+            ax.plot(time[bad], values[bad, 1], "rx")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("drift (nm)" if in_nm else "drift (px)")
+    ax.legend(frameon=False, fontsize="small")
+    return figure
+
+
 # --- training figures (temflow.train) ----------------------------------------------------------
 
 from typing import TYPE_CHECKING  # noqa: E402
