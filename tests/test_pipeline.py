@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import render_in_browser
 from temflow.config import Config, load_config
 from temflow.pipeline import run
 from temflow.store import open_zarr
 
+_MIN_FIGURES = 1
 _SMALL = {
     "input": {"synthetic": {"frames": 16, "size": 96, "radius_nm": [2.0, 5.0], "seed": 3}},
     "segmentation": {"method": "threshold"},
@@ -55,6 +57,14 @@ def test_a_run_writes_every_stage_and_a_rerun_skips_them(tmp_path):
     truth = pd.read_parquet(out / "raw.truth" / "shifts.parquet")
     found = pd.read_parquet(out / "shifts.parquet")
     np.testing.assert_allclose(found[["dy_px", "dx_px"]].to_numpy(), truth[["dy", "dx"]].to_numpy(), atol=0.5)  # plumbing; accuracy is test_drift's
+
+    # the report renders in a real browser, every figure decoded
+    dom = render_in_browser(out / "report.html", screenshot=tmp_path / "report.png")
+    figures = dom.count("<figure>")
+    assert figures >= _MIN_FIGURES
+    assert f'data-figures-loaded="{figures}"' in dom
+    assert "Verdict:" in dom and "Size statistics per frame" in dom
+    assert (tmp_path / "report.png").stat().st_size > 10_000
 
     again: list[str] = []
     run(_config(tmp_path / "out"), echo=again.append)

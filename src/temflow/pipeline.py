@@ -303,6 +303,9 @@ def _drift(state: _Run, resume: bool) -> dict[str, Any]:
         if name in shifts.coords:
             table[name] = shifts[name].values
     _write_table(table, state.folder / "shifts.parquet")
+    from temflow.plots import plot_drift, save_figure
+
+    save_figure(plot_drift(shifts), state.folder / "figures" / "drift", formats=_figure_formats(state))
     corrected = crop_valid(apply_drift(raw, shifts, method=d.method), shifts)
     path = _save_array(state, corrected, "corrected.zarr", resume)
     return {
@@ -313,6 +316,11 @@ def _drift(state: _Run, resume: bool) -> dict[str, Any]:
         "max_drift_nm": float(np.hypot(table.dy_nm, table.dx_nm).max()),
         "cropped_shape": list(_open(path).shape),
     }
+
+
+def _figure_formats(state: _Run) -> list[str]:
+    """The configured formats, plus PNG for the report page."""
+    return sorted(set(state.config.output.figure_formats) | {"png"})
 
 
 def _model_path(state: _Run) -> str | None:
@@ -367,7 +375,7 @@ def _train(state: _Run, resume: bool) -> dict[str, Any]:
         seed=tr.seed,
     )
     _write_table(history, folder / "history.parquet")
-    save_figure(plot_training_history(history), state.folder / "figures" / "training", formats=config.output.figure_formats)
+    save_figure(plot_training_history(history), state.folder / "figures" / "training", formats=_figure_formats(state))
     path = save_model(
         model,
         state.folder / "model.safetensors",
@@ -661,4 +669,10 @@ def _report(state: _Run, resume: bool) -> dict[str, Any]:
 
 
 def _figures(state: _Run, folder: Path, formats: list[str]) -> list[tuple[str, str]]:
-    return []
+    """Draw the analysis figures; list every figure of the run, in reading order."""
+    figures = []
+    if (folder / "drift.png").exists():
+        figures.append(("Drift trajectory (nm against time), jumps and flagged frames marked", "figures/drift.png"))
+    if (folder / "training.png").exists():
+        figures.append(("Training and validation loss per epoch", "figures/training.png"))
+    return figures
