@@ -144,7 +144,7 @@ def _radius(table: pd.DataFrame) -> np.ndarray:
 def find_events(
     tracks: pd.DataFrame,
     *,
-    contact_nm: float = 1.0,
+    contact_nm: float = 2.0,
     volume_fraction: float = 0.5,
     frames: int | None = None,
 ) -> pd.DataFrame:
@@ -155,7 +155,9 @@ def find_events(
     field of view) is
 
     * absorbed in a **merge** when a particle of frame ``f`` reaches it
-      (centre distance below the sum of their radii plus ``contact_nm``) and
+      (centre distance below the sum of their radii plus ``contact_nm`` plus
+      twice the ending particle's own RMS step between frames: a mobile
+      particle may travel before it touches, a ripening one does not) and
       has gained at least ``volume_fraction`` of its volume since ``f - 1``
       (volume ~ equivalent radius cubed); several tracks absorbed by the
       same particle in the same frame make one event;
@@ -174,7 +176,8 @@ def find_events(
         a size (``equivalent_diameter`` or ``area``); ``time`` and
         ``touches_border`` are used when present.
     contact_nm : float
-        Slack on "touching", nm: about a pixel plus the motion in a frame.
+        Slack on "touching", nm: a few pixels (segmentation blur); the
+        particles' own motion is added per track.
     volume_fraction : float
         Share of the absorbed (or split-off) particle's volume the survivor
         must gain (or lose), 0..1.
@@ -225,6 +228,7 @@ def find_events(
     t["_v"] = t["_r"] ** 3
     border = t["touches_border"].to_numpy(bool) if "touches_border" in t.columns else np.zeros(len(t), bool)
     t["_border"] = border
+    t["_reach"] = _mobility_reach(t)
     times = _frame_times(t)
     by_frame = {f: g for f, g in t.groupby("frame")}
     # (frame, particle) -> volume, for "how much did the neighbour gain"
@@ -267,6 +271,22 @@ def find_events(
     return events.sort_values(["frame", "event", "particle"], ignore_index=True)
 
 
+def _mobility_reach(t: pd.DataFrame, steps: int = 5) -> np.ndarray:
+    """Twice each particle's RMS step over its last ``steps`` frame-to-frame moves, nm.
+
+    Tracks too short to say use the median over all tracks.
+    """
+    order = t.sort_values(["particle", "frame"])
+    pid = order["particle"].to_numpy()
+    same = np.r_[False, pid[1:] == pid[:-1]] & np.r_[False, np.diff(order["frame"].to_numpy()) == 1]
+    step2 = np.r_[0.0, np.diff(order["y"].to_numpy()) ** 2 + np.diff(order["x"].to_numpy()) ** 2]
+    moves = pd.DataFrame({"particle": pid, "step2": np.where(same, step2, np.nan)}, index=order.index)
+    recent = moves.groupby("particle")["step2"].transform(lambda s: s.rolling(steps, min_periods=1).mean())
+    overall = float(np.nanmedian(moves["step2"])) if np.isfinite(moves["step2"]).any() else 0.0
+    reach = 2.0 * np.sqrt(recent.fillna(overall).to_numpy())
+    return pd.Series(reach, index=order.index).reindex(t.index).to_numpy()
+
+
 def _frame_times(t: pd.DataFrame) -> dict[int, float]:
     times = t.attrs.get("times_s")
     if times is not None:
@@ -304,7 +324,7 @@ def _partner(
     if others is None or others.empty:
         return None
     d = np.hypot(others["y"].to_numpy() - row["y"], others["x"].to_numpy() - row["x"])
-    near = d < others["_r"].to_numpy() + row["_r"] + contact_nm
+    near = d < others["_r"].to_numpy() + row["_r"] + contact_nm + row["_reach"]
     near &= others["particle"].to_numpy() != row["particle"]
     best = None
     for i in np.flatnonzero(near)[np.argsort(d[near])]:
