@@ -80,7 +80,7 @@ def event_recovery(truth_events, found, max_distance_nm, tolerance_frames=1):
 # --- shared synthetic cases (computed once per test session) --------------------------------
 
 MIN_AREA_NM2 = 5.0  # about r = 1.26 nm = 2.5 px: below it the threshold baseline cannot see a particle
-MAX_STEP_NM = 3.0
+MAX_STEP_NM = {"ostwald": 3.0, "coalescence": 6.0, "mixed": 6.0}  # ~2x the largest RMS step per frame
 CONTACT_NM = 2.0
 COMMON = dict(pixel_size_nm=0.5, drift_px=0, jumps=0, area_fraction=0.12, dose_e_per_px=400.0)
 
@@ -111,6 +111,6 @@ def case(mechanism: str) -> dict:
     masks = threshold_particles(truth.movie)
     for name, labels in (("true_labels", truth.labels), ("threshold", label_particles(masks))):
         table = measure_particles(labels, truth.movie, min_area_nm2=MIN_AREA_NM2)
-        tracks = link(table, max_step_nm=MAX_STEP_NM, memory=1)
+        tracks = link(table, max_step_nm=MAX_STEP_NM[mechanism], memory=1)
         out[name] = {"table": table, "tracks": tracks, "events": find_events(tracks, contact_nm=CONTACT_NM)}
     return out

@@ -246,12 +246,19 @@ def find_events(
             rows.append((f, times.get(f, np.nan), "vanish", int(end["particle"]), (), float(end["y"]), float(end["x"])))
         else:
             merges.setdefault((f, partner), []).append(int(end["particle"]))
+    first_frame = starts.set_index("particle")["frame"].to_dict()
+    continued = set()
     for (f, survivor), absorbed in merges.items():
+        if first_frame.get(survivor) == f and len(absorbed) == 1:
+            # one track ends and a new one starts where it was: a link the tracker missed
+            # (a fast step beyond max_step_nm), not a merge of two particles
+            continued.add((f, survivor))
+            continue
         where = by_frame[f][by_frame[f]["particle"] == survivor].iloc[0]
         rows.append((f, times.get(f, np.nan), "merge", survivor, tuple(sorted(absorbed)), float(where["y"]), float(where["x"])))
     splits: dict[tuple[int, int], list[int]] = {}
     # a merge product linked to none of its parents starts a new track: not an appearance
-    products = set(merges)
+    products = set(merges) | continued
     for _, start in starts.iterrows():
         f = int(start["frame"])
         if f == 0 or start["_border"] or (f, int(start["particle"])) in products:
