@@ -470,6 +470,9 @@ class Verdict:
         return asdict(self)
 
 
+_ENDS = 3  # frames in the running median of a track's volume
+
+
 def _volume(diameter: np.ndarray) -> np.ndarray:
     # a particle seen from above as a disk of this diameter: a sphere's volume
     return np.pi / 6.0 * np.asarray(diameter, float) ** 3
@@ -489,9 +492,10 @@ def coarsening_mechanism(
     grow; in coalescence whole particles move and are absorbed by a neighbour
     at once. So the evidence is where the lost volume goes:
 
-    * ripening volume - for every track, the volume it lost between its
-      largest and its last frame not touching the border (plus its last
-      volume if it vanished); measurement noise adds only two frames' worth;
+    * ripening volume - for every track, the sum of its volume losses from
+      frame to frame (after a running median over three frames, so that one
+      badly segmented frame is neither growth nor loss), plus its last volume
+      if it vanished;
     * coalescence volume - the volume of every particle absorbed in a merge,
       in the frame before.
 
@@ -530,8 +534,10 @@ def coarsening_mechanism(
     merged_volume = 0.0
     for pid, track in inside.groupby("particle"):
         v = track["_v"].to_numpy()
-        peak = int(np.argmax(v))
-        ripening += float(v[peak] - v[-1])
+        # every loss along the track, after a running median over three frames: a frame where
+        # segmentation joined two neighbours (or lost half a particle) is neither growth nor loss
+        smooth = pd.Series(v).rolling(_ENDS, center=True, min_periods=1).median().to_numpy()
+        ripening += float(np.sum(np.clip(-np.diff(smooth), 0.0, None)))
         if int(pid) in vanished:
             ripening += float(v[-1])
         if int(pid) in absorbed:
