@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from temflow.track import EVENT_COLUMNS, find_events, link
-from truth_matching import MIN_AREA_NM2, case, event_recovery, link_recovery, observable_events
+from truth_matching import MAX_STEP_NM, MIN_AREA_NM2, case, event_recovery, link_recovery, observable_events
 
 
 def _table(rows):
@@ -47,6 +47,7 @@ def test_link_keeps_rows_columns_and_attrs():
     [
         ({"max_step_nm": 0.0}, ValueError, "max_step_nm must be a positive distance"),
         ({"max_step_nm": 1.0, "memory": -1}, ValueError, "memory must be a whole number"),
+        ({"max_step_nm": 1.0, "method": "hungarian"}, ValueError, "method must be 'laptrack' or 'trackpy'"),
     ],
 )
 def test_link_bad_options(kwargs, error, match):
@@ -104,9 +105,14 @@ def test_events_bad_input():
 
 
 @pytest.mark.parametrize("mechanism", ["ostwald", "coalescence"])
-def test_links_recovered(mechanism):
+@pytest.mark.parametrize("method", ["laptrack", "trackpy"])
+def test_links_recovered(mechanism, method):
     result = case(mechanism)
-    share, links = link_recovery(result["truth"].particles, result["true_labels"]["tracks"], MIN_AREA_NM2, 3.0)
+    tracks = result["true_labels"]["tracks"]
+    if method == "trackpy":
+        pytest.importorskip("trackpy")
+        tracks = link(result["true_labels"]["table"], max_step_nm=MAX_STEP_NM[mechanism], memory=1, method="trackpy")
+    share, links = link_recovery(result["truth"].particles, tracks, MIN_AREA_NM2, 3.0)
     assert links > 1000 and share >= 0.95
 
 

@@ -96,6 +96,14 @@ def _median3(block: np.ndarray) -> np.ndarray:
     return ndi.median_filter(np.asarray(block, dtype=np.float32), size=(1, 3, 3), mode="nearest")
 
 
+def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
+    """3 x 3 median of the frames that hold a dark pixel; +inf (recorded) elsewhere."""
+    out = np.full(block.shape, np.inf, dtype=np.float32)
+    for k in np.flatnonzero(np.asarray(dark).reshape(len(block), -1).any(axis=1)):
+        out[k] = _median3(block[k : k + 1])[0]
+    return out
+
+
 def _border_level_of(frames: np.ndarray) -> np.float32:
     """A twentieth of the median of the frames' per-frame medians (robust to blank frames)."""
     medians = np.nanmedian(np.asarray(frames, dtype=np.float32).reshape(len(frames), -1), axis=1)
@@ -109,7 +117,13 @@ def _recorded(block: np.ndarray, level: float | np.ndarray) -> np.ndarray:
     the support's intensity separates black borders (zeros plus read noise)
     from anything recorded, particles included.
     """
-    return _median3(block) > level
+    block = np.asarray(block, dtype=np.float32)
+    # the median filter is the costly part: only frames with dark pixels need it
+    dark = ~(block > level)
+    recorded = np.ones(block.shape, dtype=bool)
+    for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
+        recorded[k] = _median3(block[k : k + 1])[0] > (level[k] if np.ndim(level) == 3 else level)
+    return recorded
 
 
 def _darkness(
@@ -394,7 +408,7 @@ def threshold_particles(
             )
         else:
             border = np.float32(border_value)
-        recorded = _map_frames(_median3, [data], 1, np.float32) > border
+        recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
         first = _map_frames(_darkness, [data, recorded], reach, np.float32, **kwargs)
         found = first > level_of(first)  # NaN (outside the recorded area) is never above
         dark = _map_frames(

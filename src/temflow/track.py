@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -47,13 +48,21 @@ def link(
     max_step_nm: float,
     memory: int = 1,
     gap_step_nm: float | None = None,
+    method: Literal["laptrack", "trackpy"] = "laptrack",
 ) -> pd.DataFrame:
     """Give every particle an id that follows it from frame to frame.
 
     Between two consecutive frames the assignment minimises the total squared
-    displacement over all particles at once (Jaqaman et al. 2008's linear
-    assignment, by laptrack), never further than ``max_step_nm``; a particle
-    missed in up to ``memory`` frames is reconnected (gap closing).
+    displacement over all particles at once, never further than
+    ``max_step_nm``; a particle missed in up to ``memory`` frames is
+    reconnected (gap closing). ``method="laptrack"`` solves each frame pair as
+    one linear assignment problem and closes gaps in a second LAP over track
+    ends and starts (Jaqaman et al. 2008); ``method="trackpy"`` splits each
+    frame pair into independent subnetworks (particles within ``max_step_nm``
+    of each other) and solves each exactly (Crocker-Grier as in trackpy),
+    the same optimum for well-separated particles and tens of times faster
+    on long movies, with gaps closed within ``max_step_nm``. trackpy is an
+    optional dependency.
 
     Computes (pandas in, pandas out).
 
@@ -71,7 +80,9 @@ def link(
         its id; 0 disables gap closing.
     gap_step_nm : float, optional
         Largest displacement across a gap, nm; default ``max_step_nm`` times
-        the square root of the frames spanned (diffusive motion).
+        the square root of the frames spanned (diffusive motion). laptrack only.
+    method : {"laptrack", "trackpy"}
+        The solver (see above).
 
     Returns
     -------
@@ -94,8 +105,6 @@ def link(
     >>> link(table, max_step_nm=2.0)["particle"].tolist()
     [0, 1, 1, 0]
     """
-    from laptrack import LapTrack
-
     table = _check_table(table, _NEEDED)
     if not (isinstance(max_step_nm, (int, float)) and math.isfinite(max_step_nm) and max_step_nm > 0):
         raise ValueError(f"max_step_nm must be a positive distance in nm; got {max_step_nm!r}")
@@ -103,6 +112,8 @@ def link(
         raise ValueError(f"memory must be a whole number of frames >= 0; got {memory!r}")
     if table[list(_NEEDED)].isna().to_numpy().any():
         raise ValueError("table has NaN in frame, y or x; drop those rows first")
+    if method not in ("laptrack", "trackpy"):
+        raise ValueError(f"method must be 'laptrack' or 'trackpy'; got {method!r}")
     gap = max_step_nm * math.sqrt(int(memory) + 1) if gap_step_nm is None else float(gap_step_nm)
     out = table.copy()
     if out.empty:
@@ -112,6 +123,36 @@ def link(
         {"frame": out["frame"].to_numpy(np.int64), "y": out["y"].to_numpy(float), "x": out["x"].to_numpy(float)}
     )
     detections["row"] = np.arange(len(out))
+    if method == "trackpy":
+        particle = _link_trackpy(detections, float(max_step_nm), int(memory))
+    else:
+        particle = _link_laptrack(detections, float(max_step_nm), int(memory), gap)
+    # renumber by first appearance, so ids read in time order
+    order = pd.DataFrame({"p": particle, "f": detections["frame"], "y": detections["y"]}).sort_values(["f", "y"])
+    first = pd.unique(order["p"])
+    renumber = np.empty(particle.max() + 1, dtype=np.int64)
+    renumber[first] = np.arange(len(first))
+    out["particle"] = renumber[particle]
+    return out
+
+
+def _link_trackpy(detections: pd.DataFrame, max_step_nm: float, memory: int) -> np.ndarray:
+    try:
+        import trackpy
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ValueError("method='trackpy' needs trackpy installed (pip install trackpy); or use method='laptrack'") from error
+    trackpy.quiet()
+    linked = trackpy.link(
+        detections[["frame", "y", "x", "row"]], search_range=max_step_nm, memory=memory, pos_columns=["y", "x"], t_column="frame"
+    )
+    particle = np.empty(len(detections), dtype=np.int64)
+    particle[linked["row"].to_numpy()] = linked["particle"].to_numpy()
+    return particle
+
+
+def _link_laptrack(detections: pd.DataFrame, max_step_nm: float, memory: int, gap: float) -> np.ndarray:
+    from laptrack import LapTrack
+
     tracker = LapTrack(
         metric="sqeuclidean",
         cutoff=float(max_step_nm) ** 2,
@@ -122,15 +163,9 @@ def link(
         merging_cutoff=False,
     )
     tracks, _, _ = tracker.predict_dataframe(detections, ["y", "x"], frame_col="frame", only_coordinate_cols=False)
-    particle = np.empty(len(out), dtype=np.int64)
+    particle = np.empty(len(detections), dtype=np.int64)
     particle[tracks["row"].to_numpy()] = tracks["track_id"].to_numpy()
-    # renumber by first appearance, so ids read in time order
-    order = pd.DataFrame({"p": particle, "f": detections["frame"], "y": detections["y"]}).sort_values(["f", "y"])
-    first = pd.unique(order["p"])
-    renumber = np.empty(particle.max() + 1, dtype=np.int64)
-    renumber[first] = np.arange(len(first))
-    out["particle"] = renumber[particle]
-    return out
+    return particle
 
 
 def _radius(table: pd.DataFrame) -> np.ndarray:
