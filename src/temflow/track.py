@@ -16,6 +16,7 @@ written here; the linking itself is laptrack's.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Literal
 
@@ -142,9 +143,16 @@ def _link_trackpy(detections: pd.DataFrame, max_step_nm: float, memory: int) -> 
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ValueError("method='trackpy' needs trackpy installed (pip install trackpy); or use method='laptrack'") from error
     trackpy.quiet()
-    linked = trackpy.link(
-        detections[["frame", "y", "x", "row"]], search_range=max_step_nm, memory=memory, pos_columns=["y", "x"], t_column="frame"
-    )
+    with warnings.catch_warnings():
+        # trackpy's own pandas calls (sort_values(inplace=...)) warn under pandas 3; not the user's to act on
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        linked = trackpy.link(
+            detections[["frame", "y", "x", "row"]],
+            search_range=max_step_nm,
+            memory=memory,
+            pos_columns=["y", "x"],
+            t_column="frame",
+        )
     particle = np.empty(len(detections), dtype=np.int64)
     particle[linked["row"].to_numpy()] = linked["particle"].to_numpy()
     return particle
