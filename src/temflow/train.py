@@ -146,12 +146,15 @@ class _Progress:
 
     def __init__(self, total: int, stream: TextIO | None, label: str) -> None:
         self.total, self.stream, self.label, self.done = max(total, 1), stream, label, 0
-        self.start = time.perf_counter()
+        self.start = self.shown = time.perf_counter()
 
     def update(self, steps: int = 1, note: str = "") -> None:
-        if self.stream is None:
-            return
         self.done += steps
+        now = time.perf_counter()
+        # redraw at most twice a second: a log file is not a terminal
+        if self.stream is None or (now - self.shown < 0.5 and self.done < self.total):
+            return
+        self.shown = now
         width = 24
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self.start
@@ -474,6 +477,10 @@ def _check_inputs(model: Any, dataset: Any, validation: Any) -> None:
         )
     if validation is not None and not isinstance(validation, TileDataset):
         raise TypeError(f"validation must be a TileDataset, 'auto' or None; got {type(validation).__name__}")
+    if isinstance(model, UNet) and validation is not None and not validation.has_masks:
+        raise ValueError(f"validation tiles {str(validation.store)!r} have no masks, which a UNet needs")
+    if validation is not None and validation.crop_size % model.size_multiple:
+        raise ValueError(f"validation crop size {validation.crop_size} must be a multiple of {model.size_multiple}")
 
 
 def train(
@@ -523,7 +530,8 @@ def train(
     checkpoint_dir : str or path, optional
         Write a checkpoint after every epoch into this folder.
     resume : bool
-        Continue from the newest checkpoint in ``checkpoint_dir`` when there is one.
+        Continue from the newest checkpoint in ``checkpoint_dir`` when there is
+        one (with ``False``, ``checkpoint_dir`` must hold no checkpoints).
     validation : TileDataset, "auto" or None
         Validation tiles; "auto" uses the ``"validation"`` split of the same
         tile set without augmentation.
@@ -593,6 +601,11 @@ def train(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     _resolve_device(device)
+    if checkpoint_dir is not None and not resume and _latest_checkpoint(Path(checkpoint_dir)) is not None:
+        raise ValueError(
+            f"checkpoint_dir {os.fspath(checkpoint_dir)!r} already holds checkpoints of another run; "
+            "pass resume=True to continue it, or use an empty folder"
+        )
     if validation == "auto":
         validation = dataset.subset("validation", augment=False)
         validation = validation if len(validation) else None
