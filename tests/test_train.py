@@ -102,8 +102,12 @@ def test_early_stopping_and_history_figure(tile_set, tmp_path):
 def test_autoencoder_trains_and_saves(tile_set, tmp_path):
     dataset = TileDataset(tile_set, noise_jitter=0.05)
     torch.manual_seed(0)
-    net, history = train(Autoencoder(depth=1, width=4, bottleneck_channels=2), dataset, epochs=3, batch_size=8, device="cpu", lr=3e-3)
+    net, history = train(
+        Autoencoder(depth=1, width=4, bottleneck_channels=2), dataset, epochs=3, batch_size=8, device="cpu", lr=3e-3,
+        schedule="cosine",
+    )
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    np.testing.assert_allclose(history["lr"], [3e-3, 3e-3 * (0.01 + 0.99 * 0.5), 3e-5])
     assert history["val_iou"].between(0, 1).all() and "val_threshold" in history
     path = save_model(net, tmp_path / "ae.safetensors", normalisation=dataset.normalisation, tile_size=16, training=history.attrs)
     card = load_model(path).card
