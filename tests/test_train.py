@@ -65,6 +65,14 @@ def test_same_seed_same_weights(tile_set):
     assert history.attrs["tiles"] == len(dataset) and history.attrs["config"]["seed"] == 3
 
 
+def test_dataloader_worker_processes_give_the_same_weights(tile_set):
+    """Augmentation is seeded per tile, so reading tiles in worker processes changes nothing."""
+    dataset = TileDataset(tile_set)
+    here, _ = train(_unet(), dataset, epochs=1, batch_size=8, device="cpu")
+    forked, _ = train(_unet(), dataset, epochs=1, batch_size=8, device="cpu", num_workers=2)
+    _assert_same_weights(here, forked)
+
+
 def test_resume_after_interruption_equals_uninterrupted(tile_set, tmp_path):
     dataset = TileDataset(tile_set)
     straight, history = train(_unet(), dataset, epochs=3, batch_size=8, device="cpu", checkpoint_dir=tmp_path / "a")
