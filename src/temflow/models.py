@@ -114,12 +114,11 @@ class _BatchNorm2d(nn.BatchNorm2d):
         mean = sums[:channels] / count
         centred = input - mean[None, :, None, None]
         var = all_reduce((centred * centred).sum(dims)) / count
-        if self.track_running_stats:
+        tracked = self.num_batches_tracked
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None and tracked is not None:
             with torch.no_grad():
-                momentum = self.momentum if self.momentum is not None else 0.0
-                self.num_batches_tracked.add_(1)
-                if self.momentum is None:
-                    momentum = 1.0 / float(self.num_batches_tracked)
+                tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 unbiased = var * count / torch.clamp(count - 1, min=1)
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
@@ -381,23 +380,24 @@ def save_model(
     from safetensors.torch import save_file
 
     name = type(model).__name__
+    net: Any = model  # UNet or Autoencoder: their attributes are plain ints and dicts
     if _ARCHITECTURES.get(name) is not type(model):
         raise TypeError(f"model must be one of {sorted(_ARCHITECTURES)} from temflow.models; got {type(model).__name__}")
     norm = _check_normalisation(normalisation)
     tile_size = _check_int("tile_size", tile_size, 1)
-    if tile_size % model.size_multiple:
-        raise ValueError(f"tile_size must be a multiple of the model's size_multiple {model.size_multiple}; got {tile_size}")
+    if tile_size % net.size_multiple:
+        raise ValueError(f"tile_size must be a multiple of the model's size_multiple {net.size_multiple}; got {tile_size}")
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
     card = {
         "format": _FORMAT,
         "card_version": _CARD_VERSION,
         "architecture": name,
-        "arguments": dict(model.arguments),
-        "output_kind": model.output_kind,
+        "arguments": dict(net.arguments),
+        "output_kind": net.output_kind,
         "normalisation": norm,
         "tile_size": tile_size,
-        "receptive_field_px": int(model.receptive_field_px),
-        "size_multiple": int(model.size_multiple),
+        "receptive_field_px": int(net.receptive_field_px),
+        "size_multiple": int(net.size_multiple),
         "training": dict(training) if training is not None else None,
         "temflow_version": _temflow_version(),
         "weights_sha256": _weights_sha256(tensors),
@@ -499,5 +499,5 @@ def load_model(path: str | os.PathLike[str]) -> nn.Module:
         )
     model.load_state_dict(tensors)
     model.eval()
-    model.card = card
+    model.card = card  # type: ignore[assignment]
     return model

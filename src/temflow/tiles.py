@@ -191,7 +191,7 @@ def _sample_frames(n_frames: int, frames: int | Sequence[int]) -> np.ndarray:
         # evenly through time, first and last frame included
         return np.unique(np.round(np.linspace(0, n_frames - 1, min(int(frames), n_frames))).astype(np.int64))
     try:
-        chosen = np.unique(np.asarray(list(frames), dtype=np.int64))
+        chosen = np.unique(np.asarray(list(frames), dtype=np.int64))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TypeError(f"frames must be an int or a sequence of frame indices; got {frames!r}") from None
     if chosen.size == 0:
@@ -272,7 +272,8 @@ def _open_masks(masks: Any, movie: xr.DataArray, used: np.ndarray) -> Iterator[C
                         "masks must have one frame per movie frame, of the same size"
                     )
                 if len(series.pages) == shape[0]:
-                    yield lambda idx: np.stack([series.pages[int(i)].asarray() for i in idx]) > 0
+                    pages: Any = series.pages
+                    yield lambda idx: np.stack([pages[int(i)].asarray() for i in idx]) > 0
                 else:
                     whole = series.asarray()
                     yield lambda idx: whole[idx] > 0
@@ -532,7 +533,7 @@ def read_tile_set_info(store: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_dir():
         raise MovieFileError(path, _FORMAT, "no such folder", "write one with temflow.tiles.make_tile_set")
     try:
-        info = dict(zarr.open_group(str(path), mode="r").attrs.get(_ATTRS_KEY) or {})
+        info: dict[str, Any] = dict(zarr.open_group(str(path), mode="r").attrs.get(_ATTRS_KEY) or {})  # type: ignore[arg-type]
     except Exception as exc:
         raise MovieFileError(path, _FORMAT, f"not a zarr group ({type(exc).__name__}: {exc})") from None
     if not info:
@@ -612,7 +613,7 @@ class TileDataset:
         self.noise_jitter = float(noise_jitter)
         self.seed = int(seed)
         self.epoch = 0
-        group = zarr.open_group(str(self.store), mode="r")
+        group: Any = zarr.open_group(str(self.store), mode="r")
         codes = np.asarray(group["split"][...])
         self.indices = np.arange(codes.size) if split == "all" else np.flatnonzero(codes == _SPLIT_CODES[split])
         self.frames = np.asarray(group["frame"][...])[self.indices]
@@ -683,7 +684,7 @@ class TileDataset:
             sigma = rng.uniform(0.0, self.noise_jitter)
             noise = rng.standard_normal((crop, crop), dtype=np.float32)
             planes = [image] if mask is None else [image, mask]
-            planes = [np.rot90(p[y0 : y0 + crop, x0 : x0 + crop], turn) for p in planes]
+            planes = [np.rot90(p[y0 : y0 + crop, x0 : x0 + crop], int(turn)) for p in planes]
             if flip:
                 planes = [p[:, ::-1] for p in planes]
             clean = (planes[0] * np.float32(gain) + np.float32(offset)).astype(np.float32)

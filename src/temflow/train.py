@@ -71,6 +71,7 @@ class TrainConfig:
     epochs: int
     batch_size: int
     lr: float
+    schedule: str
     weight_decay: float
     optimizer: str
     seed: int
@@ -146,12 +147,15 @@ class _Progress:
 
     def __init__(self, total: int, stream: TextIO | None, label: str) -> None:
         self.total, self.stream, self.label, self.done = max(total, 1), stream, label, 0
-        self.start = time.perf_counter()
+        self.start = self.shown = time.perf_counter()
 
     def update(self, steps: int = 1, note: str = "") -> None:
-        if self.stream is None:
-            return
         self.done += steps
+        now = time.perf_counter()
+        # redraw at most twice a second: a log file is not a terminal
+        if self.stream is None or (now - self.shown < 0.5 and self.done < self.total):
+            return
+        self.shown = now
         width = 24
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self.start
@@ -186,7 +190,7 @@ def _all_reduce(values: np.ndarray, device: torch.device) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def _collate(dataset: TileDataset, items: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+def _collate(dataset: TileDataset, items: Sequence[int] | np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
     samples = [dataset[int(i)] for i in items]
     return {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
 
@@ -214,7 +218,18 @@ def _state_tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 
 def _checkpoint_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings that must match for a resumed run to equal an uninterrupted one."""
-    return {k: getattr(config, k) for k in ("batch_size", "lr", "weight_decay", "optimizer", "seed")}
+    keys = ["batch_size", "lr", "schedule", "weight_decay", "optimizer", "seed"]
+    if config.schedule == "cosine":
+        keys.append("epochs")  # the cosine schedule depends on the total
+    return {k: getattr(config, k) for k in keys}
+
+
+def _epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch: constant, or cosine from ``lr`` down to ``lr / 100``."""
+    if config.schedule == "constant" or config.epochs == 1:
+        return config.lr
+    fraction = epoch / (config.epochs - 1)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
 
 
 def _write_checkpoint(
@@ -271,7 +286,8 @@ def _read_checkpoint(
     if meta.get("settings") != wanted:
         raise ValueError(
             f"checkpoint {str(path)!r} was written with settings {meta.get('settings')}, not {wanted}; "
-            "a resumed run must use the same batch_size, lr, weight_decay, optimizer and seed "
+            "a resumed run must use the same batch_size, lr, schedule, weight_decay, optimizer and seed "
+            "(and epochs, with the cosine schedule) "
             "(use another checkpoint_dir to start afresh)"
         )
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -358,6 +374,9 @@ def _fit(
             break
         model.train()
         dataset.set_epoch(epoch)
+        lr = _epoch_lr(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         order = np.random.default_rng([config.seed, 1, epoch]).permutation(len(dataset))
         batches = _local_batches(order, config.batch_size, rank, world)
         progress = _Progress(len(batches), stream, f"epoch {epoch + 1}/{config.epochs}")
@@ -379,7 +398,7 @@ def _fit(
             row.update(_validate(model, validation, config.batch_size, device, rank, world))
         else:
             row.update(val_loss=math.nan, val_iou=math.nan)
-        row.update(seconds=seconds, tiles_per_s=len(dataset) / seconds if seconds else math.nan, lr=config.lr)
+        row.update(seconds=seconds, tiles_per_s=len(dataset) / seconds if seconds else math.nan, lr=lr)
         history.append(row)
         monitored = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
         if monitored < best_loss - config.min_delta:
@@ -439,7 +458,7 @@ def _batch_loader(dataset: TileDataset, batches: list[np.ndarray], num_workers: 
         )
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)  # type: ignore[arg-type]
+    loader: Any = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)  # type: ignore[arg-type]
     return ({k: v.to(device) for k, v in batch.items()} for batch in loader)
 
 
@@ -474,6 +493,10 @@ def _check_inputs(model: Any, dataset: Any, validation: Any) -> None:
         )
     if validation is not None and not isinstance(validation, TileDataset):
         raise TypeError(f"validation must be a TileDataset, 'auto' or None; got {type(validation).__name__}")
+    if isinstance(model, UNet) and validation is not None and not validation.has_masks:
+        raise ValueError(f"validation tiles {str(validation.store)!r} have no masks, which a UNet needs")
+    if validation is not None and validation.crop_size % model.size_multiple:
+        raise ValueError(f"validation crop size {validation.crop_size} must be a multiple of {model.size_multiple}")
 
 
 def train(
@@ -483,6 +506,7 @@ def train(
     epochs: int,
     batch_size: int,
     lr: float = 1e-3,
+    schedule: Literal["constant", "cosine"] = "constant",
     device: Device = "auto",
     client: Any = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -515,7 +539,9 @@ def train(
     batch_size : int
         Global batch: tiles per optimiser step, over all ranks together.
     lr : float
-        Learning rate.
+        Learning rate (the first epoch's, with a schedule).
+    schedule : {"constant", "cosine"}
+        Keep ``lr``, or lower it along a cosine to ``lr / 100`` at the last epoch.
     device : {"auto", "cpu", "cuda"}
         Where to train; "auto" takes a GPU when torch sees one.
     client : distributed.Client, optional
@@ -523,7 +549,8 @@ def train(
     checkpoint_dir : str or path, optional
         Write a checkpoint after every epoch into this folder.
     resume : bool
-        Continue from the newest checkpoint in ``checkpoint_dir`` when there is one.
+        Continue from the newest checkpoint in ``checkpoint_dir`` when there is
+        one (with ``False``, ``checkpoint_dir`` must hold no checkpoints).
     validation : TileDataset, "auto" or None
         Validation tiles; "auto" uses the ``"validation"`` split of the same
         tile set without augmentation.
@@ -586,6 +613,8 @@ def train(
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be positive; got {lr!r}")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine'; got {schedule!r}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
     if patience is not None and patience < 1:
@@ -593,6 +622,11 @@ def train(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     _resolve_device(device)
+    if checkpoint_dir is not None and not resume and _latest_checkpoint(Path(checkpoint_dir)) is not None:
+        raise ValueError(
+            f"checkpoint_dir {os.fspath(checkpoint_dir)!r} already holds checkpoints of another run; "
+            "pass resume=True to continue it, or use an empty folder"
+        )
     if validation == "auto":
         validation = dataset.subset("validation", augment=False)
         validation = validation if len(validation) else None
@@ -600,6 +634,7 @@ def train(
         epochs=int(epochs),
         batch_size=int(batch_size),
         lr=float(lr),
+        schedule=schedule,
         weight_decay=float(weight_decay),
         optimizer=optimizer,
         seed=int(seed),
@@ -735,6 +770,7 @@ def _train_on_cluster(
     from safetensors.torch import load as load_tensors
     from safetensors.torch import save as save_tensors
 
+    arguments: dict[str, Any] = dict(getattr(model, "arguments"))
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if not workers:
         raise ValueError("the Dask client has no workers; start some before training")
@@ -761,7 +797,7 @@ def _train_on_cluster(
             address,
             port,
             type(model).__name__,
-            dict(model.arguments),
+            dict(arguments),
             weights,
             dataset,
             validation,
@@ -787,6 +823,6 @@ def _train_on_cluster(
         bar.close()
     results = client.gather(futures)
     state, rows = results[0]
-    trained = type(model)(**model.arguments)
+    trained = type(model)(**arguments)
     trained.load_state_dict(load_tensors(state))
     return trained, rows
