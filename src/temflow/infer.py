@@ -183,7 +183,7 @@ def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
     try:
         client = default_client()
         workers = client.scheduler_info(n_workers=-1)["workers"]
-    except (ValueError, KeyError, OSError):
+    except (ValueError, KeyError, OSError, RuntimeError):  # no client, or one that is closing
         return ()
     threads: dict[str, int] = collections.defaultdict(int)
     for address, info in workers.items():
@@ -267,6 +267,13 @@ def _axis_weight(origin: int, tile: int, canvas: int, halo: int, taper: int) -> 
     return weight
 
 
+def _axis_sum(weights: dict[int, np.ndarray], tile: int, canvas: int) -> np.ndarray:
+    total = np.zeros(canvas, dtype=np.float32)
+    for origin, weight in weights.items():
+        total[origin : origin + tile] += weight
+    return total
+
+
 def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: str) -> np.ndarray:
     """Predict normalised ``(n, H, W)`` float32 frames tile by tile; returns ``(n, H, W)`` float32."""
     import torch
@@ -283,13 +290,13 @@ def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: s
     cols = _tile_origins(canvas_w, tile_w, plan.halo, plan.taper, m)
     single = len(rows) == 1 and len(cols) == 1
     out = np.zeros((n, canvas_h, canvas_w), dtype=np.float32)
-    weight_sum = np.zeros((canvas_h, canvas_w), dtype=np.float32)
-    weights = {}
-    for oy in rows:
-        for ox in cols:
-            w = np.outer(_axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper), _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper))
-            weights[oy, ox] = w
-            weight_sum[oy : oy + tile_h, ox : ox + tile_w] += w
+    # separable weights: one vector per tile row and column, outer products made when used
+    row_weights = {oy: _axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper) for oy in rows}
+    col_weights = {ox: _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper) for ox in cols}
+    weight_sum = np.outer(
+        _axis_sum(row_weights, tile_h, canvas_h),
+        _axis_sum(col_weights, tile_w, canvas_w),
+    )
     jobs = [(f, oy, ox) for f in range(n) for oy in rows for ox in cols]
     autocast = _autocast_dtype(plan.precision, device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -312,7 +319,7 @@ def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: s
                 if single:
                     out[f] = result[i]
                 else:
-                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * weights[oy, ox]
+                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * np.outer(row_weights[oy], col_weights[ox])
     if not single:
         out /= weight_sum
     return out[:, :height, :width]
