@@ -122,7 +122,7 @@ def _model_bytes(model: nn.Module, normalisation: Mapping[str, Any] | None) -> t
             "model has no card with a normalisation (it was not loaded with temflow.models.load_model); "
             "pass normalisation={'method': 'percentile', 'low': ..., 'high': ...} in raw intensity units"
         )
-    tile_size = int(card.get("tile_size") or model.size_multiple)
+    tile_size = int(card.get("tile_size") or getattr(model, "size_multiple"))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.safetensors"
         save_model(model, path, normalisation=norm, tile_size=tile_size, training=card.get("training"))
@@ -139,10 +139,12 @@ def _load(checkpoint: bytes | str, sha256: str) -> nn.Module:
             model = load_model(path)
     else:
         model = load_model(checkpoint)
-    if model.card["weights_sha256"] != sha256:
+    found = str(getattr(model, "card")["weights_sha256"])
+    if found != sha256:
+        source = "the in-memory model's bytes" if isinstance(checkpoint, bytes) else f"model file {checkpoint!r}"
         raise ValueError(
-            f"model file {checkpoint!r} changed after predict() was called (weights SHA-256 "
-            f"{model.card['weights_sha256'][:12]}..., expected {sha256[:12]}...); call predict() again"
+            f"{source} changed after predict() was called (weights SHA-256 {found[:12]}..., "
+            f"expected {sha256[:12]}...); call predict() again"
         )
     return model
 
@@ -165,11 +167,17 @@ def _cached_model(checkpoint: bytes | str, sha256: str, device: str) -> nn.Modul
 
 
 def _address_host(address: str) -> str:
-    """Host part of a dask address: ``tcp://10.0.0.1:8786`` -> ``10.0.0.1``."""
-    rest = address.split("://", 1)[-1]
-    if rest.startswith("["):
-        return rest[1:].split("]", 1)[0]
-    return rest.split("/", 1)[0].rsplit(":", 1)[0] if rest.count(":") == 1 else rest.split("/", 1)[0]
+    """Host part of a dask address.
+
+    Examples
+    --------
+    >>> [_address_host(a) for a in ("tcp://10.0.0.1:8786", "tcp://[::1]:8786", "inproc://192.0.2.2/77/1")]
+    ['10.0.0.1', '::1', '192.0.2.2']
+    """
+    location = address.split("://", 1)[-1].split("/", 1)[0]
+    if location.startswith("["):  # IPv6 with a port
+        return location[1:].split("]", 1)[0]
+    return location.rsplit(":", 1)[0] if location.count(":") == 1 else location
 
 
 def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
