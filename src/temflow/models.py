@@ -68,6 +68,67 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum across ranks: the gradient of a sum shared by all ranks is itself summed."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+class _BatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose training statistics span every rank of a torch.distributed job.
+
+    Without a process group (or with one rank) it is ``nn.BatchNorm2d``. With
+    several ranks, the batch mean and variance are all-reduced (two passes:
+    mean, then squared deviations), so data-parallel training normalises with
+    the statistics of the *global* batch, exactly as single-process training
+    does. Unlike ``nn.SyncBatchNorm`` this also works on the CPU (gloo). The
+    all-reduce is differentiable (``_AllReduceSum``), so gradients
+    flow through the global statistics.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        all_reduce = _AllReduceSum.apply
+        channels = input.shape[1]
+        dims = (0, 2, 3)
+        local_count = torch.full((1,), input.numel() // max(channels, 1), dtype=input.dtype, device=input.device)
+        sums = all_reduce(torch.cat([input.sum(dims), local_count]))
+        count = sums[channels]
+        mean = sums[:channels] / count
+        centred = input - mean[None, :, None, None]
+        var = all_reduce((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                momentum = self.momentum if self.momentum is not None else 0.0
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:
+                    momentum = 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / torch.clamp(count - 1, min=1)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
+        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
+
+
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
     """``convs`` times (3x3 conv, batch norm, ReLU); padding keeps the size."""
     layers: list[nn.Module] = []
@@ -75,7 +136,7 @@ def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequentia
         layers += [
             # no bias: batch norm's shift replaces it
             nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            _BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers)
@@ -146,7 +207,7 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.up.append(nn.ConvTranspose2d(channels[level + 1], channels[level], 2, stride=2))
+            self.up.append(nn.ConvTranspose2d(channels[level + 1], channels[level], 2, stride=2, bias=False))
             self.merge.append(_conv_block(2 * channels[level], channels[level], convs_per_block))
         self.head = nn.Conv2d(channels[0], 1, 1)
         self.receptive_field_px = _encoder_decoder_radius(depth, convs_per_block, convs_per_block, convs_per_block)
@@ -227,7 +288,7 @@ class Autoencoder(nn.Module):
         previous = bottleneck_channels
         for level in reversed(range(depth)):
             decoder += [
-                nn.ConvTranspose2d(previous, channels[level], 2, stride=2),
+                nn.ConvTranspose2d(previous, channels[level], 2, stride=2, bias=False),
                 _conv_block(channels[level], channels[level], convs_per_block),
             ]
             previous = channels[level]

@@ -1,0 +1,792 @@
+"""Training of temflow's segmentation networks: one process, torchrun, or a Dask cluster.
+
+:func:`train` fits a :class:`~temflow.models.UNet` (BCE + Dice against the
+masks) or an :class:`~temflow.models.Autoencoder` (mean squared error against
+the frame without the added noise) on a :class:`~temflow.tiles.TileDataset`.
+
+Data parallelism
+----------------
+The global batch of every step is the same whatever the number of ranks: an
+epoch's order is a permutation seeded by ``(seed, epoch)``, cut into batches of
+``batch_size`` tiles, and each batch is split evenly over the ranks. Every rank
+adds up ``loss_i / global_batch`` over its own tiles, the gradients are summed
+across ranks (one all-reduce of the flattened gradients) and batch norm uses the
+statistics of the global batch (:class:`temflow.models._BatchNorm2d`). With the
+augmentation seeded per tile (:class:`~temflow.tiles.TileDataset`), data-parallel
+training is therefore single-process training with the same global batch, up to
+the order of floating-point sums.
+
+* ``client=`` a ``distributed.Client``: one rank per Dask worker (gloo on CPU,
+  NCCL on GPU), rendezvous over TCP at the first worker. Dask workers are
+  daemonic, so tiles are read in the worker's own thread (no DataLoader
+  worker processes); the nanny pins thread variables to 1, so each rank calls
+  ``torch.set_num_threads`` with the worker's thread count (or ``threads``).
+  Every rank reads its own tiles from the tile set, which must be on a file
+  system all workers see; so must ``checkpoint_dir``.
+* under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment): ``env://``
+  rendezvous; every rank calls :func:`train` and gets the same model back.
+
+Checkpoints
+-----------
+``checkpoint_dir/epoch-0007.safetensors``: model, optimizer and best-so-far
+weights as tensors; epoch, history, early-stopping state and the training
+settings as JSON metadata. With ``resume=True`` training continues after the
+newest checkpoint and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from temflow.models import _ARCHITECTURES, Autoencoder, UNet
+from temflow.tiles import TileDataset
+
+__all__ = ["train", "TrainConfig", "dice_loss", "iou_from_histograms"]
+
+Device = Literal["auto", "cpu", "cuda"]
+_CHECKPOINT_KEY = "temflow_checkpoint"
+_HISTOGRAM_RANGE = (-0.5, 1.5)
+_HISTOGRAM_BINS = 512
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (everything :func:`train` needs on every rank)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: str
+    seed: int
+    patience: int | None
+    min_delta: float
+    restore_best: bool
+    device: str
+    checkpoint_dir: str | None
+    resume: bool
+    num_workers: int
+    threads: int | None
+    progress: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss of each sample, ``1 - (2 |P M| + 1) / (|P| + |M| + 1)``, shape ``(N,)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> masks = torch.zeros(1, 1, 4, 4); masks[..., :2, :] = 1
+    >>> float(dice_loss(torch.where(masks > 0, 20.0, -20.0), masks)) < 1e-6
+    True
+    """
+    p = torch.sigmoid(logits)
+    dims = tuple(range(1, logits.ndim))
+    overlap = (p * masks).sum(dims)
+    return 1.0 - (2.0 * overlap + 1.0) / (p.sum(dims) + masks.sum(dims) + 1.0)
+
+
+def _sample_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses ``(N,)`` and the model output."""
+    output = model(batch["image"])
+    if model.output_kind == "reconstruction":
+        return ((output - batch["clean"]) ** 2).mean(dim=(1, 2, 3)), output
+    masks = batch["mask"]
+    bce = F.binary_cross_entropy_with_logits(output, masks, reduction="none").mean(dim=(1, 2, 3))
+    return bce + dice_loss(output, masks), output
+
+
+def iou_from_histograms(particle: np.ndarray, background: np.ndarray) -> tuple[float, float]:
+    """Otsu threshold of a dark-particle image and the IoU it gives, from histograms.
+
+    ``particle`` and ``background`` count the output values of mask and
+    non-mask pixels in the bins of ``_HISTOGRAM_RANGE``; pixels below the
+    threshold are called particles. Histograms add up across ranks, so this
+    is exact in data-parallel validation.
+
+    Returns
+    -------
+    (float, float)
+        Threshold (output units) and IoU.
+    """
+    total = particle + background
+    edges = np.linspace(*_HISTOGRAM_RANGE, _HISTOGRAM_BINS + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    weight_low = np.cumsum(total)[:-1]
+    weight_high = total.sum() - weight_low
+    mean_low = np.cumsum(total * centres)[:-1] / np.maximum(weight_low, 1)
+    mean_high = (np.sum(total * centres) - np.cumsum(total * centres)[:-1]) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    cut = int(np.argmax(between))  # particles: bins 0..cut
+    inter = float(particle[: cut + 1].sum())
+    union = float(particle.sum() + total[: cut + 1].sum() - inter)
+    return float(edges[cut + 1]), inter / union if union else 1.0
+
+
+class _Progress:
+    """A one-line text progress bar on a stream (rank 0 only)."""
+
+    def __init__(self, total: int, stream: TextIO | None, label: str) -> None:
+        self.total, self.stream, self.label, self.done = max(total, 1), stream, label, 0
+        self.start = time.perf_counter()
+
+    def update(self, steps: int = 1, note: str = "") -> None:
+        if self.stream is None:
+            return
+        self.done += steps
+        width = 24
+        filled = int(width * self.done / self.total)
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {note}"
+        )
+        self.stream.flush()
+
+    def close(self, note: str = "") -> None:
+        if self.stream is not None:
+            self.stream.write(f"\r{self.label} done in {time.perf_counter() - self.start:.1f}s {note}".ljust(79) + "\n")
+            self.stream.flush()
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(values: np.ndarray, device: torch.device) -> np.ndarray:
+    """Sum a float64 vector across ranks (no-op with one rank)."""
+    rank, world = _distributed()
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.as_tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.cpu().numpy()
+
+
+def _collate(dataset: TileDataset, items: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+    samples = [dataset[int(i)] for i in items]
+    return {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
+
+
+def _empty_batch(dataset: TileDataset, device: torch.device) -> dict[str, torch.Tensor]:
+    shape = (0, 1, dataset.crop_size, dataset.crop_size)
+    keys = ["image", "clean"] + (["mask"] if dataset.has_masks else [])
+    return {key: torch.zeros(shape, device=device) for key in keys}
+
+
+def _local_batches(order: np.ndarray, batch_size: int, rank: int, world: int) -> list[np.ndarray]:
+    """Each global batch of ``order``, cut in ``world`` near-equal parts; this rank's part."""
+    return [np.array_split(order[i : i + batch_size], world)[rank] for i in range(0, order.size, batch_size)]
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def _state_tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _checkpoint_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that must match for a resumed run to equal an uninterrupted one."""
+    return {k: getattr(config, k) for k in ("batch_size", "lr", "weight_decay", "optimizer", "seed")}
+
+
+def _write_checkpoint(
+    directory: Path,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = _state_tensors(model, "model.")
+    state = optimizer.state_dict()
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    if best is not None:
+        tensors.update({"best." + k: v for k, v in best.items()})
+    meta = dict(meta, epoch=epoch, param_groups=state["param_groups"])
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"epoch-{epoch:04d}.safetensors"
+    partial = target.with_suffix(".partial")
+    save_file(tensors, str(partial), metadata={_CHECKPOINT_KEY: json.dumps(meta)})
+    os.replace(partial, target)  # a checkpoint file is complete or absent
+    return target
+
+
+def _latest_checkpoint(directory: Path) -> Path | None:
+    found = sorted(directory.glob("epoch-*.safetensors")) if directory.is_dir() else []
+    return found[-1] if found else None
+
+
+def _read_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Load a checkpoint into ``model`` and ``optimizer``; return its metadata and best weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[_CHECKPOINT_KEY])
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise ValueError(f"cannot resume from checkpoint {str(path)!r}: not a temflow checkpoint ({exc})") from None
+    name = type(model).__name__
+    if meta.get("architecture") != name or meta.get("arguments") != model.arguments:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is for {meta.get('architecture')}({meta.get('arguments')}), "
+            f"not for this {name}({model.arguments}); use another checkpoint_dir or resume=False"
+        )
+    wanted = _checkpoint_settings(config)
+    if meta.get("settings") != wanted:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written with settings {meta.get('settings')}, not {wanted}; "
+            "a resumed run must use the same batch_size, lr, weight_decay, optimizer and seed "
+            "(use another checkpoint_dir to start afresh)"
+        )
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {str(path)!r} does not fit the model: {exc}") from None
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, field = key.split(".", 2)
+            state.setdefault(int(index), {})[field] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    return meta, best
+
+
+def _validate(
+    model: nn.Module, dataset: TileDataset, batch_size: int, device: torch.device, rank: int, world: int
+) -> dict[str, float]:
+    """Validation loss (and IoU with masks) over this rank's share, summed across ranks."""
+    model.eval()
+    mine = np.arange(rank, len(dataset), world)
+    sums = np.zeros(4)  # loss sum, tiles, intersection, union
+    particle = np.zeros(_HISTOGRAM_BINS)
+    background = np.zeros(_HISTOGRAM_BINS)
+    reconstruction = model.output_kind == "reconstruction"
+    with torch.no_grad():
+        for start in range(0, mine.size, batch_size):
+            batch = _collate(dataset, mine[start : start + batch_size], device)
+            losses, output = _sample_losses(model, batch)
+            sums[0] += float(losses.sum())
+            sums[1] += losses.numel()
+            if "mask" in batch:
+                truth = batch["mask"] > 0.5
+                if reconstruction:
+                    values = output.detach().cpu().numpy()
+                    inside = truth.cpu().numpy()
+                    particle += np.histogram(values[inside], _HISTOGRAM_BINS, _HISTOGRAM_RANGE)[0]
+                    background += np.histogram(values[~inside], _HISTOGRAM_BINS, _HISTOGRAM_RANGE)[0]
+                else:
+                    called = output > 0
+                    sums[2] += float((called & truth).sum())
+                    sums[3] += float((called | truth).sum())
+    totals = _all_reduce(np.concatenate([sums, particle, background]), device)
+    sums, particle, background = totals[:4], totals[4 : 4 + _HISTOGRAM_BINS], totals[4 + _HISTOGRAM_BINS :]
+    out = {"val_loss": sums[0] / sums[1] if sums[1] else math.nan, "val_iou": math.nan}
+    if dataset.has_masks:
+        if reconstruction:
+            out["val_threshold"], out["val_iou"] = iou_from_histograms(particle, background)
+        elif sums[3]:
+            out["val_iou"] = sums[2] / sums[3]
+    return out
+
+
+def _fit(
+    model: nn.Module,
+    dataset: TileDataset,
+    validation: TileDataset | None,
+    config: TrainConfig,
+    device: torch.device,
+    report: Any = None,
+) -> list[dict[str, Any]]:
+    """The training loop every rank runs; returns the history rows."""
+    rank, world = _distributed()
+    model.to(device)
+    optimizer = _make_optimizer(model, config)
+    history: list[dict[str, Any]] = []
+    best: dict[str, torch.Tensor] | None = None
+    best_loss, bad_epochs, start_epoch, stopped = math.inf, 0, 0, False
+    directory = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if directory is not None and config.resume:
+        latest = _latest_checkpoint(directory)
+        if latest is not None:
+            meta, best = _read_checkpoint(latest, model, optimizer, config)
+            model.to(device)
+            history = list(meta["history"])
+            best_loss, bad_epochs, stopped = meta["best_loss"], meta["bad_epochs"], meta["stopped"]
+            start_epoch = int(meta["epoch"]) + 1
+    settings = _checkpoint_settings(config)
+    stream = sys.stderr if (config.progress and rank == 0 and report is None) else None
+    for epoch in range(start_epoch, config.epochs):
+        if stopped:
+            break
+        model.train()
+        dataset.set_epoch(epoch)
+        order = np.random.default_rng([config.seed, 1, epoch]).permutation(len(dataset))
+        batches = _local_batches(order, config.batch_size, rank, world)
+        progress = _Progress(len(batches), stream, f"epoch {epoch + 1}/{config.epochs}")
+        started = time.perf_counter()
+        loss_sum = 0.0
+        loader = _batch_loader(dataset, batches, config.num_workers, device)
+        for global_start, batch in zip(range(0, order.size, config.batch_size), loader):
+            global_size = min(config.batch_size, order.size - global_start)
+            optimizer.zero_grad(set_to_none=False)
+            losses, _ = _sample_losses(model, batch)
+            (losses.sum() / global_size).backward()
+            _sum_gradients(model, world)
+            optimizer.step()
+            loss_sum += float(losses.detach().sum())
+            progress.update(1, f"loss {float(losses.detach().mean()) if losses.numel() else math.nan:.4f}")
+        seconds = time.perf_counter() - started
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(_all_reduce(np.array([loss_sum]), device)[0]) / len(dataset)}
+        if validation is not None and len(validation):
+            row.update(_validate(model, validation, config.batch_size, device, rank, world))
+        else:
+            row.update(val_loss=math.nan, val_iou=math.nan)
+        row.update(seconds=seconds, tiles_per_s=len(dataset) / seconds if seconds else math.nan, lr=config.lr)
+        history.append(row)
+        monitored = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
+        if monitored < best_loss - config.min_delta:
+            best_loss, bad_epochs = monitored, 0
+            best = _state_tensors(model, "") if config.restore_best else None
+        else:
+            bad_epochs += 1
+        stopped = config.patience is not None and bad_epochs >= config.patience
+        progress.close(
+            f"train {row['train_loss']:.4f} val {row['val_loss']:.4f} IoU {row['val_iou']:.3f}"
+            + (" (early stop)" if stopped else "")
+        )
+        if report is not None:
+            report(row)
+        if directory is not None:
+            if rank == 0:
+                meta = {
+                    "architecture": type(model).__name__,
+                    "arguments": model.arguments,
+                    "settings": settings,
+                    "history": history,
+                    "best_loss": best_loss,
+                    "bad_epochs": bad_epochs,
+                    "stopped": stopped,
+                }
+                _write_checkpoint(directory, epoch, model, optimizer, best, meta)
+            _barrier(device)
+    if config.restore_best and best is not None:
+        model.load_state_dict(best)
+    return history
+
+
+def _barrier(device: torch.device) -> None:
+    _all_reduce(np.zeros(1), device)
+
+
+def _sum_gradients(model: nn.Module, world: int) -> None:
+    """Sum every parameter's gradient across ranks, in one all-reduce."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _batch_loader(dataset: TileDataset, batches: list[np.ndarray], num_workers: int, device: torch.device) -> Any:
+    """Batches of this rank's tiles, on ``device``; worker processes only when asked (never in Dask)."""
+    if num_workers == 0:
+        return (
+            _collate(dataset, b, device) if b.size else _empty_batch(dataset, device) for b in batches
+        )
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)  # type: ignore[arg-type]
+    return ({k: v.to(device) for k, v in batch.items()} for batch in loader)
+
+
+def _resolve_device(device: str, rank: int = 0) -> torch.device:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _check_inputs(model: Any, dataset: Any, validation: Any) -> None:
+    if type(model).__name__ not in _ARCHITECTURES or not isinstance(model, (UNet, Autoencoder)):
+        raise TypeError(f"model must be a temflow.models.UNet or Autoencoder; got {type(model).__name__}")
+    if not isinstance(dataset, TileDataset):
+        raise TypeError(f"dataset must be a temflow.tiles.TileDataset; got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"the training set is empty: {dataset!r} has no tiles; cut more frames or another split")
+    if dataset.crop_size % model.size_multiple:
+        raise ValueError(
+            f"tiles of {dataset.crop_size} px do not fit a {type(model).__name__} of depth "
+            f"{model.arguments['depth']}: the crop size must be a multiple of {model.size_multiple}"
+        )
+    if isinstance(model, UNet) and not dataset.has_masks:
+        raise ValueError(
+            f"a UNet needs masks, but the tile set {str(dataset.store)!r} has none; "
+            "cut it with make_tile_set(..., masks=...) or train an Autoencoder"
+        )
+    if validation is not None and not isinstance(validation, TileDataset):
+        raise TypeError(f"validation must be a TileDataset, 'auto' or None; got {type(validation).__name__}")
+
+
+def train(
+    model: nn.Module,
+    dataset: TileDataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float = 1e-3,
+    device: Device = "auto",
+    client: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    validation: TileDataset | Literal["auto"] | None = "auto",
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool = False,
+    optimizer: Literal["adam", "sgd"] = "adam",
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    num_workers: int = 0,
+    threads: int | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, pd.DataFrame]:
+    """Train a UNet or an Autoencoder on a tile set.
+
+    Computes: trains in place and returns the model and its history. The model
+    is updated in place in a single process and under torchrun; with a
+    ``client`` a trained copy comes back (the one passed in is left as it was).
+
+    Parameters
+    ----------
+    model : UNet or Autoencoder
+        The network, initialised (seed torch before building it for repeatable runs).
+    dataset : TileDataset
+        Training tiles (usually ``split="train"``, ``augment=True``).
+    epochs : int
+        Total number of epochs (a resumed run continues up to this number).
+    batch_size : int
+        Global batch: tiles per optimiser step, over all ranks together.
+    lr : float
+        Learning rate.
+    device : {"auto", "cpu", "cuda"}
+        Where to train; "auto" takes a GPU when torch sees one.
+    client : distributed.Client, optional
+        Train data-parallel with one rank per worker of this cluster.
+    checkpoint_dir : str or path, optional
+        Write a checkpoint after every epoch into this folder.
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir`` when there is one.
+    validation : TileDataset, "auto" or None
+        Validation tiles; "auto" uses the ``"validation"`` split of the same
+        tile set without augmentation.
+    patience : int, optional
+        Stop after this many epochs without the validation loss (training loss
+        without validation) improving by more than ``min_delta``.
+    min_delta : float
+        Smallest improvement that counts.
+    restore_best : bool
+        End with the weights of the best epoch rather than the last.
+    optimizer : {"adam", "sgd"}
+        Adam, or SGD with momentum 0.9.
+    weight_decay : float
+        L2 penalty.
+    seed : int
+        Seeds the order of tiles and their augmentation: the same seed (and the
+        same initial weights) gives the same weights on the CPU.
+    num_workers : int
+        DataLoader worker processes in a single process (0 on Dask workers, always).
+    threads : int, optional
+        ``torch.set_num_threads`` on each Dask worker; default the worker's thread count.
+    progress : bool
+        Show a progress bar on stderr (per batch; per epoch with a client).
+
+    Returns
+    -------
+    model : UNet or Autoencoder
+        The trained network, in eval mode.
+    history : pandas.DataFrame
+        One row per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_iou``
+        (NaN without masks), ``seconds``, ``tiles_per_s``, ``lr``;
+        ``history.attrs`` holds the provenance to pass to
+        :func:`temflow.models.save_model` as ``training``.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` or ``dataset`` have the wrong type.
+    ValueError
+        If the training set is empty, the tiles do not fit the model, a UNet
+        gets a tile set without masks, or the checkpoint in ``checkpoint_dir``
+        is for another architecture or other settings.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from temflow.synthetic import make_movie
+    >>> from temflow.tiles import make_tile_set
+    >>> truth = make_movie(frames=6, size=32, seed=0)
+    >>> store = make_tile_set(truth.movie, tempfile.mkdtemp() + "/t.zarr", tile_size=16, masks=truth.labels, blocks=3)
+    >>> _ = torch.manual_seed(0)
+    >>> net, history = train(UNet(depth=1, width=4), TileDataset(store), epochs=2, batch_size=8, device="cpu")
+    >>> list(history["epoch"])
+    [1, 2]
+    """
+    _check_inputs(model, dataset, None if validation == "auto" else validation)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int; got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive; got {lr!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be a positive int or None; got {patience!r}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0; got {num_workers}")
+    _resolve_device(device)
+    if validation == "auto":
+        validation = dataset.subset("validation", augment=False)
+        validation = validation if len(validation) else None
+    config = TrainConfig(
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        optimizer=optimizer,
+        seed=int(seed),
+        patience=patience,
+        min_delta=float(min_delta),
+        restore_best=bool(restore_best),
+        device=device,
+        checkpoint_dir=os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
+        resume=bool(resume),
+        num_workers=int(num_workers),
+        threads=threads,
+        progress=bool(progress),
+    )
+    if client is not None:
+        model, rows = _train_on_cluster(model, dataset, validation, config, client)
+    else:
+        rows = _train_here(model, dataset, validation, config)
+    model.eval()
+    history = pd.DataFrame(rows, columns=_history_columns(rows))
+    history.attrs = {
+        "tile_set": os.fspath(dataset.store),
+        "tiles": len(dataset),
+        "validation_tiles": len(validation) if validation is not None else 0,
+        "crop_size": dataset.crop_size,
+        "normalisation": dict(dataset.normalisation),
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_workers", "threads")},
+        "ranks": len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else _distributed()[1],
+        "epochs_run": len(rows),
+        "final": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in (rows[-1] if rows else {}).items()},
+    }
+    return model, history
+
+
+def _history_columns(rows: list[dict[str, Any]]) -> list[str]:
+    columns = ["epoch", "train_loss", "val_loss", "val_iou", "seconds", "tiles_per_s", "lr"]
+    extra = sorted({k for row in rows for k in row} - set(columns))
+    return columns + extra
+
+
+def _train_here(model: nn.Module, dataset: TileDataset, validation: TileDataset | None, config: TrainConfig) -> list[dict[str, Any]]:
+    """Single process, or one rank of a torchrun job (``env://`` rendezvous)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    started_here = False
+    if world > 1 and not dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        device = _resolve_device(config.device, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        started_here = True
+    rank = _distributed()[0]
+    device = _resolve_device(config.device, int(os.environ.get("LOCAL_RANK", rank)))
+    try:
+        return _fit(model, dataset, validation, config, device)
+    finally:
+        if started_here:
+            dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as handle:
+        handle.bind(("", 0))
+        return int(handle.getsockname()[1])
+
+
+def _rank_main(
+    rank: int,
+    world: int,
+    address: str,
+    port: int,
+    architecture: str,
+    arguments: dict[str, Any],
+    weights: bytes,
+    dataset: TileDataset,
+    validation: TileDataset | None,
+    config: TrainConfig,
+    queue_name: str | None,
+) -> tuple[bytes, list[dict[str, Any]]] | None:
+    """One data-parallel rank, run as a task on a Dask worker."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from safetensors.torch import load as load_tensors
+    from safetensors.torch import save as save_tensors
+
+    threads = config.threads
+    if threads is None:
+        try:
+            from distributed import get_worker
+
+            threads = get_worker().state.nthreads
+        except (ImportError, ValueError, AttributeError):
+            threads = 1
+    # the nanny sets OMP_NUM_THREADS=1; choose the intra-op threads on purpose
+    torch.set_num_threads(max(1, int(threads)))
+    device = _resolve_device(config.device, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    model = _ARCHITECTURES[architecture](**arguments)
+    model.load_state_dict(load_tensors(weights))
+    report = None
+    if queue_name is not None and rank == 0:
+        from distributed import Queue
+
+        queue = Queue(queue_name)
+        report = queue.put
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        init_method=f"tcp://{address}:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(minutes=10),
+    )
+    try:
+        local_config = TrainConfig(**{**config.to_dict(), "num_workers": 0, "progress": False})
+        rows = _fit(model, dataset, validation, local_config, device, report)
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    return save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}), rows
+
+
+def _train_on_cluster(
+    model: nn.Module, dataset: TileDataset, validation: TileDataset | None, config: TrainConfig, client: Any
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    from urllib.parse import urlparse
+
+    from safetensors.torch import load as load_tensors
+    from safetensors.torch import save as save_tensors
+
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise ValueError("the Dask client has no workers; start some before training")
+    world = len(workers)
+    if config.batch_size < world:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than the {world} workers; use batch_size >= {world}")
+    address = urlparse(workers[0]).hostname or "127.0.0.1"
+    port = client.run(_free_port, workers=[workers[0]])[workers[0]]
+    # ship weights as safetensors bytes, not a pickled nn.Module (distributed 3807)
+    weights = save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    queue_name = None
+    queue = None
+    if config.progress:
+        from distributed import Queue
+
+        queue_name = f"temflow-train-{uuid.uuid4().hex}"
+        queue = Queue(queue_name, client=client)
+    token = uuid.uuid4().hex[:8]
+    futures = [
+        client.submit(
+            _rank_main,
+            rank,
+            world,
+            address,
+            port,
+            type(model).__name__,
+            dict(model.arguments),
+            weights,
+            dataset,
+            validation,
+            config,
+            queue_name,
+            workers=[worker],
+            allow_other_workers=False,
+            pure=False,
+            key=f"temflow-train-rank{rank}-{token}",
+        )
+        for rank, worker in enumerate(workers)
+    ]
+    if queue is not None:
+        bar = _Progress(config.epochs, sys.stderr, f"training on {world} workers")
+        # poll rather than block in get(timeout=...), which the scheduler logs as an error
+        while True:
+            finished = all(f.done() for f in futures)
+            for row in queue.get(batch=queue.qsize()) if queue.qsize() else []:
+                bar.update(1, f"epoch {row['epoch']} train {row['train_loss']:.4f} val {row['val_loss']:.4f}")
+            if finished:
+                break
+            time.sleep(0.2)
+        bar.close()
+    results = client.gather(futures)
+    state, rows = results[0]
+    trained = type(model)(**model.arguments)
+    trained.load_state_dict(load_tensors(state))
+    return trained, rows
