@@ -101,6 +101,31 @@ def _naive(store: Path, checkpoint: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def _shipping(store: Path, checkpoint: Path, batch: int, tile: int | None) -> str:
+    """Bytes pickled per task: temflow refers to the weights by key, the naive graph embeds the module."""
+    import cloudpickle
+    import torch
+
+    import temflow
+    from temflow.infer import predict
+    from temflow.models import load_model
+
+    movie = temflow.open_zarr(store)
+    model = load_model(checkpoint)
+    ours = dict(predict(movie, model, batch_size=batch, tile=tile).data.__dask_graph__())
+    naive = dict(movie.data.map_blocks(lambda b: model(torch.from_numpy(b)), dtype=np.float32).__dask_graph__())
+
+    def per_task(graph: dict) -> float:
+        sizes = [len(cloudpickle.dumps(v)) for k, v in graph.items() if isinstance(k, tuple) and "from-zarr" not in k[0]]
+        return float(np.mean(sizes))
+
+    weights = checkpoint.stat().st_size
+    return (
+        f"bytes pickled per task: temflow {per_task(ours):,.0f}, naive {per_task(naive):,.0f} "
+        f"(weights file {weights:,} bytes, in temflow's graph once)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few frames (a minute or two on 2 cores)")
@@ -174,12 +199,12 @@ def main() -> None:
                         times.setdefault(f"temflow, 1 worker, tiles of {args.tiled}", []).append(
                             _temflow(bench_store, checkpoint, work / "tiled.zarr", args.batch, args.tiled)
                         )
-                    if workers == 2:
-                        times.setdefault("naive map_blocks, 2 workers", []).append(
-                            _naive(bench_store, checkpoint, work / "naive.zarr")
-                        )
+                    times.setdefault(f"naive map_blocks, {workers} worker(s)", []).append(
+                        _naive(bench_store, checkpoint, work / "naive.zarr")
+                    )
     rows = [(name, min(values)) for name, values in times.items()]
     print(f"(best of {args.repeat} interleaved runs; 1-min load average at the end: {os.getloadavg()[0]:.1f})")
+    print(_shipping(bench_store, checkpoint, args.batch, tile))
     floor = rows[0][1]
     print(f"\n{'method':36s} {'s':>8s} {'frames/s':>9s} {'fr/s/core':>10s} {'vs floor':>9s}")
     for name, seconds in rows:
