@@ -44,14 +44,14 @@ def _sample_peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, in
         time.sleep(0.05)
 
 
-def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int) -> float:
+def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: int) -> float:
     import torch
     import zarr
 
     from temflow.models import load_model
     from temflow.tiles import normalise
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     model = load_model(checkpoint)
     source = zarr.open_array(str(store), path="0", mode="r")
     from temflow.store import _codecs
@@ -181,15 +181,16 @@ def main() -> None:
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
             )
             clients[workers] = stack.enter_context(Client(cluster, set_as_default=False))
-        _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch)  # warm-up everywhere
+        _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, cores)  # warm-up everywhere
         for workers, client in clients.items():
             with client.as_current():
                 _temflow(bench_store, checkpoint, work / "warm.zarr", args.batch, tile)
         # interleaved repeats, best of each: the machine is shared, the minimum is the least disturbed run
         for _ in range(args.repeat):
-            times.setdefault(f"torch loop ({cores} threads)", []).append(
-                _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch)
-            )
+            for threads in sorted({cores, 1}, reverse=True):
+                times.setdefault(f"torch loop ({threads} thread(s))", []).append(
+                    _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, threads)
+                )
             for workers, client in clients.items():
                 with client.as_current():
                     times.setdefault(f"temflow predict, {workers} worker(s)", []).append(
@@ -206,10 +207,29 @@ def main() -> None:
     print(f"(best of {args.repeat} interleaved runs; 1-min load average at the end: {os.getloadavg()[0]:.1f})")
     print(_shipping(bench_store, checkpoint, args.batch, tile))
     floor = rows[0][1]
-    print(f"\n{'method':36s} {'s':>8s} {'frames/s':>9s} {'fr/s/core':>10s} {'vs floor':>9s}")
+
+    def cores_used(name: str) -> int:
+        # torch threads x processes: the loops say so; temflow sets cores // dask threads per worker;
+        # the naive graph leaves torch at the nanny's single thread in each worker
+        if name.startswith("torch loop"):
+            return int(name.split("(")[1].split()[0])
+        if name.startswith("naive"):
+            return int(name.split(", ")[1].split()[0])
+        return cores
+
+    print(f"\n{'method':36s} {'cores':>5s} {'s':>8s} {'frames/s':>9s} {'fr/s/core':>10s} {'vs floor':>9s}")
     for name, seconds in rows:
         fps = args.frames / seconds
-        print(f"{name:36s} {seconds:8.2f} {fps:9.3f} {fps / cores:10.3f} {floor / seconds:9.2f}x")
+        print(
+            f"{name:36s} {cores_used(name):5d} {seconds:8.2f} {fps:9.3f} {fps / cores_used(name):10.3f} "
+            f"{floor / seconds:9.2f}x"
+        )
+    one = dict(rows).get("torch loop (1 thread(s))")
+    if one is not None:
+        for name, seconds in rows:
+            if name.startswith("temflow predict"):
+                per_core = (seconds * cores_used(name)) / one - 1
+                print(f"{name}: time x cores over the 1-thread torch loop's: {per_core:+.1%}")
     reference = temflow.open_zarr(work / "out.zarr").values
     import zarr
 

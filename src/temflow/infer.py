@@ -395,7 +395,8 @@ def predict(
         Side of the square tiles the network sees, px, rounded down to a
         multiple of the model's ``size_multiple``; ``None`` or a tile larger
         than the frame predicts whole frames (fastest on a CPU; tiles bound the
-        memory of a GPU).
+        memory of a GPU). Tiles overlap by ``2 * halo`` plus a taper, so they
+        cost about ``(tile / (tile - 2.5 * halo))**2`` times the whole-frame work.
     halo : int, optional
         Pixels of context cut away at inner tile sides; default the model's
         ``receptive_field_px``, which makes the tiling exact. Smaller is faster
