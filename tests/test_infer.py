@@ -350,7 +350,8 @@ def test_same_output_on_a_cluster_and_into_zarr(cluster, movie, tmp_path):
 
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc:
         with distributed.Client(lc, set_as_default=False) as threaded:
-            again = threaded.compute(predict(movie.chunk({"time": 4}), net, tile=tile, normalisation=NORM).data)
+            path = save_model(net, tmp_path / "net.safetensors", normalisation=NORM, tile_size=32)
+            again = threaded.compute(predict(movie.chunk({"time": 4}), path, tile=tile).data)
             np.testing.assert_allclose(again.result(), oracle, atol=1e-4, rtol=0)
 
 
@@ -363,8 +364,9 @@ def test_worker_killed_mid_predict_gives_identical_output(cluster, tmp_path):
         return block
 
     movie = truth.movie.copy(data=truth.movie.data.map_blocks(slow_read, dtype=truth.movie.dtype))
-    path = save_model(MODELS["unet2"](), tmp_path / "net.safetensors", normalisation=NORM, tile_size=32)
-    undisturbed = temflow.open_zarr(temflow.save_zarr(predict(movie, path, tile=64), tmp_path / "a.zarr")).values
+    net = MODELS["unet2"]()  # in memory: its weights are a graph key that must survive the worker's death
+    undisturbed = predict(movie, net, tile=64, normalisation=NORM)
+    undisturbed = temflow.open_zarr(temflow.save_zarr(undisturbed, tmp_path / "a.zarr")).values
 
     before = set(client.scheduler_info()["workers"])
     pids = client.run(os.getpid)
@@ -372,7 +374,7 @@ def test_worker_killed_mid_predict_gives_identical_output(cluster, tmp_path):
 
     def write():
         try:
-            temflow.save_zarr(predict(movie, path, tile=64), tmp_path / "b.zarr")
+            temflow.save_zarr(predict(movie, net, tile=64, normalisation=NORM), tmp_path / "b.zarr")
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
@@ -380,9 +382,11 @@ def test_worker_killed_mid_predict_gives_identical_output(cluster, tmp_path):
     writer = threading.Thread(target=write)
     writer.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (markers.exists() and len(list(markers.iterdir())) >= 2):
+    busy: list[str] = []
+    while time.monotonic() < deadline and not busy:
         time.sleep(0.02)
-    busy = [ws.address for ws in local.scheduler.workers.values() if ws.processing]
+        if markers.exists() and len(list(markers.iterdir())) >= 2:
+            busy = [ws.address for ws in local.scheduler.workers.values() if ws.processing]
     written = len(list(markers.iterdir()))
     assert busy and 2 <= written < movie.sizes["time"], "the kill must land in the middle of the run"
     os.kill(pids[busy[0]], signal.SIGKILL)  # as the kernel's OOM killer would

@@ -122,7 +122,7 @@ def _model_bytes(model: nn.Module, normalisation: Mapping[str, Any] | None) -> t
             "model has no card with a normalisation (it was not loaded with temflow.models.load_model); "
             "pass normalisation={'method': 'percentile', 'low': ..., 'high': ...} in raw intensity units"
         )
-    tile_size = int(card.get("tile_size") or model.size_multiple)
+    tile_size = int(card.get("tile_size") or getattr(model, "size_multiple"))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.safetensors"
         save_model(model, path, normalisation=norm, tile_size=tile_size, training=card.get("training"))
@@ -139,10 +139,12 @@ def _load(checkpoint: bytes | str, sha256: str) -> nn.Module:
             model = load_model(path)
     else:
         model = load_model(checkpoint)
-    if model.card["weights_sha256"] != sha256:
+    found = str(getattr(model, "card")["weights_sha256"])
+    if found != sha256:
+        source = "the in-memory model's bytes" if isinstance(checkpoint, bytes) else f"model file {checkpoint!r}"
         raise ValueError(
-            f"model file {checkpoint!r} changed after predict() was called (weights SHA-256 "
-            f"{model.card['weights_sha256'][:12]}..., expected {sha256[:12]}...); call predict() again"
+            f"{source} changed after predict() was called (weights SHA-256 {found[:12]}..., "
+            f"expected {sha256[:12]}...); call predict() again"
         )
     return model
 
@@ -165,11 +167,17 @@ def _cached_model(checkpoint: bytes | str, sha256: str, device: str) -> nn.Modul
 
 
 def _address_host(address: str) -> str:
-    """Host part of a dask address: ``tcp://10.0.0.1:8786`` -> ``10.0.0.1``."""
-    rest = address.split("://", 1)[-1]
-    if rest.startswith("["):
-        return rest[1:].split("]", 1)[0]
-    return rest.split("/", 1)[0].rsplit(":", 1)[0] if rest.count(":") == 1 else rest.split("/", 1)[0]
+    """Host part of a dask address.
+
+    Examples
+    --------
+    >>> [_address_host(a) for a in ("tcp://10.0.0.1:8786", "tcp://[::1]:8786", "inproc://192.0.2.2/77/1")]
+    ['10.0.0.1', '::1', '192.0.2.2']
+    """
+    location = address.split("://", 1)[-1].split("/", 1)[0]
+    if location.startswith("["):  # IPv6 with a port
+        return location[1:].split("]", 1)[0]
+    return location.rsplit(":", 1)[0] if location.count(":") == 1 else location
 
 
 def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
@@ -183,7 +191,7 @@ def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
     try:
         client = default_client()
         workers = client.scheduler_info(n_workers=-1)["workers"]
-    except (ValueError, KeyError, OSError):
+    except (ValueError, KeyError, OSError, RuntimeError):  # no client, or one that is closing
         return ()
     threads: dict[str, int] = collections.defaultdict(int)
     for address, info in workers.items():
@@ -267,6 +275,13 @@ def _axis_weight(origin: int, tile: int, canvas: int, halo: int, taper: int) -> 
     return weight
 
 
+def _axis_sum(weights: dict[int, np.ndarray], tile: int, canvas: int) -> np.ndarray:
+    total = np.zeros(canvas, dtype=np.float32)
+    for origin, weight in weights.items():
+        total[origin : origin + tile] += weight
+    return total
+
+
 def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: str) -> np.ndarray:
     """Predict normalised ``(n, H, W)`` float32 frames tile by tile; returns ``(n, H, W)`` float32."""
     import torch
@@ -283,13 +298,13 @@ def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: s
     cols = _tile_origins(canvas_w, tile_w, plan.halo, plan.taper, m)
     single = len(rows) == 1 and len(cols) == 1
     out = np.zeros((n, canvas_h, canvas_w), dtype=np.float32)
-    weight_sum = np.zeros((canvas_h, canvas_w), dtype=np.float32)
-    weights = {}
-    for oy in rows:
-        for ox in cols:
-            w = np.outer(_axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper), _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper))
-            weights[oy, ox] = w
-            weight_sum[oy : oy + tile_h, ox : ox + tile_w] += w
+    # separable weights: one vector per tile row and column, outer products made when used
+    row_weights = {oy: _axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper) for oy in rows}
+    col_weights = {ox: _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper) for ox in cols}
+    weight_sum = np.outer(
+        _axis_sum(row_weights, tile_h, canvas_h),
+        _axis_sum(col_weights, tile_w, canvas_w),
+    )
     jobs = [(f, oy, ox) for f in range(n) for oy in rows for ox in cols]
     autocast = _autocast_dtype(plan.precision, device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -312,7 +327,7 @@ def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: s
                 if single:
                     out[f] = result[i]
                 else:
-                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * weights[oy, ox]
+                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * np.outer(row_weights[oy], col_weights[ox])
     if not single:
         out /= weight_sum
     return out[:, :height, :width]
@@ -380,7 +395,8 @@ def predict(
         Side of the square tiles the network sees, px, rounded down to a
         multiple of the model's ``size_multiple``; ``None`` or a tile larger
         than the frame predicts whole frames (fastest on a CPU; tiles bound the
-        memory of a GPU).
+        memory of a GPU). Tiles overlap by ``2 * halo`` plus a taper, so they
+        cost about ``(tile / (tile - 2.5 * halo))**2`` times the whole-frame work.
     halo : int, optional
         Pixels of context cut away at inner tile sides; default the model's
         ``receptive_field_px``, which makes the tiling exact. Smaller is faster
