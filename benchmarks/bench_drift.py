@@ -88,7 +88,7 @@ def estimation(size: int, frames: int, peer_frames: int, seed: int) -> None:
         shifts_dask = estimate_drift(lazy_movie).values
     t_dask = time.perf_counter() - t0
     base = 1e3 * t_numpy / frames
-    rows.append(_row("temflow estimate_drift (numpy, all cores)", t_numpy, frames, _rms(shifts - true), base))
+    rows.append(_row("temflow estimate_drift (numpy, 1 thread)", t_numpy, frames, _rms(shifts - true), base))
     rows.append(_row("temflow estimate_drift (dask threads, chunks 8)", t_dask, frames, _rms(shifts_dask - true), base))
     for ref in ("first", "previous"):
         t0 = time.perf_counter()

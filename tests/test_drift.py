@@ -159,6 +159,14 @@ def test_graphs_are_lazy_and_keep_metadata(small, no_compute):
     assert type(shifts.data).__name__ == "Array" and isinstance(concrete.data, np.ndarray)
 
 
+def test_numpy_in_numpy_out(small, small_shifts):
+    assert isinstance(small_shifts.data, np.ndarray) and small_shifts.dtype == np.float64
+    as_float = small.movie.compute().astype("float32")
+    moved = apply_drift(as_float, small_shifts, method="spline")
+    assert isinstance(moved.data, np.ndarray) and moved.dtype == np.float32
+    assert isinstance(crop_valid(moved, small_shifts).data, np.ndarray)
+
+
 def test_schedulers_agree(small, small_shifts):
     shifts = estimate_drift(small.movie)
     with dask.config.set(scheduler="processes", num_workers=2):
