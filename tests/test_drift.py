@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from temflow import _registration as reg
+from temflow._resample import valid_crop
 from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
 from temflow.plots import plot_drift
 from temflow.synthetic import make_movie
@@ -97,7 +97,7 @@ def test_correct_drift_aligns_frames_and_crops_every_black_pixel():
     assert rms(residual) < 0.1
     # the crop is the largest the true shifts allow (within a pixel)
     y0, y1, x0, x1 = fixed.attrs["drift_crop_px"]
-    true_crop = reg.valid_crop(truth.shifts.values, np.zeros((32, 2)), np.full((32, 2), 96), (96, 96), np.ones(32, bool))
+    true_crop = valid_crop(truth.shifts.values, np.zeros((32, 2)), np.full((32, 2), 96), (96, 96), np.ones(32, bool))
     assert np.abs(np.subtract((y0, y1, x0, x1), true_crop)).max() <= 1
     # frame 0's coordinates: a physical position is the same place in every frame
     np.testing.assert_array_equal(fixed.y.values, truth.movie.y.values[y0:y1])

@@ -37,6 +37,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from temflow import _registration as reg
+from temflow import _resample, _trajectory
 from temflow._movie import AXIS, TIME, X, Y, check_movie, pixel_size_nm
 
 __all__ = ["estimate_drift", "apply_drift", "crop_valid", "correct_drift"]
@@ -201,12 +202,12 @@ def estimate_drift(
         workers=_default_workers(fft_workers),
         min_quality=float(min_quality),
     )
-    plan = reg.pair_plan(reference, frames, int(key_interval))
+    plan = _trajectory.pair_plan(reference, frames, int(key_interval))
     if lazy:
         fields = _lazy_estimate(movie.data, plan, settings, float(min_quality))
     else:
         result = reg.measure_chunk(np.asarray(movie.data), 0, plan, {}, settings)
-        fields = reg.solve_trajectory([result], frames, float(min_quality))
+        fields = _trajectory.solve_trajectory([result], frames, float(min_quality))
     return _shift_array(movie, fields, reference)
 
 
@@ -237,7 +238,7 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
         wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
         needed = {f: shared[f] for f in sorted(wanted) if f in shared}
         results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
-    solved = dask.delayed(reg.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
+    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
     shapes = {
         "shift": ((frames, 2), np.float64),
         "quality": ((frames,), np.float32),
@@ -368,7 +369,7 @@ def apply_drift(
         tchunks = data.chunks[0]
         pieces = [da.asarray(a).astype(d).rechunk((tchunks, 2)) for a, d in ((values, np.float64), (start, np.int64), (stop, np.int64))]
         moved = da.blockwise(
-            reg.shift_frames, "tyx",
+            _resample.shift_frames, "tyx",
             data, "tyx",
             pieces[0], "ta",
             pieces[1], "ta",
@@ -378,7 +379,7 @@ def apply_drift(
             name="drift-apply-" + tokenize(data.name, pieces[0].name, pieces[1].name, method),
         )
     else:
-        moved = reg.shift_frames(
+        moved = _resample.shift_frames(
             np.asarray(movie.data), np.asarray(values, float), np.asarray(start), np.asarray(stop), method, workers
         )
     out = movie.copy(data=moved)
@@ -442,7 +443,7 @@ def crop_valid(movie: xr.DataArray, shifts: xr.DataArray) -> xr.DataArray:
     use = ~np.asarray(shifts.coords["flagged"].values, bool) if "flagged" in shifts.coords else np.ones(shifts.sizes[TIME], bool)
     if not use.any():
         use = np.ones_like(use)
-    y0, y1, x0, x1 = reg.valid_crop(np.asarray(shifts.values, float), np.asarray(start), np.asarray(stop), (ny, nx), use)
+    y0, y1, x0, x1 = _resample.valid_crop(np.asarray(shifts.values, float), np.asarray(start), np.asarray(stop), (ny, nx), use)
     if y1 <= y0 or x1 <= x0:
         raise ValueError(
             "no pixel is seen by every frame: the drift is larger than the field of view; "
