@@ -323,7 +323,8 @@ def apply_drift(
     Parameters
     ----------
     movie : xarray.DataArray
-        Raw frames, dims ``("time", "y", "x")``.
+        Raw frames, dims ``("time", "y", "x")``; the result has whole frames
+        per chunk (chunks along ``y``/``x`` are merged), the same time chunks.
     shifts : xarray.DataArray
         From :func:`estimate_drift` (or any ``("time", "axis")`` array in px
         with the same convention).
