@@ -88,7 +88,7 @@ def estimation(size: int, frames: int, peer_frames: int, seed: int) -> None:
         shifts_dask = estimate_drift(lazy_movie).values
     t_dask = time.perf_counter() - t0
     base = 1e3 * t_numpy / frames
-    rows.append(_row("temflow estimate_drift (numpy, all cores)", t_numpy, frames, _rms(shifts - true), base))
+    rows.append(_row("temflow estimate_drift (numpy, 1 thread)", t_numpy, frames, _rms(shifts - true), base))
     rows.append(_row("temflow estimate_drift (dask threads, chunks 8)", t_dask, frames, _rms(shifts_dask - true), base))
     for ref in ("first", "previous"):
         t0 = time.perf_counter()
@@ -160,6 +160,8 @@ def _child(args: argparse.Namespace) -> None:
 
     import dask
     import psutil
+    from dask.callbacks import Callback
+    from dask.sizeof import sizeof
 
     import temflow.store as store
     from temflow.drift import correct_drift
@@ -176,7 +178,13 @@ def _child(args: argparse.Namespace) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    with dask.config.set(scheduler="threads"):
+    held = [0]
+
+    def posttask(key, result, dsk, state, worker_id) -> None:
+        # bytes of task results the scheduler keeps for later tasks (chunks, spectra)
+        held[0] = max(held[0], sum(sizeof(v) for v in state["cache"].values()))
+
+    with dask.config.set(scheduler="threads"), Callback(posttask=posttask):
         t0 = time.perf_counter()
         if args.child == "read":
             store.open_zarr(args.source).data.sum().compute()
@@ -186,7 +194,7 @@ def _child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
-    print(json.dumps({"seconds": seconds, "peak_mb": (peak[0] - baseline) / 2**20}))
+    print(json.dumps({"seconds": seconds, "peak_mb": (peak[0] - baseline) / 2**20, "held_mb": held[0] / 2**20}))
 
 
 def out_of_core(size: int, lengths: list[int], seed: int) -> None:
@@ -194,8 +202,9 @@ def out_of_core(size: int, lengths: list[int], seed: int) -> None:
     from temflow.synthetic import make_movie
 
     print(f"\n## out of core: zarr -> correct_drift -> zarr ({size}^2, uint16, chunks of 8 frames)")
-    print("peak MB: resident memory above the process's baseline after imports, sampled every 10 ms")
-    print(f"{'frames':>7s} {'movie MB':>9s} {'read s':>8s} {'read peak MB':>13s} {'correct+write s':>16s} {'peak MB':>8s} {'frames/s':>9s} {'vs reading':>11s}")
+    print("peak MB: resident memory above the process's baseline after imports, sampled every 10 ms;")
+    print("held MB: largest total of task results the dask scheduler kept at once (chunks, spectra)")
+    print(f"{'frames':>7s} {'movie MB':>9s} {'read s':>7s} {'read peak/held MB':>18s} {'correct+write s':>16s} {'peak/held MB':>13s} {'frames/s':>9s} {'vs reading':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
         for frames in lengths:
             source = Path(tmp) / f"in-{frames}.zarr"
@@ -209,8 +218,8 @@ def out_of_core(size: int, lengths: list[int], seed: int) -> None:
                 results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
             mb = frames * size * size * 2 / 2**20
             r, c = results["read"], results["correct"]
-            print(f"{frames:7d} {mb:9.0f} {r['seconds']:8.2f} {r['peak_mb']:13.0f} {c['seconds']:16.2f} {c['peak_mb']:8.0f} "
-                  f"{frames / c['seconds']:9.1f} {c['seconds'] / r['seconds']:10.1f}x")
+            print(f"{frames:7d} {mb:9.0f} {r['seconds']:7.2f} {r['peak_mb']:11.0f}/{r['held_mb']:<6.0f} {c['seconds']:16.2f} "
+                  f"{c['peak_mb']:6.0f}/{c['held_mb']:<6.0f} {frames / c['seconds']:9.1f} {c['seconds'] / r['seconds']:10.1f}x")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from temflow import _registration as reg
+from temflow._resample import valid_crop
 from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
 from temflow.plots import plot_drift
 from temflow.synthetic import make_movie
@@ -97,7 +97,7 @@ def test_correct_drift_aligns_frames_and_crops_every_black_pixel():
     assert rms(residual) < 0.1
     # the crop is the largest the true shifts allow (within a pixel)
     y0, y1, x0, x1 = fixed.attrs["drift_crop_px"]
-    true_crop = reg.valid_crop(truth.shifts.values, np.zeros((32, 2)), np.full((32, 2), 96), (96, 96), np.ones(32, bool))
+    true_crop = valid_crop(truth.shifts.values, np.zeros((32, 2)), np.full((32, 2), 96), (96, 96), np.ones(32, bool))
     assert np.abs(np.subtract((y0, y1, x0, x1), true_crop)).max() <= 1
     # frame 0's coordinates: a physical position is the same place in every frame
     np.testing.assert_array_equal(fixed.y.values, truth.movie.y.values[y0:y1])
@@ -157,6 +157,14 @@ def test_graphs_are_lazy_and_keep_metadata(small, no_compute):
         cropped = crop_valid(apply_drift(small.movie, concrete), concrete)
     assert cropped.x.attrs["units"] == "nm" and cropped.sizes["x"] < 64
     assert type(shifts.data).__name__ == "Array" and isinstance(concrete.data, np.ndarray)
+
+
+def test_numpy_in_numpy_out(small, small_shifts):
+    assert isinstance(small_shifts.data, np.ndarray) and small_shifts.dtype == np.float64
+    as_float = small.movie.compute().astype("float32")
+    moved = apply_drift(as_float, small_shifts, method="spline")
+    assert isinstance(moved.data, np.ndarray) and moved.dtype == np.float32
+    assert isinstance(crop_valid(moved, small_shifts).data, np.ndarray)
 
 
 def test_schedulers_agree(small, small_shifts):

@@ -37,6 +37,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from temflow import _registration as reg
+from temflow import _resample, _trajectory
 from temflow._movie import AXIS, TIME, X, Y, check_movie, pixel_size_nm
 
 __all__ = ["estimate_drift", "apply_drift", "crop_valid", "correct_drift"]
@@ -46,7 +47,8 @@ Method = Literal["fourier", "spline", "integer"]
 _REFERENCES = ("auto", "first", "previous")
 _METHODS = ("fourier", "spline", "integer")
 _MIN_SIZE_PX = 16
-_FIELDS = ("shift", "quality", "flagged", "jump", "valid_start", "valid_stop")
+# chunks that may be in flight ahead of the oldest unfinished one (bounds the memory)
+_WINDOW = 8
 
 
 def _default_workers(fft_workers: int | None) -> int:
@@ -201,12 +203,12 @@ def estimate_drift(
         workers=_default_workers(fft_workers),
         min_quality=float(min_quality),
     )
-    plan = reg.pair_plan(reference, frames, int(key_interval))
+    plan = _trajectory.pair_plan(reference, frames, int(key_interval))
     if lazy:
         fields = _lazy_estimate(movie.data, plan, settings, float(min_quality))
     else:
         result = reg.measure_chunk(np.asarray(movie.data), 0, plan, {}, settings)
-        fields = reg.solve_trajectory([result], frames, float(min_quality))
+        fields = _trajectory.solve_trajectory([result], frames, float(min_quality))
     return _shift_array(movie, fields, reference)
 
 
@@ -224,20 +226,33 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     shared_frames = np.unique(j[chunk_of[j] != owner])
     token = tokenize(data.name, plan, settings, min_quality)
     spectrum_task = dask.delayed(reg.shared_spectrum, pure=True)
-    shared = {
-        int(f): spectrum_task(
-            blocks[chunk_of[f]], int(f - bounds[chunk_of[f]]), settings, dask_key_name=f"drift-spectrum-{token}-{f}"
-        )
-        for f in shared_frames
-    }
     measure = dask.delayed(reg.measure_chunk, pure=True)
-    results = []
-    for c, block in enumerate(blocks):
-        mine = plan[owner == c]
-        wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
-        needed = {f: shared[f] for f in sorted(wanted) if f in shared}
-        results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
-    solved = dask.delayed(reg.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
+    # how far ahead (frames) a chunk's pairings reach: its tasks can only be
+    # built once the spectra of that far ahead exist
+    reach = int(max(0, (j - i).max(initial=0)))
+    last_needed = chunk_of[np.minimum(bounds[1:] - 1 + reach, frames - 1)]
+    shared: dict[int, Any] = {}
+    results: list[Any] = []
+    for c in range(len(blocks)):
+        # a chunk's shared spectra wait for the chunk _WINDOW chunks behind the
+        # last one that cannot need them: without this, the scheduler runs these
+        # cheap tasks early, and every chunk they read stays in memory
+        ready = np.flatnonzero(last_needed < c)
+        after = results[ready[-1] - _WINDOW] if ready.size > _WINDOW else None
+        for f in shared_frames[chunk_of[shared_frames] == c]:
+            shared[int(f)] = spectrum_task(
+                blocks[c], int(f - bounds[c]), settings, after, dask_key_name=f"drift-spectrum-{token}-{f}"
+            )
+        while len(results) < len(blocks) and last_needed[len(results)] <= c:
+            k = len(results)
+            mine = plan[owner == k]
+            wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[k]), int(bounds[k + 1])))
+            needed = {f: shared[f] for f in sorted(wanted) if f in shared}
+            before = results[k - _WINDOW] if k >= _WINDOW else None
+            results.append(
+                measure(blocks[k], int(bounds[k]), mine, needed, settings, before, dask_key_name=f"drift-pairs-{token}-{k}")
+            )
+    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
     shapes = {
         "shift": ((frames, 2), np.float64),
         "quality": ((frames,), np.float32),
@@ -322,7 +337,8 @@ def apply_drift(
     Parameters
     ----------
     movie : xarray.DataArray
-        Raw frames, dims ``("time", "y", "x")``.
+        Raw frames, dims ``("time", "y", "x")``; the result has whole frames
+        per chunk (chunks along ``y``/``x`` are merged), the same time chunks.
     shifts : xarray.DataArray
         From :func:`estimate_drift` (or any ``("time", "axis")`` array in px
         with the same convention).
@@ -368,7 +384,7 @@ def apply_drift(
         tchunks = data.chunks[0]
         pieces = [da.asarray(a).astype(d).rechunk((tchunks, 2)) for a, d in ((values, np.float64), (start, np.int64), (stop, np.int64))]
         moved = da.blockwise(
-            reg.shift_frames, "tyx",
+            _resample.shift_frames, "tyx",
             data, "tyx",
             pieces[0], "ta",
             pieces[1], "ta",
@@ -378,7 +394,7 @@ def apply_drift(
             name="drift-apply-" + tokenize(data.name, pieces[0].name, pieces[1].name, method),
         )
     else:
-        moved = reg.shift_frames(
+        moved = _resample.shift_frames(
             np.asarray(movie.data), np.asarray(values, float), np.asarray(start), np.asarray(stop), method, workers
         )
     out = movie.copy(data=moved)
@@ -442,7 +458,7 @@ def crop_valid(movie: xr.DataArray, shifts: xr.DataArray) -> xr.DataArray:
     use = ~np.asarray(shifts.coords["flagged"].values, bool) if "flagged" in shifts.coords else np.ones(shifts.sizes[TIME], bool)
     if not use.any():
         use = np.ones_like(use)
-    y0, y1, x0, x1 = reg.valid_crop(np.asarray(shifts.values, float), np.asarray(start), np.asarray(stop), (ny, nx), use)
+    y0, y1, x0, x1 = _resample.valid_crop(np.asarray(shifts.values, float), np.asarray(start), np.asarray(stop), (ny, nx), use)
     if y1 <= y0 or x1 <= x0:
         raise ValueError(
             "no pixel is seen by every frame: the drift is larger than the field of view; "
