@@ -20,7 +20,7 @@ from temflow.config import Config, load_config
 from temflow.pipeline import run
 from temflow.store import open_zarr
 
-_MIN_FIGURES = 1
+_MIN_FIGURES = 5
 _SMALL = {
     "input": {"synthetic": {"frames": 16, "size": 96, "radius_nm": [2.0, 5.0], "seed": 3}},
     "segmentation": {"method": "threshold"},

@@ -632,7 +632,7 @@ def _report(state: _Run, resume: bool) -> dict[str, Any]:
     formats = config.output.figure_formats
     figures_dir = state.folder / "figures"
     figures_dir.mkdir(exist_ok=True)
-    figures = _figures(state, figures_dir, formats)
+    figures = _figures(state, figures_dir, _figure_formats(state))
     stats = pd.read_parquet(r["coarsening"]["statistics"])
     fit, lsw, verdict = r["coarsening"]["fit"], r["coarsening"]["fit_lsw"], r["coarsening"]["verdict"]
     cards: dict[str, Any] = {
@@ -670,9 +670,37 @@ def _report(state: _Run, resume: bool) -> dict[str, Any]:
 
 def _figures(state: _Run, folder: Path, formats: list[str]) -> list[tuple[str, str]]:
     """Draw the analysis figures; list every figure of the run, in reading order."""
+    from temflow.coarsening import GrowthFit, size_distribution
+    from temflow.measure import label_particles
+    from temflow.plots import (
+        plot_coarsening,
+        plot_particle_outlines,
+        plot_size_distribution,
+        plot_size_trajectories,
+        save_figure,
+    )
+
+    r = state.results
+    movie = _open(r["drift"]["movie"])
+    masks = _open(r["masks"]["masks"])
+    tracks = pd.read_parquet(r["track"]["tracks"])
+    events = pd.read_parquet(r["track"]["events"])
+    stats = pd.read_parquet(r["coarsening"]["statistics"])
+    fits = [GrowthFit(**r["coarsening"][key]) for key in ("fit", "fit_lsw") if r["coarsening"][key]["ok"]]
+    # lazy: only the chunks of the two frames drawn are labelled and read
+    labels = label_particles(masks)
+    drawn = [
+        ("outlines", f"Particles of the first (cyan) and last (orange) frame over the first image", lambda: plot_particle_outlines(movie, labels)),
+        ("coarsening", "Particle count and mean radius against time, with the growth-law fits", lambda: plot_coarsening(stats, fits=fits)),
+        ("size_distribution", "Particle size distribution through time", lambda: plot_size_distribution(size_distribution(tracks, times_s=movie["time"].values))),
+        ("trajectories", "Size of every tracked particle against time; merges and vanishings marked", lambda: plot_size_trajectories(tracks, events)),
+    ]
     figures = []
     if (folder / "drift.png").exists():
         figures.append(("Drift trajectory (nm against time), jumps and flagged frames marked", "figures/drift.png"))
+    for name, caption, draw in drawn:
+        save_figure(draw(), folder / name, formats=formats)
+        figures.append((caption, f"figures/{name}.png"))
     if (folder / "training.png").exists():
         figures.append(("Training and validation loss per epoch", "figures/training.png"))
     return figures
