@@ -47,8 +47,11 @@ Method = Literal["fourier", "spline", "integer"]
 _REFERENCES = ("auto", "first", "previous")
 _METHODS = ("fourier", "spline", "integer")
 _MIN_SIZE_PX = 16
-# chunks that may be in flight ahead of the oldest unfinished one (bounds the memory)
-_WINDOW = 8
+
+
+def _after(previous: object, result: object) -> None:
+    """An empty task that only orders the chunks (see ``_lazy_estimate``)."""
+    return None
 
 
 def _default_workers(fft_workers: int | None) -> int:
@@ -226,33 +229,29 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     shared_frames = np.unique(j[chunk_of[j] != owner])
     token = tokenize(data.name, plan, settings, min_quality)
     spectrum_task = dask.delayed(reg.shared_spectrum, pure=True)
+    shared = {
+        int(f): spectrum_task(
+            blocks[chunk_of[f]], int(f - bounds[chunk_of[f]]), settings, dask_key_name=f"drift-spectrum-{token}-{f}"
+        )
+        for f in shared_frames
+    }
     measure = dask.delayed(reg.measure_chunk, pure=True)
-    # how far ahead (frames) a chunk's pairings reach: its tasks can only be
-    # built once the spectra of that far ahead exist
-    reach = int(max(0, (j - i).max(initial=0)))
-    last_needed = chunk_of[np.minimum(bounds[1:] - 1 + reach, frames - 1)]
-    shared: dict[int, Any] = {}
-    results: list[Any] = []
-    for c in range(len(blocks)):
-        # a chunk's shared spectra wait for the chunk _WINDOW chunks behind the
-        # last one that cannot need them: without this, the scheduler runs these
-        # cheap tasks early, and every chunk they read stays in memory
-        ready = np.flatnonzero(last_needed < c)
-        after = results[ready[-1] - _WINDOW] if ready.size > _WINDOW else None
-        for f in shared_frames[chunk_of[shared_frames] == c]:
-            shared[int(f)] = spectrum_task(
-                blocks[c], int(f - bounds[c]), settings, after, dask_key_name=f"drift-spectrum-{token}-{f}"
-            )
-        while len(results) < len(blocks) and last_needed[len(results)] <= c:
-            k = len(results)
-            mine = plan[owner == k]
-            wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[k]), int(bounds[k + 1])))
-            needed = {f: shared[f] for f in sorted(wanted) if f in shared}
-            before = results[k - _WINDOW] if k >= _WINDOW else None
-            results.append(
-                measure(blocks[k], int(bounds[k]), mine, needed, settings, before, dask_key_name=f"drift-pairs-{token}-{k}")
-            )
-    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
+    spine = dask.delayed(_after, pure=True)
+    results, done = [], None
+    for c, block in enumerate(blocks):
+        mine = plan[owner == c]
+        wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
+        needed = {f: shared[f] for f in sorted(wanted) if f in shared}
+        results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
+        # a chain of empty tasks through the chunks in time order: the scheduler
+        # then works along the movie, and a chunk (or a key frame's spectrum)
+        # leaves memory soon after it was read, instead of waiting for
+        # stragglers it picked out of order (measured: held memory grew with
+        # the movie's length without it)
+        done = spine(done, results[-1], dask_key_name=f"drift-order-{token}-{c}")
+    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(
+        results, frames, min_quality, done, dask_key_name=f"drift-solve-{token}"
+    )
     shapes = {
         "shift": ((frames, 2), np.float64),
         "quality": ((frames,), np.float32),
