@@ -25,9 +25,11 @@ pixels inside black borders count as the mean, and the real FFT (float32,
 out the large, changing particles so that the static support texture decides.
 Pairs are cross-correlated on a small coarse grid (the peak, found anywhere in
 the frame, so jumps of a quarter of the field of view are followed), then the
-exact band-limited correlation is maximised by Newton steps on 3x3 patches
-evaluated by matrix DFT down to ``1 / upsample`` px. Quality is the
-peak-to-sidelobe ratio (PSR, about 5 for unrelated frames).
+exact band-limited correlation, divided by the overlap of the two static
+windows at that lag (which would otherwise pull the peak towards zero by
+~0.3 % of the shift), is maximised by Newton steps on 3x3 patches evaluated by
+matrix DFT down to ``1 / upsample`` px. Quality is the peak-to-sidelobe ratio
+(PSR, about 5 for unrelated frames).
 
 Sign convention (as ``temflow.synthetic``): ``shift[t] = (dy, dx)`` px is the
 displacement of frame ``t``'s content relative to frame 0; what is at pixel
@@ -36,14 +38,15 @@ displacement of frame ``t``'s content relative to frame 0; what is at pixel
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from temflow import _registration as reg
 from temflow import _resample, _trajectory
@@ -228,7 +231,7 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     frames = data.shape[0]
     data = data.rechunk({1: -1, 2: -1})
     bounds = np.cumsum((0,) + data.chunks[0])
-    blocks = data.to_delayed().ravel()
+    n_chunks = len(data.chunks[0])
     chunk_of = np.searchsorted(bounds, np.arange(frames), side="right") - 1
     i, j = plan[:, 0].astype(np.int64), plan[:, 1].astype(np.int64)
     # a pair belongs to the chunk of its first frame; the second frame, when it
@@ -237,30 +240,36 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     owner = chunk_of[i]
     shared_frames = np.unique(j[chunk_of[j] != owner])
     token = tokenize(data.name, plan, settings, min_quality)
-    spectrum_task = dask.delayed(reg.shared_spectrum, pure=True)
-    shared = {
-        int(f): spectrum_task(
-            blocks[chunk_of[f]], int(f - bounds[chunk_of[f]]), settings, dask_key_name=f"drift-spectrum-{token}-{f}"
-        )
-        for f in shared_frames
-    }
-    measure = dask.delayed(reg.measure_chunk, pure=True)
-    spine = dask.delayed(_after, pure=True)
-    results, done = [], None
-    for c, block in enumerate(blocks):
-        mine = plan[owner == c]
+    spectrum, pairs, order, solve = (f"drift-{part}-{token}" for part in ("spectrum", "pairs", "order", "solve"))
+    graph: dict[Any, Any] = {}
+    for f in shared_frames.tolist():
+        c = int(chunk_of[f])
+        graph[(spectrum, f)] = (reg.shared_spectrum, (data.name, c, 0, 0), f - int(bounds[c]), settings)
+    shared = set(shared_frames.tolist())
+    by_owner = np.argsort(owner, kind="stable")
+    cuts = np.searchsorted(owner[by_owner], np.arange(n_chunks + 1))
+    previous = None
+    for c in range(n_chunks):
+        mine = plan[by_owner[cuts[c] : cuts[c + 1]]]
         wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
-        needed = {f: shared[f] for f in sorted(wanted) if f in shared}
-        results.append(measure(block, int(bounds[c]), mine, needed, settings, dask_key_name=f"drift-pairs-{token}-{c}"))
+        needed = sorted(wanted & shared)
+        graph[(pairs, c)] = (
+            _measure,
+            (data.name, c, 0, 0),
+            int(bounds[c]),
+            mine,
+            needed,
+            [(spectrum, f) for f in needed],
+            settings,
+        )
         # a chain of empty tasks through the chunks in time order: the scheduler
         # then works along the movie, and a chunk (or a key frame's spectrum)
         # leaves memory soon after it was read, instead of waiting for
         # stragglers it picked out of order (measured: held memory grew with
         # the movie's length without it)
-        done = spine(done, results[-1], dask_key_name=f"drift-order-{token}-{c}")
-    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(
-        results, frames, min_quality, done, dask_key_name=f"drift-solve-{token}"
-    )
+        graph[(order, c)] = (_after, previous, (pairs, c))
+        previous = (order, c)
+    graph[solve] = (_trajectory.solve_trajectory, [(pairs, c) for c in range(n_chunks)], frames, min_quality, previous)
     shapes = {
         "shift": ((frames, 2), np.float64),
         "quality": ((frames,), np.float32),
@@ -269,7 +278,19 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
         "valid_start": ((frames, 2), np.int64),
         "valid_stop": ((frames, 2), np.int64),
     }
-    return {name: da.from_delayed(solved[name], shape=shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
+    out = {}
+    for field, (shape, dtype) in shapes.items():
+        name = f"drift-{field}-{token}"
+        layer = {(name,) + (0,) * len(shape): (operator.getitem, solve, field)}
+        hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=[data])
+        out[field] = da.Array(hlg, name, chunks=tuple((n,) for n in shape), dtype=dtype)
+    return out
+
+
+def _measure(
+    block: np.ndarray, start: int, plan: np.ndarray, frames: list[int], spectra: list[Any], settings: reg.Settings
+) -> dict[str, np.ndarray]:
+    return reg.measure_chunk(block, start, plan, dict(zip(frames, spectra)), settings)
 
 
 def _shift_array(movie: xr.DataArray, fields: dict[str, Any], reference: str) -> xr.DataArray:
