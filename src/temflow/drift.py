@@ -281,8 +281,9 @@ def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min
     out = {}
     for field, (shape, dtype) in shapes.items():
         name = f"drift-{field}-{token}"
-        layer = {(name,) + (0,) * len(shape): (operator.getitem, solve, field)}
-        hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=[data])
+        layer: dict[Any, Any] = dict(graph)
+        layer[(name,) + (0,) * len(shape)] = (operator.getitem, solve, field)
+        hlg = HighLevelGraph.from_collections(name, layer, dependencies=[data])  # type: ignore[list-item]
         out[field] = da.Array(hlg, name, chunks=tuple((n,) for n in shape), dtype=dtype)
     return out
 
