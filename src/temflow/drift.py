@@ -38,7 +38,6 @@ displacement of frame ``t``'s content relative to frame 0; what is at pixel
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -46,10 +45,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
 from temflow import _registration as reg
 from temflow import _resample, _trajectory
+from temflow._drift_graph import estimate_graph
 from temflow._movie import AXIS, TIME, X, Y, check_movie, pixel_size_nm
 
 __all__ = ["estimate_drift", "apply_drift", "crop_valid", "correct_drift"]
@@ -60,10 +59,6 @@ _REFERENCES = ("auto", "first", "previous")
 _METHODS = ("fourier", "spline", "integer")
 _MIN_SIZE_PX = 16
 
-
-def _after(previous: object, result: object) -> None:
-    """An empty task that only orders the chunks (see ``_lazy_estimate``)."""
-    return None
 
 
 def _default_workers(fft_workers: int | None) -> int:
@@ -220,78 +215,11 @@ def estimate_drift(
     )
     plan = _trajectory.pair_plan(reference, frames, int(key_interval))
     if lazy:
-        fields = _lazy_estimate(movie.data, plan, settings, float(min_quality))
+        fields = estimate_graph(movie.data, plan, settings, float(min_quality))
     else:
         result = reg.measure_chunk(np.asarray(movie.data), 0, plan, {}, settings)
         fields = _trajectory.solve_trajectory([result], frames, float(min_quality))
     return _shift_array(movie, fields, reference)
-
-
-def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min_quality: float) -> dict[str, Any]:
-    frames = data.shape[0]
-    data = data.rechunk({1: -1, 2: -1})
-    bounds = np.cumsum((0,) + data.chunks[0])
-    n_chunks = len(data.chunks[0])
-    chunk_of = np.searchsorted(bounds, np.arange(frames), side="right") - 1
-    i, j = plan[:, 0].astype(np.int64), plan[:, 1].astype(np.int64)
-    # a pair belongs to the chunk of its first frame; the second frame, when it
-    # lies in another chunk, gets a small task of its own whose one band-limited
-    # spectrum is all that crosses the chunk boundary
-    owner = chunk_of[i]
-    shared_frames = np.unique(j[chunk_of[j] != owner])
-    token = tokenize(data.name, plan, settings, min_quality)
-    spectrum, pairs, order, solve = (f"drift-{part}-{token}" for part in ("spectrum", "pairs", "order", "solve"))
-    graph: dict[Any, Any] = {}
-    for f in shared_frames.tolist():
-        c = int(chunk_of[f])
-        graph[(spectrum, f)] = (reg.shared_spectrum, (data.name, c, 0, 0), f - int(bounds[c]), settings)
-    shared = set(shared_frames.tolist())
-    by_owner = np.argsort(owner, kind="stable")
-    cuts = np.searchsorted(owner[by_owner], np.arange(n_chunks + 1))
-    previous = None
-    for c in range(n_chunks):
-        mine = plan[by_owner[cuts[c] : cuts[c + 1]]]
-        wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[c]), int(bounds[c + 1])))
-        needed = sorted(wanted & shared)
-        graph[(pairs, c)] = (
-            _measure,
-            (data.name, c, 0, 0),
-            int(bounds[c]),
-            mine,
-            needed,
-            [(spectrum, f) for f in needed],
-            settings,
-        )
-        # a chain of empty tasks through the chunks in time order: the scheduler
-        # then works along the movie, and a chunk (or a key frame's spectrum)
-        # leaves memory soon after it was read, instead of waiting for
-        # stragglers it picked out of order (measured: held memory grew with
-        # the movie's length without it)
-        graph[(order, c)] = (_after, previous, (pairs, c))
-        previous = (order, c)
-    graph[solve] = (_trajectory.solve_trajectory, [(pairs, c) for c in range(n_chunks)], frames, min_quality, previous)
-    shapes = {
-        "shift": ((frames, 2), np.float64),
-        "quality": ((frames,), np.float32),
-        "flagged": ((frames,), bool),
-        "jump": ((frames,), bool),
-        "valid_start": ((frames, 2), np.int64),
-        "valid_stop": ((frames, 2), np.int64),
-    }
-    out = {}
-    for field, (shape, dtype) in shapes.items():
-        name = f"drift-{field}-{token}"
-        layer: dict[Any, Any] = dict(graph)
-        layer[(name,) + (0,) * len(shape)] = (operator.getitem, solve, field)
-        hlg = HighLevelGraph.from_collections(name, layer, dependencies=[data])  # type: ignore[list-item]
-        out[field] = da.Array(hlg, name, chunks=tuple((n,) for n in shape), dtype=dtype)
-    return out
-
-
-def _measure(
-    block: np.ndarray, start: int, plan: np.ndarray, frames: list[int], spectra: list[Any], settings: reg.Settings
-) -> dict[str, np.ndarray]:
-    return reg.measure_chunk(block, start, plan, dict(zip(frames, spectra)), settings)
 
 
 def _shift_array(movie: xr.DataArray, fields: dict[str, Any], reference: str) -> xr.DataArray:
