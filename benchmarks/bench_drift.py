@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--peer-frames", type=int, default=16, help="frames given to the slow peers")
-    parser.add_argument("--growth-size", type=int, default=128)
+    parser.add_argument("--growth-size", type=int, default=192)
     parser.add_argument("--growth-frames", type=int, nargs=2, default=(100, 1000))
     parser.add_argument("--ooc-size", type=int, default=512)
     parser.add_argument("--ooc-frames", type=int, nargs="+", default=(64, 512))

@@ -177,6 +177,38 @@ def test_schedulers_agree(small, small_shifts):
             xr.testing.assert_identical(shifts.compute(), small_shifts)
 
 
+def _held_bytes(movie: xr.DataArray) -> int:
+    """Largest total of movie chunks and spectra the threaded scheduler keeps at once in estimate_drift.
+
+    The pairwise measurements and the result (a few numbers per frame: the
+    small shift array) are left out.
+    """
+    from dask.callbacks import Callback
+    from dask.sizeof import sizeof
+
+    held = [0]
+
+    def posttask(key, result, dsk, state, worker_id):
+        big = [v for k, v in state["cache"].items() if movie.data.name in str(k) or "drift-spectrum" in str(k)]
+        held[0] = max(held[0], sum(sizeof(v) for v in big))
+
+    with dask.config.set(scheduler="threads"), Callback(posttask=posttask):
+        estimate_drift(movie).compute()
+    return held[0]
+
+
+def test_estimation_memory_does_not_grow_with_movie_length():
+    held = []
+    # longer than the reach of the key-frame links (16 keys of 16 frames) in both
+    for frames in (288, 1152):
+        movie = make_movie(frames=frames, size=32, seed=1, chunks=4).movie
+        held.append(_held_bytes(movie))
+    # a few chunks and the spectra of the last 16 key frames, whatever the length:
+    # growing with the movie would be ~4x here; the threaded scheduler reads a
+    # chunk or two more or less ahead from run to run, hence the slack
+    assert held[1] < 2.5 * held[0]
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -299,14 +299,8 @@ def spectrum_of(frame: np.ndarray, settings: Settings) -> tuple[np.ndarray | Non
     return frame_spectrum(frame, start, stop, settings.roi, bnd, settings.workers), usable, start, stop
 
 
-def shared_spectrum(
-    block: np.ndarray, index: int, settings: Settings, after: object = None
-) -> tuple[np.ndarray | None, bool, np.ndarray, np.ndarray]:
-    """:func:`spectrum_of` for frame ``index`` of a chunk (a frame other chunks pair with).
-
-    ``after`` is ignored: it is an earlier chunk's result, passed only so that
-    the scheduler cannot run this task (and read its chunk) far ahead.
-    """
+def shared_spectrum(block: np.ndarray, index: int, settings: Settings) -> tuple[np.ndarray | None, bool, np.ndarray, np.ndarray]:
+    """:func:`spectrum_of` for frame ``index`` of a chunk (a frame other chunks pair with)."""
     with threadpool_limits(limits=settings.workers, user_api="blas"):
         return spectrum_of(np.asarray(block[index]), settings)
 
@@ -317,14 +311,12 @@ def measure_chunk(
     pairs: np.ndarray,
     shared: Mapping[int, tuple[np.ndarray | None, bool, np.ndarray, np.ndarray]],
     settings: Settings,
-    after: object = None,
 ) -> dict[str, np.ndarray]:
     """Register every pair ``(i, j)`` owned by the chunk of frames ``start + arange(len(block))``.
 
     Spectra of frames outside the chunk (and of this chunk's frames that other
     chunks also need) come in ``shared``; the others are computed here, each
-    once, and dropped after their last pairing. ``after`` is ignored (an
-    earlier chunk's result, which only orders the tasks).
+    once, and dropped after their last pairing.
     """
     n = block.shape[0]
     y0, y1, x0, x1 = settings.roi

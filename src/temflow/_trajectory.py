@@ -78,7 +78,7 @@ def _factor_solve(frames: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, w: n
 
 
 def solve_trajectory(
-    results: Sequence[Mapping[str, np.ndarray]], frames: int, min_quality: float
+    results: Sequence[Mapping[str, np.ndarray]], frames: int, min_quality: float, after: object = None
 ) -> dict[str, np.ndarray]:
     """Shifts of every frame from all pairwise measurements (a small sparse problem).
 
@@ -86,7 +86,8 @@ def solve_trajectory(
     are dropped; the rest are weighted by ``prior * (PSR / min_quality)^2`` and
     refined by iteratively reweighted least squares (Tukey's biweight on the
     residuals), so a wrong peak in one pairing does not bend the trajectory.
-    Frames left without any pairing are flagged and interpolated.
+    Frames left without any pairing are flagged and interpolated. ``after``
+    is ignored (the end of the chain that orders the chunk tasks).
     """
     usable = np.zeros(frames, bool)
     start = np.zeros((frames, 2), np.int64)

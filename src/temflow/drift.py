@@ -7,7 +7,16 @@ another chunk (key frames, the frame just before a chunk); those frames get a
 task of their own, whose small output (one band-limited spectrum) is all that
 crosses a chunk boundary. The pairwise shifts (a few numbers per frame) meet in
 one task that solves for the trajectory by robust least squares. No
-``map_overlap``: a chunk never pulls in its neighbours' pixels.
+``map_overlap``: a chunk never pulls in its neighbours' pixels. A chain of
+empty tasks through the chunks keeps the scheduler working along the movie, so
+memory holds a few chunks and the spectra of the last key frames, whatever the
+movie's length. Correcting is a second pass (the crop needs every shift): one
+task per time chunk, each frame moved alone.
+
+Pixel-level precision costs: one real FFT per frame, a correlation on a grid a
+quarter of the frame's size per pairing (one or two per frame), and a few
+3 x (band) matrix products; measured 1.2-1.7x the time of one forward plus one
+inverse FFT per frame (``benchmarks/bench_drift.py``).
 
 Registration: each frame (or its ``roi``) is apodised by a Tukey window,
 pixels inside black borders count as the mean, and the real FFT (float32,
@@ -16,9 +25,11 @@ pixels inside black borders count as the mean, and the real FFT (float32,
 out the large, changing particles so that the static support texture decides.
 Pairs are cross-correlated on a small coarse grid (the peak, found anywhere in
 the frame, so jumps of a quarter of the field of view are followed), then the
-exact band-limited correlation is maximised by Newton steps on 3x3 patches
-evaluated by matrix DFT down to ``1 / upsample`` px. Quality is the
-peak-to-sidelobe ratio (PSR, about 5 for unrelated frames).
+exact band-limited correlation, divided by the overlap of the two static
+windows at that lag (which would otherwise pull the peak towards zero by
+~0.3 % of the shift), is maximised by Newton steps on 3x3 patches evaluated by
+matrix DFT down to ``1 / upsample`` px. Quality is the peak-to-sidelobe ratio
+(PSR, about 5 for unrelated frames).
 
 Sign convention (as ``temflow.synthetic``): ``shift[t] = (dy, dx)`` px is the
 displacement of frame ``t``'s content relative to frame 0; what is at pixel
@@ -30,7 +41,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -38,6 +48,7 @@ from dask.base import tokenize
 
 from temflow import _registration as reg
 from temflow import _resample, _trajectory
+from temflow._drift_graph import estimate_graph
 from temflow._movie import AXIS, TIME, X, Y, check_movie, pixel_size_nm
 
 __all__ = ["estimate_drift", "apply_drift", "crop_valid", "correct_drift"]
@@ -47,8 +58,7 @@ Method = Literal["fourier", "spline", "integer"]
 _REFERENCES = ("auto", "first", "previous")
 _METHODS = ("fourier", "spline", "integer")
 _MIN_SIZE_PX = 16
-# chunks that may be in flight ahead of the oldest unfinished one (bounds the memory)
-_WINDOW = 8
+
 
 
 def _default_workers(fft_workers: int | None) -> int:
@@ -205,63 +215,11 @@ def estimate_drift(
     )
     plan = _trajectory.pair_plan(reference, frames, int(key_interval))
     if lazy:
-        fields = _lazy_estimate(movie.data, plan, settings, float(min_quality))
+        fields = estimate_graph(movie.data, plan, settings, float(min_quality))
     else:
         result = reg.measure_chunk(np.asarray(movie.data), 0, plan, {}, settings)
         fields = _trajectory.solve_trajectory([result], frames, float(min_quality))
     return _shift_array(movie, fields, reference)
-
-
-def _lazy_estimate(data: da.Array, plan: np.ndarray, settings: reg.Settings, min_quality: float) -> dict[str, Any]:
-    frames = data.shape[0]
-    data = data.rechunk({1: -1, 2: -1})
-    bounds = np.cumsum((0,) + data.chunks[0])
-    blocks = data.to_delayed().ravel()
-    chunk_of = np.searchsorted(bounds, np.arange(frames), side="right") - 1
-    i, j = plan[:, 0].astype(np.int64), plan[:, 1].astype(np.int64)
-    # a pair belongs to the chunk of its first frame; the second frame, when it
-    # lies in another chunk, gets a small task of its own whose one band-limited
-    # spectrum is all that crosses the chunk boundary
-    owner = chunk_of[i]
-    shared_frames = np.unique(j[chunk_of[j] != owner])
-    token = tokenize(data.name, plan, settings, min_quality)
-    spectrum_task = dask.delayed(reg.shared_spectrum, pure=True)
-    measure = dask.delayed(reg.measure_chunk, pure=True)
-    # how far ahead (frames) a chunk's pairings reach: its tasks can only be
-    # built once the spectra of that far ahead exist
-    reach = int(max(0, (j - i).max(initial=0)))
-    last_needed = chunk_of[np.minimum(bounds[1:] - 1 + reach, frames - 1)]
-    shared: dict[int, Any] = {}
-    results: list[Any] = []
-    for c in range(len(blocks)):
-        # a chunk's shared spectra wait for the chunk _WINDOW chunks behind the
-        # last one that cannot need them: without this, the scheduler runs these
-        # cheap tasks early, and every chunk they read stays in memory
-        ready = np.flatnonzero(last_needed < c)
-        after = results[ready[-1] - _WINDOW] if ready.size > _WINDOW else None
-        for f in shared_frames[chunk_of[shared_frames] == c]:
-            shared[int(f)] = spectrum_task(
-                blocks[c], int(f - bounds[c]), settings, after, dask_key_name=f"drift-spectrum-{token}-{f}"
-            )
-        while len(results) < len(blocks) and last_needed[len(results)] <= c:
-            k = len(results)
-            mine = plan[owner == k]
-            wanted = set(mine[:, 1].astype(np.int64).tolist()) | set(range(int(bounds[k]), int(bounds[k + 1])))
-            needed = {f: shared[f] for f in sorted(wanted) if f in shared}
-            before = results[k - _WINDOW] if k >= _WINDOW else None
-            results.append(
-                measure(blocks[k], int(bounds[k]), mine, needed, settings, before, dask_key_name=f"drift-pairs-{token}-{k}")
-            )
-    solved = dask.delayed(_trajectory.solve_trajectory, pure=True)(results, frames, min_quality, dask_key_name=f"drift-solve-{token}")
-    shapes = {
-        "shift": ((frames, 2), np.float64),
-        "quality": ((frames,), np.float32),
-        "flagged": ((frames,), bool),
-        "jump": ((frames,), bool),
-        "valid_start": ((frames, 2), np.int64),
-        "valid_stop": ((frames, 2), np.int64),
-    }
-    return {name: da.from_delayed(solved[name], shape=shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
 
 
 def _shift_array(movie: xr.DataArray, fields: dict[str, Any], reference: str) -> xr.DataArray:
