@@ -110,7 +110,7 @@ def _border_level_of(frames: np.ndarray) -> np.float32:
     return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
 
 
-def _recorded(block: np.ndarray, level: float | np.ndarray) -> np.ndarray:
+def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
     """Pixels inside the recorded area: the 3 x 3 median is above ``level`` (NaN is outside).
 
     Bright-field particles absorb well under 95 % of the beam, so a twentieth of
@@ -226,8 +226,8 @@ def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
         return np.float32(np.inf)  # nothing to separate (blank or empty frames): no particles
     level = float(threshold_otsu(hist=(counts, _CENTRES)))
     cdf = np.cumsum(counts) / counts.sum()
-    median = _CENTRES[min(np.searchsorted(cdf, 0.5), len(_CENTRES) - 1)]
-    low = _CENTRES[min(np.searchsorted(cdf, 0.1587), len(_CENTRES) - 1)]
+    median = float(_CENTRES[min(int(np.searchsorted(cdf, 0.5)), len(_CENTRES) - 1)])
+    low = float(_CENTRES[min(int(np.searchsorted(cdf, 0.1587)), len(_CENTRES) - 1)])
     spread = max(median - low, _CENTRES[1] - _CENTRES[0])
     if (level - median) < _MIN_SEPARATION * spread:
         return np.float32(np.inf)
@@ -372,8 +372,8 @@ def threshold_particles(
     exclude_px = int(math.ceil(2.0 * sigma_px))  # the blur skirt around a particle
     if border_value is not None and not math.isfinite(float(border_value)):
         raise ValueError(f"border_value must be a finite intensity or None; got {border_value!r}")
-    kwargs = dict(sigma_px=sigma_px, background_px=background_px)
-    data = movie.data
+    kwargs: dict[str, Any] = dict(sigma_px=sigma_px, background_px=background_px)
+    data: Any = movie.data
     nt = movie.sizes[TIME]
     sample = np.unique(np.linspace(0, nt - 1, min(int(sample_frames), nt)).round().astype(int))
     lazy = isinstance(data, da.Array)
@@ -419,12 +419,12 @@ def threshold_particles(
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
     else:
-        frames = np.asarray(data)
+        frames: Any = np.asarray(data)
         border = _border_level_of(frames[sample]) if border_value is None else np.float32(border_value)
-        recorded = _recorded(frames, border)
-        first = _darkness(frames, recorded, **kwargs)
-        dark = _darkness(frames, recorded, first > level_of(first), exclude_px=exclude_px, **kwargs)
-        mask = _open(dark > level_of(dark), opening_px)
+        inside = _recorded(frames, border)
+        first_pass = _darkness(frames, inside, **kwargs)
+        second_pass = _darkness(frames, inside, first_pass > level_of(first_pass), exclude_px=exclude_px, **kwargs)
+        mask = _open(second_pass > level_of(second_pass), opening_px)
 
     attrs = {
         "description": "particle masks (threshold_particles)",
