@@ -436,7 +436,8 @@ class Verdict:
     mechanism : str
         "ostwald ripening", "migration and coalescence", "mixed" or "no coarsening".
     ripening_volume_nm3 : float
-        Volume lost by particles shrinking (and vanishing), summed over tracks, nm^3.
+        Volume lost by particles dissolving in place (vanished particles' largest
+        volume plus survivors' net loss), nm^3.
     coalescence_volume_nm3 : float
         Volume of the particles absorbed in merges, nm^3.
     ripening_share : float
@@ -470,7 +471,7 @@ class Verdict:
         return asdict(self)
 
 
-_ENDS = 3  # frames in the running median of a track's volume
+_ENDS = 3  # frames in a track's running median and at each of its ends
 
 
 def _volume(diameter: np.ndarray) -> np.ndarray:
@@ -482,8 +483,8 @@ def coarsening_mechanism(
     tracks: pd.DataFrame,
     events: pd.DataFrame,
     *,
-    ripening_share: float = 0.75,
-    coalescence_share: float = 0.25,
+    ripening_share: float = 0.7,
+    coalescence_share: float = 0.3,
 ) -> Verdict:
     """Decide between Ostwald ripening and migration-and-coalescence.
 
@@ -492,10 +493,10 @@ def coarsening_mechanism(
     grow; in coalescence whole particles move and are absorbed by a neighbour
     at once. So the evidence is where the lost volume goes:
 
-    * ripening volume - for every track, the sum of its volume losses from
-      frame to frame (after a running median over three frames, so that one
-      badly segmented frame is neither growth nor loss), plus its last volume
-      if it vanished;
+    * ripening volume - the largest volume of every particle that vanished
+      (all of it left atom by atom), plus the net loss of every surviving
+      particle between the medians of its first and last three frames (one
+      badly segmented frame is neither growth nor loss);
     * coalescence volume - the volume of every particle absorbed in a merge,
       in the frame before.
 
@@ -534,14 +535,15 @@ def coarsening_mechanism(
     merged_volume = 0.0
     for pid, track in inside.groupby("particle"):
         v = track["_v"].to_numpy()
-        # every loss along the track, after a running median over three frames: a frame where
-        # segmentation joined two neighbours (or lost half a particle) is neither growth nor loss
+        # running median over three frames: a frame where segmentation joined two neighbours
+        # (or lost half a particle) is neither growth nor loss
         smooth = pd.Series(v).rolling(_ENDS, center=True, min_periods=1).median().to_numpy()
-        ripening += float(np.sum(np.clip(-np.diff(smooth), 0.0, None)))
-        if int(pid) in vanished:
-            ripening += float(v[-1])
         if int(pid) in absorbed:
             merged_volume += float(v[-1])
+        elif int(pid) in vanished:
+            ripening += float(smooth.max())  # dissolved: all it ever held left atom by atom
+        else:
+            ripening += max(float(np.median(v[:_ENDS]) - np.median(v[-_ENDS:])), 0.0)
     merges = int((events["event"] == "merge").sum())
     vanishes = int((events["event"] == "vanish").sum())
     frames = tracks["frame"].to_numpy()

@@ -182,7 +182,7 @@ def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) 
 
 # --- analysis figures (temflow.measure, temflow.track, temflow.coarsening) ---------------------
 # (imports kept in this section so that the stages' sections merge independently)
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import matplotlib.colors  # noqa: E402
 import numpy as np  # noqa: E402
@@ -202,7 +202,7 @@ __all__ += [
 ]
 
 
-def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, Axes]:
+def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Any, Axes]:
     if ax is not None:
         return ax.figure, ax
     figure = Figure(figsize=figsize)
@@ -314,10 +314,9 @@ def plot_coarsening(
     matplotlib.figure.Figure
     """
     if axes is None:
-        figure = Figure(figsize=(10.0, 4.0))
-        axes = figure.subplots(1, 2)
+        axes = Figure(figsize=(10.0, 4.0)).subplots(1, 2)
     count_ax, radius_ax = axes
-    figure = count_ax.figure
+    figure: Any = count_ax.figure
     t = stats["time"].to_numpy(float)
     count_ax.plot(t, stats["count"].to_numpy(), "o-", ms=3, color="tab:blue")
     count_ax.set_xlabel("time (s)")

@@ -161,7 +161,8 @@ def _link_trackpy(detections: pd.DataFrame, max_step_nm: float, memory: int) -> 
 def _link_laptrack(detections: pd.DataFrame, max_step_nm: float, memory: int, gap: float) -> np.ndarray:
     from laptrack import LapTrack
 
-    tracker = LapTrack(
+    # a pydantic model: mypy sees every field as required, the rest have defaults
+    tracker = LapTrack(  # type: ignore[call-arg]
         metric="sqeuclidean",
         cutoff=float(max_step_nm) ** 2,
         gap_closing_metric="sqeuclidean",
@@ -379,6 +380,8 @@ def _partner(
     best = None
     for i in np.flatnonzero(near)[np.argsort(d[near])]:
         pid = int(others["particle"].iloc[i])
+        before: float | None
+        after: float | None
         if gain:
             before = volume.get((other_reference_frame, pid))
             after = float(others["_v"].iloc[i])
