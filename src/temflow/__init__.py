@@ -12,12 +12,21 @@ import importlib
 from typing import Any
 
 from temflow._movie import DIMS, as_movie, check_movie, frame_interval_s, pixel_size_nm
-from temflow.coarsening import coarsening_mechanism, fit_growth_law, size_statistics
+from temflow.coarsening import (
+    GrowthFit,
+    Verdict,
+    coarsening_mechanism,
+    fit_growth_law,
+    normalised_size_distribution,
+    size_distribution,
+    size_statistics,
+)
 from temflow.config import Config, load_config
 from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
 from temflow.errors import IncompleteStoreError, MovieFileError
 from temflow.io import describe, open_movie
-from temflow.measure import label_particles, measure_particles, threshold_particles
+from temflow.measure import label_particles, measure_particles, measure_particles_to_parquet, read_particles
+from temflow.threshold import threshold_particles
 from temflow.pipeline import run
 from temflow.store import open_zarr, save_zarr
 from temflow.track import find_events, link
@@ -36,6 +45,8 @@ _LAZY = {
 __all__ = [
     "DIMS",
     "Config",
+    "GrowthFit",
+    "Verdict",
     "IncompleteStoreError",
     "MovieFileError",
     "apply_drift",
@@ -54,6 +65,9 @@ __all__ = [
     "load_config",
     "load_model",
     "measure_particles",
+    "measure_particles_to_parquet",
+    "normalised_size_distribution",
+    "read_particles",
     "open_movie",
     "open_zarr",
     "pixel_size_nm",
@@ -62,6 +76,7 @@ __all__ = [
     "save_model",
     "save_zarr",
     "segment",
+    "size_distribution",
     "size_statistics",
     "threshold_particles",
     "train",

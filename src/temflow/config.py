@@ -144,6 +144,7 @@ class AnalysisConfig:
     min_area_nm2: float = 3.0
     max_step_nm: float = 5.0
     memory: int = 2
+    linker: Literal["trackpy", "laptrack"] = "trackpy"
     exclude_border: bool = True
 
 

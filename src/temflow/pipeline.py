@@ -442,7 +442,7 @@ def _track(state: _Run, resume: bool) -> dict[str, Any]:
 
     a = state.config.analysis
     table = read_particles(state.results["measure"]["particles"])
-    tracks = link(table, max_step_nm=a.max_step_nm, memory=a.memory)
+    tracks = link(table, max_step_nm=a.max_step_nm, memory=a.memory, method=a.linker)
     frames = _open(state.results["masks"]["masks"]).sizes["time"]
     events = find_events(tracks, frames=frames)
     _write_table(tracks, state.folder / "tracks.parquet")
@@ -507,7 +507,8 @@ def _run_stages(state: _Run) -> dict[str, Any]:
         upstream_masks = ["infer"]
     _stage(state, "masks", seg, upstream_masks, _masks)
     _stage(state, "measure", settings["analysis"]["min_area_nm2"], ["masks", "drift"], _measure)
-    _stage(state, "track", [settings["analysis"]["max_step_nm"], settings["analysis"]["memory"]], ["measure"], _track)
+    track_settings = [settings["analysis"][k] for k in ("max_step_nm", "memory", "linker")]
+    _stage(state, "track", track_settings, ["measure"], _track)
     _stage(state, "coarsening", settings["analysis"]["exclude_border"], ["track"], _coarsening)
     _stage(state, "report", settings["output"], ["coarsening"], _report)
     summary = _summary(state)
