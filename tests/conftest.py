@@ -34,3 +34,35 @@ def raise_if_dask_computes(max_computes: int = 0):
 def no_compute():
     """Context-manager factory: ``with no_compute(): build_graph(...)``."""
     return raise_if_dask_computes
+
+
+def chromium_binary() -> str | None:
+    """The headless browser, or None (then the test skips, except in CI where it must exist)."""
+    import os
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("CI must have chromium (.ci/run installs Debian's package)")
+    return None
+
+
+def render_in_browser(page, screenshot=None) -> str:
+    """Load ``page`` in headless Chromium, let its scripts run, return the DOM it ends with."""
+    import subprocess
+
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium on this machine")
+    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    if screenshot is not None:
+        subprocess.run(
+            common + [f"--screenshot={screenshot}", "--window-size=1200,2400", url],
+            capture_output=True, timeout=120, check=True,
+        )
+    return dom

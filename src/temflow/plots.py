@@ -61,10 +61,64 @@ def save_figure(
 
 
 # --- drift figures (temflow.drift) -------------------------------------------------------------
-#
-#
-#
-#
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+__all__ += ["plot_drift"]
+
+
+def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
+    """Drift trajectory: y and x shift in nm against time, jumps and flagged frames marked.
+
+    Parameters
+    ----------
+    shifts : xarray.DataArray
+        From :func:`temflow.estimate_drift` (dims ``("time", "axis")``), computed
+        or lazy (it is computed here). Uses the ``shift_nm`` coord when present
+        (else px), and the ``jump`` and ``flagged`` coords when present.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from temflow.synthetic import make_movie
+    >>> fig = plot_drift(make_movie(frames=8, size=32, seed=0).shifts)
+    >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
+    ['y', 'x']
+    """
+    if not isinstance(shifts, xr.DataArray) or tuple(shifts.dims) != ("time", "axis"):
+        raise TypeError("shifts must be the DataArray from temflow.estimate_drift, dims ('time', 'axis')")
+    shifts = shifts.compute()
+    if ax is None:
+        figure = Figure(figsize=(6.4, 3.6))
+        ax = figure.add_subplot()
+    else:
+        figure = ax.figure  # type: ignore[assignment]
+    in_nm = "shift_nm" in shifts.coords
+    values = np.asarray(shifts.coords["shift_nm"].values if in_nm else shifts.values, float)
+    time = np.asarray(shifts.coords["time"].values, float) if "time" in shifts.coords else np.arange(len(values))
+    for k, label in enumerate(("y", "x")):
+        ax.plot(time, values[:, k], label=label, lw=1.2)
+    if "jump" in shifts.coords:
+        for i, t in enumerate(time[np.asarray(shifts.coords["jump"].values, bool)]):
+            ax.axvline(t, color="0.5", ls="--", lw=0.8, label="jump" if i == 0 else None)
+    if "flagged" in shifts.coords:
+        bad = np.asarray(shifts.coords["flagged"].values, bool)
+        if bad.any():
+            ax.plot(time[bad], values[bad, 0], "rx", label="flagged")
+            ax.plot(time[bad], values[bad, 1], "rx")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("drift (nm)" if in_nm else "drift (px)")
+    ax.legend(frameon=False, fontsize="small")
+    return figure
+
+
 # --- training figures (temflow.train) ----------------------------------------------------------
 
 from typing import TYPE_CHECKING  # noqa: E402
@@ -127,7 +181,267 @@ def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) 
 
 
 # --- analysis figures (temflow.measure, temflow.track, temflow.coarsening) ---------------------
-#
-#
-#
-#
+# (imports kept in this section so that the stages' sections merge independently)
+from typing import TYPE_CHECKING  # noqa: E402
+
+import matplotlib.colors  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+if TYPE_CHECKING:
+    from temflow.coarsening import GrowthFit
+
+__all__ += [
+    "plot_analysis_summary",
+    "plot_coarsening",
+    "plot_particle_outlines",
+    "plot_size_distribution",
+    "plot_size_trajectories",
+]
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    figure = Figure(figsize=figsize)
+    return figure, figure.add_subplot()
+
+
+def plot_particle_outlines(
+    movie: xr.DataArray,
+    labels: xr.DataArray,
+    *,
+    frames: Sequence[int] = (0, -1),
+    colors: Sequence[str] = ("tab:cyan", "tab:orange"),
+    ax: Axes | None = None,
+) -> Figure:
+    """Outlines of the particles of some frames (default first and last) over the first image.
+
+    Parameters
+    ----------
+    movie : xarray.DataArray
+        Frames, dims ``("time", "y", "x")``, coords in nm; the first is shown.
+    labels : xarray.DataArray
+        Particle labels or boolean masks of the same shape.
+    frames : sequence of int
+        Frames whose outlines are drawn (negative counts from the end).
+    colors : sequence of str
+        One colour per frame.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Computes: loads the first image and the chosen frames' labels.
+    """
+    from matplotlib.lines import Line2D
+    from skimage.segmentation import find_boundaries
+
+    figure, ax = _new_axes(ax, (5.5, 5.0))
+    y = np.asarray(movie.coords["y"].values, float)
+    x = np.asarray(movie.coords["x"].values, float)
+    extent = (x[0], x[-1], y[-1], y[0])
+    image = np.asarray(movie.isel(time=0).values, dtype=float)
+    low, high = np.nanpercentile(image, [1, 99]) if np.isfinite(image).any() else (0.0, 1.0)
+    ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+    handles = []
+    times = np.asarray(labels.coords["time"].values, float)
+    for frame, color in zip(frames, colors):
+        frame_labels = np.asarray(labels.isel(time=frame).values)
+        edges = find_boundaries(frame_labels.astype(np.int64), mode="inner")
+        overlay = np.zeros(edges.shape + (4,))
+        overlay[edges] = matplotlib.colors.to_rgba(color)
+        ax.imshow(overlay, extent=extent, interpolation="nearest")
+        index = frame % len(times)
+        handles.append(Line2D([], [], color=color, label=f"frame {index} (t = {times[index]:.3g} s)"))
+    ax.set_xlabel("x (nm)")
+    ax.set_ylabel("y (nm)")
+    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
+    ax.set_title("particle outlines over the first frame")
+    return figure
+
+
+def plot_size_distribution(psd: xr.DataArray, *, ax: Axes | None = None) -> Figure:
+    """The particle size distribution through time as a heat map.
+
+    Parameters
+    ----------
+    psd : xarray.DataArray
+        From :func:`temflow.coarsening.size_distribution` (dims ``("time", "diameter")``).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    figure, ax = _new_axes(ax, (6.0, 4.0))
+    edges = np.asarray(psd.attrs.get("diameter_edges", psd["diameter"].values), float)
+    times = np.asarray(psd["time"].values, float)
+    step = np.median(np.diff(times)) if len(times) > 1 else 1.0
+    time_edges = np.concatenate([times - step / 2, [times[-1] + step / 2]])
+    mesh = ax.pcolormesh(time_edges, edges, np.asarray(psd.values, float).T, cmap="magma", shading="flat")
+    figure.colorbar(mesh, ax=ax, label="probability density (1/nm)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("equivalent diameter (nm)")
+    ax.set_title("particle size distribution")
+    return figure
+
+
+def plot_coarsening(
+    stats: pd.DataFrame,
+    *,
+    fits: Sequence[GrowthFit] = (),
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """Particle count and mean radius against time, with growth-law fits.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        From :func:`temflow.coarsening.size_statistics`.
+    fits : sequence of GrowthFit
+        Fits to draw over the mean radius (e.g. ``n`` free and ``n = 3``).
+    axes : pair of matplotlib.axes.Axes, optional
+        Where to draw count and radius; default a new figure with two panels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if axes is None:
+        figure = Figure(figsize=(10.0, 4.0))
+        axes = figure.subplots(1, 2)
+    count_ax, radius_ax = axes
+    figure = count_ax.figure
+    t = stats["time"].to_numpy(float)
+    count_ax.plot(t, stats["count"].to_numpy(), "o-", ms=3, color="tab:blue")
+    count_ax.set_xlabel("time (s)")
+    count_ax.set_ylabel("particles (not touching the border)")
+    count_ax.set_ylim(bottom=0)
+    sem = 0.5 * stats["std_diameter"].to_numpy(float) / np.sqrt(np.maximum(stats["count"].to_numpy(float), 1))
+    radius_ax.errorbar(t, stats["mean_radius"].to_numpy(float), yerr=sem, fmt="o", ms=3, color="k", label="measured")
+    fine = np.linspace(t.min(), t.max(), 200) if len(t) else t
+    for fit, color in zip(fits, ("tab:red", "tab:green", "tab:purple")):
+        if not fit.ok:
+            continue
+        kind = "fixed" if fit.exponent_fixed else f"\u00b1 {fit.n_error:.2f}"
+        label = f"n = {fit.n:.2f} {kind}, K = {fit.rate:.3g} \u00b1 {fit.rate_error:.2g} nm$^n$/s"
+        radius_ax.plot(fine, fit.predict(fine), "-", color=color, label=label)
+    radius_ax.set_xlabel("time (s)")
+    radius_ax.set_ylabel("mean radius (nm)")
+    radius_ax.legend(fontsize="small")
+    radius_ax.set_title("$\\langle r \\rangle^n - \\langle r_0 \\rangle^n = K t$")
+    return figure
+
+
+def plot_size_trajectories(
+    tracks: pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    *,
+    max_tracks: int = 200,
+    ax: Axes | None = None,
+) -> Figure:
+    """Equivalent radius of every tracked particle against time, merges and vanishings marked.
+
+    Parameters
+    ----------
+    tracks : pandas.DataFrame
+        From :func:`temflow.track.link` (``time``, ``particle``, ``equivalent_diameter``).
+    events : pandas.DataFrame, optional
+        From :func:`temflow.track.find_events`: merges are marked on the
+        survivor (filled circle), vanishings at the particle's last point (cross).
+    max_tracks : int
+        Draw at most this many tracks (the longest), to keep the figure legible.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    figure, ax = _new_axes(ax, (6.5, 4.5))
+    lengths = tracks.groupby("particle").size().sort_values(ascending=False)
+    shown = set(lengths.index[: int(max_tracks)])
+    radius = tracks["equivalent_diameter"] / 2.0
+    for pid, track in tracks[tracks["particle"].isin(shown)].groupby("particle"):
+        ax.plot(track["time"], radius[track.index], "-", lw=0.8, alpha=0.7)
+    if events is not None and len(events):
+        key = tracks.set_index(["frame", "particle"])
+        for kind, marker, color, where in (("merge", "o", "tab:red", 0), ("vanish", "x", "k", -1)):
+            chosen = events[events["event"] == kind]
+            points = []
+            for e in chosen.itertuples():
+                frame = int(e.frame) + where
+                if (frame, int(e.particle)) in key.index:
+                    row = key.loc[(frame, int(e.particle))]
+                    row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+                    points.append((row["time"], row["equivalent_diameter"] / 2.0))
+            if points:
+                px, py = zip(*points)
+                ax.plot(px, py, marker, color=color, ms=5, ls="none", label=f"{kind} ({len(chosen)})")
+        ax.legend(fontsize="small")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("equivalent radius (nm)")
+    ax.set_title("particle size trajectories")
+    return figure
+
+
+def plot_analysis_summary(
+    movie: xr.DataArray,
+    labels: xr.DataArray,
+    stats: pd.DataFrame,
+    tracks: pd.DataFrame,
+    events: pd.DataFrame,
+    *,
+    fits: Sequence[GrowthFit] = (),
+    psd: xr.DataArray | None = None,
+    shifts: xr.DataArray | None = None,
+) -> Figure:
+    """One figure for a report: outlines, PSD, count, mean radius, size trajectories, drift.
+
+    Parameters
+    ----------
+    movie, labels
+        As for :func:`plot_particle_outlines`.
+    stats, fits
+        As for :func:`plot_coarsening`.
+    tracks, events
+        As for :func:`plot_size_trajectories`.
+    psd : xarray.DataArray, optional
+        As for :func:`plot_size_distribution`; default computed from ``tracks``.
+    shifts : xarray.DataArray, optional
+        Drift, dims ``("time", "axis")`` in px with a ``shift_nm`` coordinate
+        (as ``temflow.synthetic`` and the drift stage give): its trajectory
+        gets a panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from temflow.coarsening import size_distribution
+
+    figure = Figure(figsize=(15.0, 9.0), layout="constrained")
+    grid = figure.subplots(2, 3)
+    plot_particle_outlines(movie, labels, ax=grid[0, 0])
+    plot_size_distribution(size_distribution(tracks) if psd is None else psd, ax=grid[0, 1])
+    plot_coarsening(stats, fits=fits, axes=(grid[1, 0], grid[1, 1]))
+    plot_size_trajectories(tracks, events, ax=grid[0, 2])
+    drift_ax = grid[1, 2]
+    if shifts is not None:
+        values = np.asarray(shifts.coords["shift_nm"].values if "shift_nm" in shifts.coords else shifts.values, float)
+        points = drift_ax.scatter(values[:, 1], values[:, 0], c=np.asarray(shifts["time"].values, float), s=8, cmap="viridis")
+        drift_ax.plot(values[:, 1], values[:, 0], "-", lw=0.5, color="0.5")
+        figure.colorbar(points, ax=drift_ax, label="time (s)")
+        unit = "nm" if "shift_nm" in shifts.coords else shifts.attrs.get("units", "px")
+        drift_ax.set_xlabel(f"drift x ({unit})")
+        drift_ax.set_ylabel(f"drift y ({unit})")
+        drift_ax.set_title("drift trajectory")
+        drift_ax.set_aspect("equal", adjustable="datalim")
+    else:
+        drift_ax.set_axis_off()
+    return figure

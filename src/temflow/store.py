@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -155,6 +156,29 @@ def _write_block(block: np.ndarray, path: str, index: tuple[int, ...], slices: t
     return 1
 
 
+def _compute(tasks: list[Any], progress: bool) -> None:
+    if not progress:
+        dask.compute(*tasks)
+        return
+    try:
+        from distributed import default_client
+        from distributed import progress as distributed_progress
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        # dask.diagnostics.ProgressBar cannot see a distributed scheduler: follow the futures
+        futures = client.compute(tasks)
+        distributed_progress(futures)
+        client.gather(futures)
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        dask.compute(*tasks)
+
+
 def _read_group_meta(path: Path) -> dict[str, Any] | None:
     meta_file = path / "zarr.json"
     if not meta_file.is_file():
@@ -187,6 +211,7 @@ def save_zarr(
     compression_level: int = 3,
     overwrite: bool = False,
     resume: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a movie (or masks, labels, probabilities) to a zarr v3 store.
 
@@ -326,7 +351,7 @@ def save_zarr(
             )
         )
     if writes:
-        dask.compute(*writes)
+        _compute(writes, progress)
     group = zarr.open_group(str(path), mode="r+")
     meta = dict(group.attrs["temflow"])  # type: ignore[arg-type]
     meta["complete"] = True

@@ -26,8 +26,11 @@ Conventions
 from __future__ import annotations
 
 import functools
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
@@ -41,7 +44,7 @@ from scipy.special import erfc
 
 from temflow._movie import AXIS, DIMS, TIME, X, Y, as_movie
 
-__all__ = ["SyntheticMovie", "make_movie", "lsw_distribution"]
+__all__ = ["SyntheticMovie", "make_movie", "lsw_distribution", "save_truth"]
 
 Mechanism = Literal["ostwald", "coalescence", "mixed", "none"]
 _MECHANISMS = ("ostwald", "coalescence", "mixed", "none")
@@ -223,17 +226,18 @@ def _simulate(
         if frame > 0:
             for _ in range(_SUBSTEPS):
                 if ripening and len(r) > 1:
+                    volume = np.sum(r**3)
                     mean_r = r.mean()
                     r = r + dt * k_lsw / r * (1.0 / mean_r - 1.0 / r)
                     gone = ~(r > min_radius_nm) | ~np.isfinite(r)
                     if gone.any():
-                        # the shrinking atoms have joined the others: keep volume
-                        lost = np.sum(np.clip(np.where(gone, r, 0.0), 0, None) ** 3)
                         for pid in ids[gone]:
                             events.append((frame, "vanish", int(pid), ()))
                         ids, pos, r = ids[~gone], pos[~gone], r[~gone]
-                        if len(r):
-                            r = np.cbrt(r**3 + lost * r**3 / np.sum(r**3))
+                    if len(r):
+                        # the dissolved atoms (and the Euler step's error) join the survivors:
+                        # ripening moves volume, it never creates or destroys it
+                        r = r * np.cbrt(volume / np.sum(r**3))
                 if moving and len(r):
                     # Stokes-Einstein-like mobility: small particles wander more
                     step = np.sqrt(2.0 * diffusion_nm2_per_s * dt) * (radius_nm[0] / r) ** 1.5
@@ -733,3 +737,51 @@ def make_movie(
     return SyntheticMovie(
         movie=movie, labels=labels, shifts=shifts, particles=particles, events=events, parameters=parameters
     )
+
+
+def save_truth(
+    truth: SyntheticMovie, store: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write a synthetic movie to a zarr store and its ground truth beside it.
+
+    Computes: renders and writes every frame (chunk by chunk). The movie goes
+    to ``store``; the ground truth to the folder ``store`` with suffix
+    ``.truth``: ``labels.zarr``, ``particles.parquet``, ``events.parquet``,
+    ``shifts.parquet`` (frame, time, dy, dx in px) and ``parameters.json``.
+
+    Parameters
+    ----------
+    truth : SyntheticMovie
+        From :func:`make_movie`.
+    store : str or path
+        The movie's zarr store.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    pathlib.Path
+        The movie's store.
+    """
+    from temflow.store import save_zarr
+
+    path = save_zarr(truth.movie, store, overwrite=overwrite)
+    folder = Path(path).with_suffix(".truth")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_zarr(truth.labels, folder / "labels.zarr", overwrite=overwrite)
+    truth.particles.to_parquet(folder / "particles.parquet", index=False)
+    events = truth.events.copy()
+    events["merged"] = events["merged"].map(list)
+    events.to_parquet(folder / "events.parquet", index=False)
+    shifts = pd.DataFrame(
+        {
+            "frame": np.arange(truth.shifts.sizes[TIME]),
+            "time": truth.shifts[TIME].values,
+            "dy": truth.shifts.sel(axis=Y).values,
+            "dx": truth.shifts.sel(axis=X).values,
+        }
+    )
+    shifts.to_parquet(folder / "shifts.parquet", index=False)
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in truth.parameters.items()}
+    (folder / "parameters.json").write_text(json.dumps(params, indent=2))
+    return Path(path)

@@ -16,7 +16,9 @@ written here; the linking itself is laptrack's.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -47,13 +49,21 @@ def link(
     max_step_nm: float,
     memory: int = 1,
     gap_step_nm: float | None = None,
+    method: Literal["laptrack", "trackpy"] = "laptrack",
 ) -> pd.DataFrame:
     """Give every particle an id that follows it from frame to frame.
 
     Between two consecutive frames the assignment minimises the total squared
-    displacement over all particles at once (Jaqaman et al. 2008's linear
-    assignment, by laptrack), never further than ``max_step_nm``; a particle
-    missed in up to ``memory`` frames is reconnected (gap closing).
+    displacement over all particles at once, never further than
+    ``max_step_nm``; a particle missed in up to ``memory`` frames is
+    reconnected (gap closing). ``method="laptrack"`` solves each frame pair as
+    one linear assignment problem and closes gaps in a second LAP over track
+    ends and starts (Jaqaman et al. 2008); ``method="trackpy"`` splits each
+    frame pair into independent subnetworks (particles within ``max_step_nm``
+    of each other) and solves each exactly (Crocker-Grier as in trackpy),
+    the same optimum for well-separated particles and tens of times faster
+    on long movies, with gaps closed within ``max_step_nm``. trackpy is an
+    optional dependency.
 
     Computes (pandas in, pandas out).
 
@@ -71,7 +81,9 @@ def link(
         its id; 0 disables gap closing.
     gap_step_nm : float, optional
         Largest displacement across a gap, nm; default ``max_step_nm`` times
-        the square root of the frames spanned (diffusive motion).
+        the square root of the frames spanned (diffusive motion). laptrack only.
+    method : {"laptrack", "trackpy"}
+        The solver (see above).
 
     Returns
     -------
@@ -94,8 +106,6 @@ def link(
     >>> link(table, max_step_nm=2.0)["particle"].tolist()
     [0, 1, 1, 0]
     """
-    from laptrack import LapTrack
-
     table = _check_table(table, _NEEDED)
     if not (isinstance(max_step_nm, (int, float)) and math.isfinite(max_step_nm) and max_step_nm > 0):
         raise ValueError(f"max_step_nm must be a positive distance in nm; got {max_step_nm!r}")
@@ -103,6 +113,8 @@ def link(
         raise ValueError(f"memory must be a whole number of frames >= 0; got {memory!r}")
     if table[list(_NEEDED)].isna().to_numpy().any():
         raise ValueError("table has NaN in frame, y or x; drop those rows first")
+    if method not in ("laptrack", "trackpy"):
+        raise ValueError(f"method must be 'laptrack' or 'trackpy'; got {method!r}")
     gap = max_step_nm * math.sqrt(int(memory) + 1) if gap_step_nm is None else float(gap_step_nm)
     out = table.copy()
     if out.empty:
@@ -112,6 +124,43 @@ def link(
         {"frame": out["frame"].to_numpy(np.int64), "y": out["y"].to_numpy(float), "x": out["x"].to_numpy(float)}
     )
     detections["row"] = np.arange(len(out))
+    if method == "trackpy":
+        particle = _link_trackpy(detections, float(max_step_nm), int(memory))
+    else:
+        particle = _link_laptrack(detections, float(max_step_nm), int(memory), gap)
+    # renumber by first appearance, so ids read in time order
+    order = pd.DataFrame({"p": particle, "f": detections["frame"], "y": detections["y"]}).sort_values(["f", "y"])
+    first = pd.unique(order["p"])
+    renumber = np.empty(particle.max() + 1, dtype=np.int64)
+    renumber[first] = np.arange(len(first))
+    out["particle"] = renumber[particle]
+    return out
+
+
+def _link_trackpy(detections: pd.DataFrame, max_step_nm: float, memory: int) -> np.ndarray:
+    try:
+        import trackpy
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ValueError("method='trackpy' needs trackpy installed (pip install trackpy); or use method='laptrack'") from error
+    trackpy.quiet()
+    with warnings.catch_warnings():
+        # trackpy's own pandas calls (sort_values(inplace=...)) warn under pandas 3; not the user's to act on
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        linked = trackpy.link(
+            detections[["frame", "y", "x", "row"]],
+            search_range=max_step_nm,
+            memory=memory,
+            pos_columns=["y", "x"],
+            t_column="frame",
+        )
+    particle = np.empty(len(detections), dtype=np.int64)
+    particle[linked["row"].to_numpy()] = linked["particle"].to_numpy()
+    return particle
+
+
+def _link_laptrack(detections: pd.DataFrame, max_step_nm: float, memory: int, gap: float) -> np.ndarray:
+    from laptrack import LapTrack
+
     tracker = LapTrack(
         metric="sqeuclidean",
         cutoff=float(max_step_nm) ** 2,
@@ -122,15 +171,9 @@ def link(
         merging_cutoff=False,
     )
     tracks, _, _ = tracker.predict_dataframe(detections, ["y", "x"], frame_col="frame", only_coordinate_cols=False)
-    particle = np.empty(len(out), dtype=np.int64)
+    particle = np.empty(len(detections), dtype=np.int64)
     particle[tracks["row"].to_numpy()] = tracks["track_id"].to_numpy()
-    # renumber by first appearance, so ids read in time order
-    order = pd.DataFrame({"p": particle, "f": detections["frame"], "y": detections["y"]}).sort_values(["f", "y"])
-    first = pd.unique(order["p"])
-    renumber = np.empty(particle.max() + 1, dtype=np.int64)
-    renumber[first] = np.arange(len(first))
-    out["particle"] = renumber[particle]
-    return out
+    return particle
 
 
 def _radius(table: pd.DataFrame) -> np.ndarray:
@@ -144,7 +187,7 @@ def _radius(table: pd.DataFrame) -> np.ndarray:
 def find_events(
     tracks: pd.DataFrame,
     *,
-    contact_nm: float = 1.0,
+    contact_nm: float = 2.0,
     volume_fraction: float = 0.5,
     frames: int | None = None,
 ) -> pd.DataFrame:
@@ -155,7 +198,9 @@ def find_events(
     field of view) is
 
     * absorbed in a **merge** when a particle of frame ``f`` reaches it
-      (centre distance below the sum of their radii plus ``contact_nm``) and
+      (centre distance below the sum of their radii plus ``contact_nm`` plus
+      twice the ending particle's own RMS step between frames: a mobile
+      particle may travel before it touches, a ripening one does not) and
       has gained at least ``volume_fraction`` of its volume since ``f - 1``
       (volume ~ equivalent radius cubed); several tracks absorbed by the
       same particle in the same frame make one event;
@@ -174,7 +219,8 @@ def find_events(
         a size (``equivalent_diameter`` or ``area``); ``time`` and
         ``touches_border`` are used when present.
     contact_nm : float
-        Slack on "touching", nm: about a pixel plus the motion in a frame.
+        Slack on "touching", nm: a few pixels (segmentation blur); the
+        particles' own motion is added per track.
     volume_fraction : float
         Share of the absorbed (or split-off) particle's volume the survivor
         must gain (or lose), 0..1.
@@ -225,6 +271,7 @@ def find_events(
     t["_v"] = t["_r"] ** 3
     border = t["touches_border"].to_numpy(bool) if "touches_border" in t.columns else np.zeros(len(t), bool)
     t["_border"] = border
+    t["_reach"] = _mobility_reach(t)
     times = _frame_times(t)
     by_frame = {f: g for f, g in t.groupby("frame")}
     # (frame, particle) -> volume, for "how much did the neighbour gain"
@@ -242,12 +289,19 @@ def find_events(
             rows.append((f, times.get(f, np.nan), "vanish", int(end["particle"]), (), float(end["y"]), float(end["x"])))
         else:
             merges.setdefault((f, partner), []).append(int(end["particle"]))
+    first_frame = starts.set_index("particle")["frame"].to_dict()
+    continued = set()
     for (f, survivor), absorbed in merges.items():
+        if first_frame.get(survivor) == f and len(absorbed) == 1:
+            # one track ends and a new one starts where it was: a link the tracker missed
+            # (a fast step beyond max_step_nm), not a merge of two particles
+            continued.add((f, survivor))
+            continue
         where = by_frame[f][by_frame[f]["particle"] == survivor].iloc[0]
         rows.append((f, times.get(f, np.nan), "merge", survivor, tuple(sorted(absorbed)), float(where["y"]), float(where["x"])))
     splits: dict[tuple[int, int], list[int]] = {}
     # a merge product linked to none of its parents starts a new track: not an appearance
-    products = set(merges)
+    products = set(merges) | continued
     for _, start in starts.iterrows():
         f = int(start["frame"])
         if f == 0 or start["_border"] or (f, int(start["particle"])) in products:
@@ -265,6 +319,22 @@ def find_events(
     events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     events = events.astype({"frame": np.int64, "particle": np.int64, "time": float})
     return events.sort_values(["frame", "event", "particle"], ignore_index=True)
+
+
+def _mobility_reach(t: pd.DataFrame, steps: int = 5) -> np.ndarray:
+    """Twice each particle's RMS step over its last ``steps`` frame-to-frame moves, nm.
+
+    Tracks too short to say use the median over all tracks.
+    """
+    order = t.sort_values(["particle", "frame"])
+    pid = order["particle"].to_numpy()
+    same = np.r_[False, pid[1:] == pid[:-1]] & np.r_[False, np.diff(order["frame"].to_numpy()) == 1]
+    step2 = np.r_[0.0, np.diff(order["y"].to_numpy()) ** 2 + np.diff(order["x"].to_numpy()) ** 2]
+    moves = pd.DataFrame({"particle": pid, "step2": np.where(same, step2, np.nan)}, index=order.index)
+    recent = moves.groupby("particle")["step2"].transform(lambda s: s.rolling(steps, min_periods=1).mean())
+    overall = float(np.nanmedian(moves["step2"])) if np.isfinite(moves["step2"]).any() else 0.0
+    reach = 2.0 * np.sqrt(recent.fillna(overall).to_numpy())
+    return pd.Series(reach, index=order.index).reindex(t.index).to_numpy()
 
 
 def _frame_times(t: pd.DataFrame) -> dict[int, float]:
@@ -304,7 +374,7 @@ def _partner(
     if others is None or others.empty:
         return None
     d = np.hypot(others["y"].to_numpy() - row["y"], others["x"].to_numpy() - row["x"])
-    near = d < others["_r"].to_numpy() + row["_r"] + contact_nm
+    near = d < others["_r"].to_numpy() + row["_r"] + contact_nm + row["_reach"]
     near &= others["particle"].to_numpy() != row["particle"]
     best = None
     for i in np.flatnonzero(near)[np.argsort(d[near])]:

@@ -1,0 +1,601 @@
+"""Coarsening: size statistics through time, growth laws, and why the particles grow.
+
+* :func:`size_statistics` - per frame: count, number density, mean/median/std
+  diameter, mean radius, area fraction.
+* :func:`size_distribution` - the particle size distribution (PSD) per frame,
+  and :func:`normalised_size_distribution` - the pooled PSD of ``u = r / <r>``
+  against the Lifshitz-Slyozov-Wagner shape.
+* :func:`fit_growth_law` - ``<r>^n - <r0>^n = K t`` with ``n`` free or fixed
+  (``n = 3``: LSW, diffusion-limited ripening), with standard errors.
+* :func:`coarsening_mechanism` - "ostwald ripening", "migration and
+  coalescence" or "mixed", with the numbers behind it.
+
+All take the tables of :func:`temflow.measure.measure_particles` and
+:func:`temflow.track.link` / :func:`temflow.track.find_events`; all compute
+eagerly (the tables are small).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from temflow.synthetic import lsw_distribution
+
+__all__ = [
+    "Verdict",
+    "GrowthFit",
+    "coarsening_mechanism",
+    "fit_growth_law",
+    "normalised_size_distribution",
+    "size_distribution",
+    "size_statistics",
+]
+
+Mechanism = Literal["ostwald ripening", "migration and coalescence", "mixed", "no coarsening"]
+
+_SIZE_COLUMNS = ("frame", "equivalent_diameter")
+
+
+def _check(table: object, needed: tuple[str, ...], name: str) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame; got {type(table).__name__}")
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{name} lacks the columns {missing}; it has {list(table.columns)}; "
+            "make it with temflow.measure.measure_particles (tracks: temflow.track.link)"
+        )
+    return table
+
+
+def _frames(table: pd.DataFrame, times_s: Any, field_area_nm2: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Times (s) and recorded area (nm^2) of every frame, empty frames included."""
+    times = times_s if times_s is not None else table.attrs.get("times_s")
+    if times is None:
+        if table.empty:
+            raise ValueError("an empty table carries no frames; pass times_s=... (one time per frame)")
+        last = int(table["frame"].max())
+        first = table.groupby("frame")["time"].first() if "time" in table.columns else None
+        times = np.arange(last + 1, dtype=float)
+        if first is not None and len(first) > 1:
+            f = first.index.to_numpy()
+            dt = float(np.median(np.diff(first.to_numpy()) / np.diff(f)))
+            times = first.iloc[0] + (times - f[0]) * dt
+    times = np.asarray(times, dtype=float)
+    area = field_area_nm2 if field_area_nm2 is not None else table.attrs.get("field_area_nm2")
+    if area is None:
+        area = np.full(times.shape, np.nan)
+    area = np.broadcast_to(np.asarray(area, dtype=float), times.shape)
+    if len(table) and int(table["frame"].max()) >= len(times):
+        raise ValueError(f"table has frames up to {int(table['frame'].max())} but times_s has only {len(times)} values")
+    return times, area
+
+
+def size_statistics(
+    table: pd.DataFrame,
+    *,
+    include_border: bool = False,
+    min_relative_diameter: float = 0.0,
+    times_s: np.ndarray | None = None,
+    field_area_nm2: float | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Count, density and size of the particles of every frame.
+
+    Particles touching the border have an unknown size: they are left out of
+    the size statistics and the count unless ``include_border``; the number
+    density counts them as half a particle (on average half of such a particle
+    lies in the field), and the area fraction counts their visible pixels.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`temflow.measure.measure_particles` (``frame``, ``time``,
+        ``area``, ``equivalent_diameter``, ``touches_border``).
+    include_border : bool
+        Keep particles touching the border in the count and size statistics.
+    min_relative_diameter : float
+        Leave particles smaller than this fraction of their frame's median
+        diameter out of the diameter statistics (not the count). A fixed
+        detection limit (the minimum area) cuts the size distribution ever
+        less as the particles grow, which bends the growth law (``n`` too
+        high); a cut relative to the median scales with the distribution, so
+        a self-similar distribution keeps a mean proportional to the true one
+        and the fitted exponent is unbiased. 0.5 sits above the detection
+        limit for most of a ripening movie.
+    times_s : array, optional
+        Time of every frame, s; default ``table.attrs["times_s"]``.
+    field_area_nm2 : float or array, optional
+        Recorded area of every frame, nm^2; default ``table.attrs["field_area_nm2"]``
+        (density and area fraction are NaN without it).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per frame (frames without particles included, count 0):
+        ``frame``, ``time`` (s), ``count``, ``number_density`` (per µm^2),
+        ``mean_diameter``, ``median_diameter``, ``std_diameter`` (nm),
+        ``mean_radius`` (nm), ``area_fraction``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"frame": [0, 0, 2], "time": [0.0, 0.0, 2.0], "area": [3.14, 12.6, 12.6],
+    ...                       "equivalent_diameter": [2.0, 4.0, 4.0], "touches_border": [False] * 3})
+    >>> stats = size_statistics(table, times_s=[0.0, 1.0, 2.0], field_area_nm2=1e4)
+    >>> stats[["frame", "count", "mean_diameter"]].values.tolist()
+    [[0.0, 2.0, 3.0], [1.0, 0.0, nan], [2.0, 1.0, 4.0]]
+    """
+    table = _check(table, _SIZE_COLUMNS, "table")
+    times, area = _frames(table, times_s, field_area_nm2)
+    border = table["touches_border"].to_numpy(bool) if "touches_border" in table.columns else np.zeros(len(table), bool)
+    if not 0 <= min_relative_diameter < 1:
+        raise ValueError(f"min_relative_diameter must be in [0, 1); got {min_relative_diameter!r}")
+    counted = table if include_border else table[~border]
+    sized = counted
+    if min_relative_diameter > 0 and len(counted):
+        median = counted.groupby("frame")["equivalent_diameter"].transform("median")
+        sized = counted[counted["equivalent_diameter"] >= min_relative_diameter * median]
+    frames = np.arange(len(times))
+    groups = sized.groupby("frame")["equivalent_diameter"]
+    stats = pd.DataFrame({"frame": frames, "time": times})
+    stats["count"] = counted.groupby("frame").size().reindex(frames, fill_value=0).to_numpy()
+    weight = np.where(border, 0.5, 1.0)
+    effective = pd.Series(weight).groupby(table["frame"].to_numpy()).sum().reindex(frames, fill_value=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats["number_density"] = effective.to_numpy() / (area * 1e-6)
+    stats["mean_diameter"] = groups.mean().reindex(frames).to_numpy()
+    stats["median_diameter"] = groups.median().reindex(frames).to_numpy()
+    stats["std_diameter"] = groups.std(ddof=1).reindex(frames).to_numpy()
+    stats["mean_radius"] = stats["mean_diameter"] / 2.0
+    if "area" in table.columns:
+        covered = table.groupby("frame")["area"].sum().reindex(frames, fill_value=0.0).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats["area_fraction"] = covered / area
+    else:
+        stats["area_fraction"] = np.nan
+    return stats
+
+
+def size_distribution(
+    table: pd.DataFrame,
+    *,
+    bins: int | np.ndarray = 20,
+    include_border: bool = False,
+    times_s: np.ndarray | None = None,
+) -> xr.DataArray:
+    """The particle size distribution of every frame: probability density of the diameter.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`temflow.measure.measure_particles`.
+    bins : int or array
+        Number of diameter bins spanning all frames, or the bin edges in nm.
+    include_border : bool
+        Keep particles touching the border.
+    times_s : array, optional
+        Time of every frame, s; default ``table.attrs["times_s"]``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("time", "diameter")``: density per nm (each frame with
+        particles integrates to 1; empty frames are 0); coordinate
+        ``diameter`` (bin centres, nm), ``diameter_edges`` in ``attrs``, and
+        ``count`` per frame as a coordinate.
+    """
+    table = _check(table, _SIZE_COLUMNS, "table")
+    times, _ = _frames(table, times_s, None)
+    if not include_border and "touches_border" in table.columns:
+        table = table[~table["touches_border"].to_numpy(bool)]
+    d = table["equivalent_diameter"].to_numpy(float)
+    if np.ndim(bins) == 0:
+        if int(bins) < 1:
+            raise ValueError(f"bins must be a positive number of bins or an array of edges; got {bins!r}")
+        hi = float(d.max()) if d.size else 1.0
+        edges = np.linspace(0.0, hi * 1.0001, int(bins) + 1)
+    else:
+        edges = np.asarray(bins, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise ValueError("bins must be increasing bin edges in nm (at least two)")
+    density = np.zeros((len(times), len(edges) - 1))
+    counts = np.zeros(len(times), dtype=np.int64)
+    for f, group in table.groupby("frame"):
+        hist, _ = np.histogram(group["equivalent_diameter"].to_numpy(float), bins=edges)
+        counts[int(f)] = len(group)
+        if hist.sum():
+            density[int(f)] = hist / (hist.sum() * np.diff(edges))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    return xr.DataArray(
+        density,
+        dims=("time", "diameter"),
+        coords={
+            "time": ("time", times, {"units": "s"}),
+            "diameter": ("diameter", centres, {"units": "nm"}),
+            "count": ("time", counts),
+        },
+        attrs={"units": "1/nm", "diameter_edges": edges.tolist(), "description": "particle size distribution"},
+        name="psd",
+    )
+
+
+def normalised_size_distribution(
+    table: pd.DataFrame,
+    *,
+    bins: int = 15,
+    include_border: bool = False,
+    frames: slice | None = None,
+) -> pd.DataFrame:
+    """Pooled distribution of ``u = r / <r>`` (each frame scaled by its own mean) against LSW.
+
+    Self-similar ripening collapses every frame onto one shape; LSW's ``h(u)``
+    is the diffusion-limited one (zero beyond ``u = 1.5``).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`temflow.measure.measure_particles`.
+    bins : int
+        Number of bins on ``0 <= u < 2``.
+    include_border : bool
+        Keep particles touching the border.
+    frames : slice, optional
+        Frames to pool; default all.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``u`` (bin centres), ``density`` (measured, integrates to 1), ``lsw``
+        (``h(u)``) and ``attrs["l1_distance"]``: the integral of
+        ``|density - lsw|`` (0 identical, 2 disjoint) and ``attrs["count"]``.
+    """
+    table = _check(table, _SIZE_COLUMNS, "table")
+    if not include_border and "touches_border" in table.columns:
+        table = table[~table["touches_border"].to_numpy(bool)]
+    if frames is not None:
+        frame_ids = np.arange(int(table["frame"].max()) + 1 if len(table) else 0)[frames]
+        table = table[table["frame"].isin(frame_ids)]
+    d = table["equivalent_diameter"].to_numpy(float)
+    mean = table.groupby("frame")["equivalent_diameter"].transform("mean").to_numpy(float)
+    u = d / mean if d.size else d
+    edges = np.linspace(0.0, 2.0, int(bins) + 1)
+    hist, _ = np.histogram(u, bins=edges)
+    width = np.diff(edges)
+    density = hist / (hist.sum() * width) if hist.sum() else np.zeros(len(hist))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    # the LSW curve averaged over each bin, so a histogram of LSW draws matches it
+    fine = np.linspace(0.0, 2.0, 40 * int(bins) + 1)
+    lsw = np.add.reduceat(lsw_distribution(0.5 * (fine[1:] + fine[:-1])) * np.diff(fine), np.arange(0, 40 * int(bins), 40)) / width
+    out = pd.DataFrame({"u": centres, "density": density, "lsw": lsw})
+    out.attrs = {"l1_distance": float(np.sum(np.abs(density - lsw) * width)) if hist.sum() else math.nan, "count": int(hist.sum())}
+    return out
+
+
+@dataclass(frozen=True)
+class GrowthFit:
+    """A fit of ``<r>^n - <r0>^n = K t`` to the mean radius.
+
+    Attributes
+    ----------
+    ok : bool
+        Whether a fit was made; when False, ``reason`` says why and the numbers are NaN.
+    n, n_error : float
+        Growth exponent and its standard error (``n_error`` 0 when fixed).
+    rate, rate_error : float
+        ``K`` and its standard error, nm^n / s.
+    r0, r0_error : float
+        Mean radius at ``t = 0``, nm.
+    exponent_fixed : bool
+        Whether ``n`` was fixed rather than fitted.
+    rms_residual_nm : float
+        RMS of the mean radius about the fitted curve, nm.
+    frames_used : int
+        Frames with particles that entered the fit.
+    reason : str
+        Why there is no fit; empty when ``ok``.
+    """
+
+    ok: bool
+    n: float
+    n_error: float
+    rate: float
+    rate_error: float
+    r0: float
+    r0_error: float
+    exponent_fixed: bool
+    rms_residual_nm: float
+    frames_used: int
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fit as a plain dict."""
+        return asdict(self)
+
+    def predict(self, time_s: np.ndarray) -> np.ndarray:
+        """Mean radius (nm) the fit gives at ``time_s``."""
+        t = np.asarray(time_s, dtype=float)
+        base = self.r0**self.n + self.rate * t
+        return np.where(base > 0, np.abs(base) ** (1.0 / self.n), np.nan)
+
+
+def _no_fit(reason: str, exponent: float | None, frames: int) -> GrowthFit:
+    nan = math.nan
+    return GrowthFit(False, nan if exponent is None else float(exponent), nan, nan, nan, nan, nan, exponent is not None, nan, frames, reason)
+
+
+def fit_growth_law(
+    stats: pd.DataFrame,
+    *,
+    exponent: float | None = None,
+    min_count: int = 3,
+) -> GrowthFit:
+    """Fit ``<r>^n - <r0>^n = K t`` to the mean radius through time.
+
+    Least squares on the mean radius itself (its noise is what was
+    measured), weighted by the standard error of each frame's mean
+    (``std / sqrt(count)``); uncertainties are the standard errors from the
+    covariance, scaled by the reduced chi-square.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        From :func:`size_statistics` (``time``, ``mean_radius``, ``count``,
+        ``std_diameter``).
+    exponent : float, optional
+        Fix ``n`` (3 for LSW ripening, 2 for interface-limited); default fit it.
+    min_count : int
+        Frames with fewer particles are left out (their mean is too noisy).
+
+    Returns
+    -------
+    GrowthFit
+        With ``ok=False`` and a ``reason`` (no exception) when there is nothing
+        to fit: no particles, too few frames, no growth.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> t = np.arange(20.0)
+    >>> stats = pd.DataFrame({"time": t, "mean_radius": (8.0 + 2.0 * t) ** (1 / 3), "count": 50, "std_diameter": 0.5})
+    >>> fit = fit_growth_law(stats)
+    >>> round(fit.n, 2), round(fit.rate, 2)
+    (3.0, 2.0)
+    >>> fit_growth_law(stats.assign(count=0)).reason
+    'no frame has 3 or more particles to average'
+    """
+    from scipy.optimize import curve_fit
+
+    stats = _check(stats, ("time", "mean_radius", "count"), "stats")
+    if exponent is not None and not (math.isfinite(exponent) and exponent > 0):
+        raise ValueError(f"exponent must be a positive number (3 for LSW) or None to fit it; got {exponent!r}")
+    use = stats[(stats["count"] >= min_count) & np.isfinite(stats["mean_radius"])]
+    if use.empty:
+        return _no_fit(f"no frame has {min_count} or more particles to average", exponent, 0)
+    need = 3 if exponent is not None else 4
+    if len(use) < need:
+        return _no_fit(f"only {len(use)} frames have {min_count} or more particles; the fit needs {need}", exponent, len(use))
+    t = use["time"].to_numpy(float)
+    r = use["mean_radius"].to_numpy(float)
+    if "std_diameter" in use.columns:
+        sigma = 0.5 * use["std_diameter"].to_numpy(float) / np.sqrt(use["count"].to_numpy(float))
+        sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nanmedian(sigma[sigma > 0]) if np.any(sigma > 0) else 1.0)
+    else:
+        sigma = np.ones_like(r)
+    # least-squares on the data scale; K from the straight line of r^n first
+    n0 = 3.0 if exponent is None else float(exponent)
+    slope, intercept = np.polyfit(t, r**n0, 1)
+    if not slope > 0:
+        return _no_fit("the mean radius does not grow; no coarsening law to fit", exponent, len(use))
+    r0_guess = max(intercept, 1e-9) ** (1.0 / n0)
+
+    def model(time: np.ndarray, r0: float, rate: float, n: float) -> np.ndarray:
+        base = np.abs(r0) ** n + rate * time
+        return np.sign(base) * np.abs(base) ** (1.0 / n)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OptimizeWarning for a singular covariance: reported as inf below
+            if exponent is None:
+                # fit n with r0 and K rescaled by it: r^n - r0^n = K t
+                params, cov = curve_fit(model, t, r, p0=(r0_guess, slope, n0), sigma=sigma, bounds=((0, 0, 0.5), (np.inf, np.inf, 20.0)), maxfev=20000)
+            else:
+                params, cov = curve_fit(lambda time, r0, rate: model(time, r0, rate, n0), t, r, p0=(r0_guess, slope), sigma=sigma, bounds=((0, 0), (np.inf, np.inf)), maxfev=20000)
+                params = np.append(params, n0)
+                cov = np.pad(cov, ((0, 1), (0, 1)))
+    except (RuntimeError, ValueError) as error:
+        return _no_fit(f"the fit did not converge ({error})", exponent, len(use))
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(3, np.inf)
+    residual = r - model(t, *params)
+    return GrowthFit(
+        ok=True,
+        n=float(params[2]),
+        n_error=float(errors[2]),
+        rate=float(params[1]),
+        rate_error=float(errors[1]),
+        r0=float(abs(params[0])),
+        r0_error=float(errors[0]),
+        exponent_fixed=exponent is not None,
+        rms_residual_nm=float(np.sqrt(np.mean(residual**2))),
+        frames_used=int(len(use)),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why the particles coarsen, with the numbers behind it.
+
+    Attributes
+    ----------
+    mechanism : str
+        "ostwald ripening", "migration and coalescence", "mixed" or "no coarsening".
+    ripening_volume_nm3 : float
+        Volume lost by particles shrinking (and vanishing), summed over tracks, nm^3.
+    coalescence_volume_nm3 : float
+        Volume of the particles absorbed in merges, nm^3.
+    ripening_share : float
+        ``ripening / (ripening + coalescence)``; NaN when both are 0.
+    merges, vanishes : int
+        Number of merge and vanish events.
+    merge_rate_per_s, vanish_rate_per_s : float
+        Events per particle per second (per mean particle count and the duration).
+    diffusion_nm2_per_s : float
+        Mobility: the mean squared displacement over one frame / (4 dt), nm^2/s.
+    rms_step_nm : float
+        RMS displacement between consecutive frames, nm.
+    reason : str
+        One sentence explaining the verdict.
+    """
+
+    mechanism: Mechanism
+    ripening_volume_nm3: float
+    coalescence_volume_nm3: float
+    ripening_share: float
+    merges: int
+    vanishes: int
+    merge_rate_per_s: float
+    vanish_rate_per_s: float
+    diffusion_nm2_per_s: float
+    rms_step_nm: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as a plain dict."""
+        return asdict(self)
+
+
+_ENDS = 3  # frames in the running median of a track's volume
+
+
+def _volume(diameter: np.ndarray) -> np.ndarray:
+    # a particle seen from above as a disk of this diameter: a sphere's volume
+    return np.pi / 6.0 * np.asarray(diameter, float) ** 3
+
+
+def coarsening_mechanism(
+    tracks: pd.DataFrame,
+    events: pd.DataFrame,
+    *,
+    ripening_share: float = 0.75,
+    coalescence_share: float = 0.25,
+) -> Verdict:
+    """Decide between Ostwald ripening and migration-and-coalescence.
+
+    The two mechanisms move particle volume differently. In ripening atoms
+    leave small particles, which shrink (and vanish) in place while others
+    grow; in coalescence whole particles move and are absorbed by a neighbour
+    at once. So the evidence is where the lost volume goes:
+
+    * ripening volume - for every track, the sum of its volume losses from
+      frame to frame (after a running median over three frames, so that one
+      badly segmented frame is neither growth nor loss), plus its last volume
+      if it vanished;
+    * coalescence volume - the volume of every particle absorbed in a merge,
+      in the frame before.
+
+    A ripening share of at least ``ripening_share`` gives "ostwald ripening",
+    at most ``coalescence_share`` "migration and coalescence", else "mixed";
+    no lost volume and no events give "no coarsening". Merge and vanish rates
+    and the particles' mobility (MSD) are reported alongside.
+
+    Parameters
+    ----------
+    tracks : pandas.DataFrame
+        From :func:`temflow.track.link` (``frame``, ``time``, ``y``, ``x``,
+        ``particle``, ``equivalent_diameter``, ``touches_border``).
+    events : pandas.DataFrame
+        From :func:`temflow.track.find_events`.
+    ripening_share, coalescence_share : float
+        Decision thresholds on the ripening share of the lost volume.
+
+    Returns
+    -------
+    Verdict
+    """
+    tracks = _check(tracks, ("frame", "y", "x", "particle", "equivalent_diameter"), "tracks")
+    events = _check(events, ("frame", "event", "particle", "merged"), "events")
+    if not 0 <= coalescence_share < ripening_share <= 1:
+        raise ValueError(
+            f"need 0 <= coalescence_share < ripening_share <= 1; got {coalescence_share!r} and {ripening_share!r}"
+        )
+    border = tracks["touches_border"].to_numpy(bool) if "touches_border" in tracks.columns else np.zeros(len(tracks), bool)
+    inside = tracks[~border].sort_values(["particle", "frame"])
+    volume = _volume(inside["equivalent_diameter"].to_numpy())
+    inside = inside.assign(_v=volume)
+    vanished = set(events.loc[events["event"] == "vanish", "particle"].astype(int))
+    absorbed = {int(p) for merged in events.loc[events["event"] == "merge", "merged"] for p in merged}
+    ripening = 0.0
+    merged_volume = 0.0
+    for pid, track in inside.groupby("particle"):
+        v = track["_v"].to_numpy()
+        # every loss along the track, after a running median over three frames: a frame where
+        # segmentation joined two neighbours (or lost half a particle) is neither growth nor loss
+        smooth = pd.Series(v).rolling(_ENDS, center=True, min_periods=1).median().to_numpy()
+        ripening += float(np.sum(np.clip(-np.diff(smooth), 0.0, None)))
+        if int(pid) in vanished:
+            ripening += float(v[-1])
+        if int(pid) in absorbed:
+            merged_volume += float(v[-1])
+    merges = int((events["event"] == "merge").sum())
+    vanishes = int((events["event"] == "vanish").sum())
+    frames = tracks["frame"].to_numpy()
+    times = tracks.groupby("frame")["time"].first() if "time" in tracks.columns else pd.Series(dtype=float)
+    duration = float(times.max() - times.min()) if len(times) > 1 else math.nan
+    mean_count = float(tracks.groupby("frame").size().mean()) if len(tracks) else math.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        merge_rate = merges / (mean_count * duration) if duration and mean_count else math.nan
+        vanish_rate = vanishes / (mean_count * duration) if duration and mean_count else math.nan
+    diffusion, rms_step = _mobility(inside)
+    total = ripening + merged_volume
+    share = ripening / total if total > 0 else math.nan
+    if (total <= 0 or not np.isfinite(share)) and merges == 0 and vanishes == 0:
+        mechanism: Mechanism = "no coarsening"
+        reason = "no particle lost volume and no merge or vanish was seen"
+    elif share >= ripening_share:
+        mechanism = "ostwald ripening"
+        reason = f"{share:.0%} of the lost particle volume went by shrinking in place ({vanishes} vanished, {merges} merges)"
+    elif share <= coalescence_share:
+        mechanism = "migration and coalescence"
+        reason = f"{1 - share:.0%} of the lost particle volume went into {merges} merges of moving particles"
+    else:
+        mechanism = "mixed"
+        reason = f"shrinking carried {share:.0%} and merges {1 - share:.0%} of the lost particle volume"
+    del frames
+    return Verdict(
+        mechanism=mechanism,
+        ripening_volume_nm3=ripening,
+        coalescence_volume_nm3=merged_volume,
+        ripening_share=share,
+        merges=merges,
+        vanishes=vanishes,
+        merge_rate_per_s=float(merge_rate),
+        vanish_rate_per_s=float(vanish_rate),
+        diffusion_nm2_per_s=diffusion,
+        rms_step_nm=rms_step,
+        reason=reason,
+    )
+
+
+def _mobility(tracks: pd.DataFrame) -> tuple[float, float]:
+    """Diffusion coefficient (MSD over consecutive frames / 4 dt) and RMS step."""
+    if tracks.empty:
+        return math.nan, math.nan
+    t = tracks.sort_values(["particle", "frame"])
+    same = t["particle"].to_numpy()[1:] == t["particle"].to_numpy()[:-1]
+    df = np.diff(t["frame"].to_numpy())
+    step = (np.diff(t["y"].to_numpy()) ** 2 + np.diff(t["x"].to_numpy()) ** 2)
+    ok = same & (df == 1)
+    if not ok.any():
+        return math.nan, math.nan
+    msd = float(np.mean(step[ok]))
+    if "time" in t.columns:
+        dt = float(np.median(np.diff(t["time"].to_numpy())[ok]))
+    else:
+        dt = 1.0
+    return msd / (4.0 * dt) if dt > 0 else math.nan, math.sqrt(msd)

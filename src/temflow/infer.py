@@ -1,0 +1,665 @@
+"""Run a segmentation model over every frame of a movie, and threshold its output.
+
+:func:`predict` lifts a :mod:`temflow.models` network onto a lazy movie, one
+dask task per chunk of whole frames; :func:`segment` turns its output into
+boolean particle masks. Both only build graphs (``segment`` with Otsu computes
+a small sample, see there); write the result with :func:`temflow.save_zarr`.
+
+Tiling without seams
+--------------------
+A frame larger than ``tile`` is cut into overlapping tiles. The networks are
+fully convolutional with batch norm in eval mode, so an output pixel depends
+only on the input pixels within the model's ``receptive_field_px`` (R) and the
+network commutes with shifts that are multiples of its ``size_multiple`` (the
+pooling grid). Tiles therefore start at multiples of ``size_multiple`` of a
+canvas (the frame, padded at the bottom and right to that multiple, exactly as
+a whole-frame prediction is), and each tile's output is blended with a weight
+that is **zero** within R (the halo) of every tile side that lies inside the
+canvas and rises with a raised-cosine taper to one. Every pixel that gets any
+weight is thus predicted from exactly the input that a whole-frame prediction
+sees, and a weighted mean of equal values is that value: the tiled result
+equals the whole-frame result to float rounding (cellpose's ``average_tiles``
+blends with a sigmoid that never reaches zero, which leaves seams; cellpose
+issue 1482). A ``halo`` smaller than R is allowed (faster) but approximate.
+
+The model on the workers
+------------------------
+The model is never pickled into the tasks. A checkpoint path travels as a
+path and the weights' SHA-256; an in-memory model is saved once to safetensors
+bytes that become a single key of the graph, which every worker fetches once
+(and which the scheduler can recompute if the worker holding it dies, unlike a
+scattered future). Each worker process keeps the loaded models in a small
+per-process cache, ``_MODEL_CACHE``, keyed by the weights' SHA-256 and the
+device, bounded to ``_MODEL_CACHE_SIZE`` entries (least recently used goes
+first). This cache is temflow's one piece of module state: it only avoids
+loading the same weights twice in one process.
+
+Threads and devices
+-------------------
+The dask nanny sets ``OMP_NUM_THREADS=1``, so torch would run one thread per
+task. :func:`predict` sets ``torch.set_num_threads`` explicitly in every worker
+so that (dask threads on the host) x (torch threads) = the host's cores. On a
+worker with a CUDA GPU (``device="auto"``), the tiles run on the GPU in batches
+under bfloat16 (or float16) autocast; the test suite checks that this leaves
+the masks unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from temflow._movie import DIMS, TIME, check_movie
+from temflow.tiles import normalise
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["predict", "segment"]
+
+Device = str
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Method = Literal["otsu", "threshold"]
+Polarity = Literal["bright", "dark"]
+
+PROBABILITY = "particle_probability"
+RECONSTRUCTION = "reconstruction"
+_QUANTITY = {"probability_logits": PROBABILITY, "reconstruction": RECONSTRUCTION}
+_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+_MODEL_CACHE_SIZE = 4
+_MODEL_CACHE: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_MODEL_CACHE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a block task needs besides the frames and the weights (small, picklable)."""
+
+    sha256: str
+    normalisation: tuple[tuple[str, Any], ...]
+    output_kind: str
+    size_multiple: int
+    tile: int | None
+    halo: int
+    taper: int
+    batch_size: int
+    device: str
+    precision: str
+    torch_threads: int | None
+    host_threads: tuple[tuple[str, int], ...]
+
+
+# -- the model: where it comes from, how a worker gets it ---------------------------------------
+
+
+def _model_card_from_path(path: Path) -> dict[str, Any]:
+    from temflow.models import read_card
+
+    return read_card(path)
+
+
+def _model_bytes(model: nn.Module, normalisation: Mapping[str, Any] | None) -> tuple[bytes, dict[str, Any]]:
+    """Serialise an in-memory temflow model once, as safetensors bytes with its card."""
+    from temflow.models import read_card, save_model
+
+    card = getattr(model, "card", None) or {}
+    norm = normalisation if normalisation is not None else card.get("normalisation")
+    if norm is None:
+        raise ValueError(
+            "model has no card with a normalisation (it was not loaded with temflow.models.load_model); "
+            "pass normalisation={'method': 'percentile', 'low': ..., 'high': ...} in raw intensity units"
+        )
+    tile_size = int(card.get("tile_size") or getattr(model, "size_multiple"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        save_model(model, path, normalisation=norm, tile_size=tile_size, training=card.get("training"))
+        return path.read_bytes(), read_card(path)
+
+
+def _load(checkpoint: bytes | str, sha256: str) -> nn.Module:
+    from temflow.models import load_model
+
+    if isinstance(checkpoint, bytes):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.safetensors"
+            path.write_bytes(checkpoint)
+            model = load_model(path)
+    else:
+        model = load_model(checkpoint)
+    found = str(getattr(model, "card")["weights_sha256"])
+    if found != sha256:
+        source = "the in-memory model's bytes" if isinstance(checkpoint, bytes) else f"model file {checkpoint!r}"
+        raise ValueError(
+            f"{source} changed after predict() was called (weights SHA-256 {found[:12]}..., "
+            f"expected {sha256[:12]}...); call predict() again"
+        )
+    return model
+
+
+def _cached_model(checkpoint: bytes | str, sha256: str, device: str) -> nn.Module:
+    """The model for these weights on ``device``, loaded at most once per process."""
+    key = (sha256, device)
+    with _MODEL_CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = _load(checkpoint, sha256).to(device)
+            _MODEL_CACHE[key] = model
+            while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+                _MODEL_CACHE.popitem(last=False)
+        _MODEL_CACHE.move_to_end(key)
+    return model
+
+
+# -- threads and devices -----------------------------------------------------------------------
+
+
+def _address_host(address: str) -> str:
+    """Host part of a dask address.
+
+    Examples
+    --------
+    >>> [_address_host(a) for a in ("tcp://10.0.0.1:8786", "tcp://[::1]:8786", "inproc://192.0.2.2/77/1")]
+    ['10.0.0.1', '::1', '192.0.2.2']
+    """
+    location = address.split("://", 1)[-1].split("/", 1)[0]
+    if location.startswith("["):  # IPv6 with a port
+        return location[1:].split("]", 1)[0]
+    return location.rsplit(":", 1)[0] if location.count(":") == 1 else location
+
+
+def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
+    """Dask threads per host of the default distributed client, if any (a metadata query, no compute)."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return ()
+    from distributed import default_client
+
+    try:
+        client = default_client()
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    except (ValueError, KeyError, OSError, RuntimeError):  # no client, or one that is closing
+        return ()
+    threads: dict[str, int] = collections.defaultdict(int)
+    for address, info in workers.items():
+        threads[_address_host(address)] += int(info.get("nthreads", 1))
+    return tuple(sorted(threads.items()))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _torch_threads(plan: _Plan) -> int:
+    """Torch threads for one task so that all tasks running on this host share its cores."""
+    if plan.torch_threads is not None:
+        return plan.torch_threads
+    cores = _cores()
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        worker = None
+    if worker is not None:
+        host_threads = dict(plan.host_threads).get(_address_host(worker.address), worker.state.nthreads)
+    elif threading.current_thread() is threading.main_thread():
+        host_threads = 1  # the synchronous scheduler runs one task at a time in the caller's thread
+    else:
+        host_threads = int(dask.config.get("num_workers", None) or cores)
+    return max(1, cores // max(1, host_threads))
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _autocast_dtype(precision: str, device: str) -> Any:
+    import torch
+
+    if precision == "auto":
+        if not device.startswith("cuda"):
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+
+
+# -- tiling ------------------------------------------------------------------------------------
+
+
+def _taper_px(halo: int, size_multiple: int) -> int:
+    return max(size_multiple, halo // 2)
+
+
+def _tile_origins(canvas: int, tile: int, halo: int, taper: int, size_multiple: int) -> list[int]:
+    """Tile starts along one axis: multiples of ``size_multiple``, the last flush with the canvas."""
+    if tile >= canvas:
+        return [0]
+    stride = (tile - 2 * halo - taper) // size_multiple * size_multiple
+    origins = list(range(0, canvas - tile, stride))
+    origins.append(canvas - tile)
+    return origins
+
+
+def _axis_weight(origin: int, tile: int, canvas: int, halo: int, taper: int) -> np.ndarray:
+    """Blend weight along one axis of one tile: 0 in the halo of inner sides, raised-cosine taper, then 1."""
+    weight = np.ones(tile, dtype=np.float32)
+    ramp = np.sin(0.5 * np.pi * (np.arange(taper, dtype=np.float64) + 0.5) / taper) ** 2 if taper else np.ones(0)
+    # only sides inside the canvas see cut-off input; a side on the canvas edge sees what a whole frame sees
+    if origin > 0:
+        weight[:halo] = 0
+        weight[halo : halo + taper] = ramp
+    if origin + tile < canvas:
+        weight[tile - halo :] = 0
+        weight[tile - halo - taper : tile - halo] = np.minimum(weight[tile - halo - taper : tile - halo], ramp[::-1])
+    return weight
+
+
+def _axis_sum(weights: dict[int, np.ndarray], tile: int, canvas: int) -> np.ndarray:
+    total = np.zeros(canvas, dtype=np.float32)
+    for origin, weight in weights.items():
+        total[origin : origin + tile] += weight
+    return total
+
+
+def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: str) -> np.ndarray:
+    """Predict normalised ``(n, H, W)`` float32 frames tile by tile; returns ``(n, H, W)`` float32."""
+    import torch
+
+    n, height, width = frames.shape
+    m = plan.size_multiple
+    canvas_h, canvas_w = -(-height // m) * m, -(-width // m) * m
+    if (canvas_h, canvas_w) != (height, width):
+        # the same padding a whole-frame prediction gets, so that tiles see the same canvas
+        frames = np.pad(frames, ((0, 0), (0, canvas_h - height), (0, canvas_w - width)), mode="symmetric")
+    tile_h = canvas_h if plan.tile is None else min(plan.tile, canvas_h)
+    tile_w = canvas_w if plan.tile is None else min(plan.tile, canvas_w)
+    rows = _tile_origins(canvas_h, tile_h, plan.halo, plan.taper, m)
+    cols = _tile_origins(canvas_w, tile_w, plan.halo, plan.taper, m)
+    single = len(rows) == 1 and len(cols) == 1
+    out = np.zeros((n, canvas_h, canvas_w), dtype=np.float32)
+    # separable weights: one vector per tile row and column, outer products made when used
+    row_weights = {oy: _axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper) for oy in rows}
+    col_weights = {ox: _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper) for ox in cols}
+    weight_sum = np.outer(
+        _axis_sum(row_weights, tile_h, canvas_h),
+        _axis_sum(col_weights, tile_w, canvas_w),
+    )
+    jobs = [(f, oy, ox) for f in range(n) for oy in rows for ox in cols]
+    autocast = _autocast_dtype(plan.precision, device)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    batch = torch.empty((min(plan.batch_size, len(jobs)), 1, tile_h, tile_w), dtype=torch.float32)
+    if device_type == "cuda":
+        batch = batch.pin_memory()
+    with torch.inference_mode():
+        for start in range(0, len(jobs), plan.batch_size):
+            chunk = jobs[start : start + plan.batch_size]
+            for i, (f, oy, ox) in enumerate(chunk):
+                batch[i, 0] = torch.from_numpy(frames[f, oy : oy + tile_h, ox : ox + tile_w])
+            inputs = batch[: len(chunk)].to(device, non_blocking=True)
+            with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+                result = model(inputs)
+            result = result.float()
+            if plan.output_kind == "probability_logits":
+                result = torch.sigmoid(result)
+            result = result[:, 0].cpu().numpy()
+            for i, (f, oy, ox) in enumerate(chunk):
+                if single:
+                    out[f] = result[i]
+                else:
+                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * np.outer(row_weights[oy], col_weights[ox])
+    if not single:
+        out /= weight_sum
+    return out[:, :height, :width]
+
+
+def _predict_block(block: np.ndarray, checkpoint: bytes | str, plan: _Plan) -> np.ndarray:
+    """One dask task: a chunk of whole raw frames in, the model's output frames out."""
+    import torch
+
+    device = _resolve_device(plan.device)
+    threads = _torch_threads(plan)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    model = _cached_model(checkpoint, plan.sha256, device)
+    frames = normalise(block, dict(plan.normalisation))
+    return _predict_frames(frames, model, plan, device)
+
+
+# -- public API --------------------------------------------------------------------------------
+
+
+def _check_positive_int(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}; got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}")
+    return int(value)
+
+
+def predict(
+    movie: xr.DataArray,
+    model: nn.Module | str | os.PathLike[str],
+    *,
+    tile: int | None = 1024,
+    halo: int | None = None,
+    batch_size: int = 4,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    torch_threads: int | None = None,
+    normalisation: Mapping[str, Any] | None = None,
+) -> xr.DataArray:
+    """Run a segmentation model over every frame: particle probability or reconstruction.
+
+    Lazy: dask in, dask out (one task per time chunk of whole frames); a
+    numpy-backed movie is predicted on the spot (the eager path, the oracle of
+    the tests). Frames are scaled with the model card's normalisation
+    (:func:`temflow.tiles.normalise`), predicted in overlapping tiles blended
+    without seams (see the module notes), and for a U-Net passed through a
+    sigmoid.
+
+    Parameters
+    ----------
+    movie : xarray.DataArray
+        Raw frames, dims ``("time", "y", "x")``. Chunks that split ``y`` or
+        ``x`` are merged to whole frames (a model needs the whole frame, or a
+        halo, around every pixel); the time chunks are kept, so pick them to
+        hold a few frames each (a chunk's frames are in memory together).
+    model : temflow.models.UNet or Autoencoder, or path
+        A model (e.g. from :func:`temflow.models.load_model`) or its
+        ``.safetensors`` file. A path is opened by every worker, so it must be
+        visible to them; an in-memory model is shipped once as bytes.
+    tile : int or None
+        Side of the square tiles the network sees, px, rounded down to a
+        multiple of the model's ``size_multiple``; ``None`` or a tile larger
+        than the frame predicts whole frames (fastest on a CPU; tiles bound the
+        memory of a GPU). Tiles overlap by ``2 * halo`` plus a taper, so they
+        cost about ``(tile / (tile - 2.5 * halo))**2`` times the whole-frame work.
+    halo : int, optional
+        Pixels of context cut away at inner tile sides; default the model's
+        ``receptive_field_px``, which makes the tiling exact. Smaller is faster
+        and approximate (warns).
+    batch_size : int
+        Tiles per forward pass.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Where the workers run the model; ``"auto"`` uses a CUDA GPU when the
+        worker has one.
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Autocast precision; ``"auto"`` is bfloat16 (float16 without bf16
+        support) on a GPU and float32 on a CPU.
+    torch_threads : int, optional
+        Torch threads per task; default: the host's cores divided by the dask
+        threads on the host (from the default ``distributed.Client`` when
+        there is one), at least 1.
+    normalisation : mapping, optional
+        ``{"method": "percentile", "low": float, "high": float}`` (raw units)
+        for an in-memory model without a card; overrides the card's.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32, same dims, coords and attrs as ``movie`` plus
+        ``attrs["quantity"]`` (``"particle_probability"`` in 0..1, or
+        ``"reconstruction"`` in normalised intensity units) and
+        ``attrs["model_sha256"]``.
+
+    Raises
+    ------
+    TypeError
+        If ``movie`` is not a DataArray or ``model`` is neither a temflow model nor a path.
+    ValueError
+        For an unreadable model file, bad options, or a tile too small for the halo.
+
+    Examples
+    --------
+    >>> import torch, temflow
+    >>> from temflow.models import UNet
+    >>> from temflow.synthetic import make_movie
+    >>> _ = torch.manual_seed(0)
+    >>> net = UNet(depth=1, width=2).eval()
+    >>> movie = make_movie(frames=3, size=40, chunks=2, seed=0).movie
+    >>> norm = {"method": "percentile", "low": 0.0, "high": 800.0}
+    >>> probability = predict(movie, net, tile=24, normalisation=norm)
+    >>> probability.dtype.name, probability.shape, probability.chunks
+    ('float32', (3, 40, 40), ((2, 1), (40,), (40,)))
+    >>> whole = predict(movie, net, tile=None, normalisation=norm)
+    >>> bool(abs(probability - whole).max() < 1e-5)
+    True
+    """
+    from torch import nn
+
+    check_movie(movie)
+    if movie.dtype.kind not in "biuf":
+        raise TypeError(f"movie must hold numbers; got dtype {movie.dtype}")
+    if isinstance(model, (str, os.PathLike)):
+        card = _model_card_from_path(Path(model))
+        checkpoint: Any = str(Path(model).resolve())
+        if normalisation is not None:
+            card = dict(card, normalisation=normalisation)
+    elif isinstance(model, nn.Module):
+        for attribute in ("receptive_field_px", "size_multiple", "output_kind"):
+            if not hasattr(model, attribute):
+                raise TypeError(
+                    f"model must be a temflow.models network (UNet or Autoencoder) with {attribute!r}; "
+                    f"got {type(model).__name__}"
+                )
+        checkpoint, card = _model_bytes(model, normalisation)
+    else:
+        raise TypeError(f"model must be a temflow model or the path of its .safetensors file; got {type(model).__name__}")
+    from temflow.tiles import _parse_normalisation
+
+    _parse_normalisation(card["normalisation"])
+    size_multiple = int(card["size_multiple"])
+    receptive_field = int(card["receptive_field_px"])
+    tile = _check_positive_int("tile", tile, allow_none=True, minimum=size_multiple)
+    if tile is not None:
+        tile = tile // size_multiple * size_multiple
+    halo = receptive_field if halo is None else int(_check_positive_int("halo", halo, minimum=0) or 0)
+    batch_size = int(_check_positive_int("batch_size", batch_size) or 1)
+    threads = _check_positive_int("torch_threads", torch_threads, allow_none=True)
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}; got {precision!r}")
+    taper = _taper_px(halo, size_multiple)
+    height, width = movie.sizes["y"], movie.sizes["x"]
+    canvas = max(-(-height // size_multiple), -(-width // size_multiple)) * size_multiple
+    if tile is not None and tile < canvas:
+        smallest = 2 * halo + taper + size_multiple
+        if tile < smallest:
+            raise ValueError(
+                f"tile {tile} px is too small for a halo of {halo} px and a taper of {taper} px; "
+                f"use tile >= {-(-smallest // size_multiple) * size_multiple}, or tile=None for whole frames"
+            )
+        if halo < receptive_field:
+            import warnings
+
+            warnings.warn(
+                f"halo {halo} px is smaller than the model's receptive field ({receptive_field} px): "
+                "tiles will differ from whole-frame prediction near their edges; leave halo=None for exact tiling",
+                UserWarning,
+                stacklevel=2,
+            )
+    plan = _Plan(
+        sha256=card["weights_sha256"],
+        normalisation=tuple(sorted(dict(card["normalisation"]).items())),
+        output_kind=card["output_kind"],
+        size_multiple=size_multiple,
+        tile=tile,
+        halo=halo,
+        taper=taper,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        torch_threads=threads,
+        host_threads=_cluster_host_threads(),
+    )
+    if isinstance(movie.data, da.Array):
+        data = movie.data
+        if len(data.chunks[1]) > 1 or len(data.chunks[2]) > 1:
+            data = data.rechunk({1: -1, 2: -1})
+        if isinstance(checkpoint, bytes):
+            # one key in the graph: each worker fetches the weights once, not once per task
+            checkpoint = dask.delayed(checkpoint, pure=True, name="temflow-model-" + plan.sha256)
+        token = dask.base.tokenize(data, plan)
+        result = da.map_blocks(
+            _predict_block,
+            data,
+            checkpoint,
+            plan,
+            dtype=np.float32,
+            chunks=data.chunks,
+            name="temflow-predict-" + token,
+            meta=np.empty((0, 0, 0), dtype=np.float32),
+        )
+    else:
+        result = _predict_block(np.asarray(movie.data), checkpoint, plan)
+    attrs = dict(movie.attrs)
+    attrs.update(quantity=_QUANTITY[card["output_kind"]], model_sha256=card["weights_sha256"])
+    name = "probability" if card["output_kind"] == "probability_logits" else "reconstruction"
+    return xr.DataArray(result, dims=DIMS, coords=movie.coords, attrs=attrs, name=name)
+
+
+def _sample_times(frames: int, sample_frames: int) -> np.ndarray:
+    return np.unique(np.linspace(0, frames - 1, min(sample_frames, frames)).round().astype(int))
+
+
+def segment(
+    values: xr.DataArray,
+    *,
+    method: Method | None = None,
+    threshold: float | None = None,
+    particles: Polarity | None = None,
+    sample_frames: int = 16,
+) -> xr.DataArray:
+    """Boolean particle masks from :func:`predict`'s probabilities or reconstruction.
+
+    One threshold for the whole movie, so masks are consistent through time:
+
+    * particle probability (``attrs["quantity"] == "particle_probability"``):
+      by default ``method="threshold"`` at 0.5, particles where the
+      probability is above it;
+    * autoencoder reconstruction (``"reconstruction"``): by default
+      ``method="otsu"``, one Otsu threshold from ``sample_frames`` frames
+      spread evenly through the movie; particles are where the
+      reconstruction is *below* it (bright-field: metal particles absorb and
+      are darker than the support).
+
+    Lazy, except for Otsu on a dask-backed input: the sampled frames are
+    computed to estimate the threshold (the chunks holding them, so at most
+    ``sample_frames`` chunks); the masks themselves stay lazy.
+
+    Parameters
+    ----------
+    values : xarray.DataArray
+        Dims ``("time", "y", "x")``, from :func:`predict` or any array where
+        particles are bright (or dark, with ``particles="dark"``).
+    method : {"otsu", "threshold"}, optional
+        Default from ``attrs["quantity"]`` as above; required for other arrays.
+    threshold : float, optional
+        The threshold for ``method="threshold"``; default 0.5 for probabilities.
+    particles : {"bright", "dark"}, optional
+        Which side of the threshold is particle; default bright for
+        probabilities, dark for reconstructions, bright otherwise.
+    sample_frames : int
+        Frames sampled evenly through time for the Otsu threshold.
+
+    Returns
+    -------
+    xarray.DataArray
+        bool, same dims and coords; attrs of ``values`` (without ``quantity``)
+        plus ``threshold``, ``threshold_method`` and ``particles``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, a missing threshold, or constant sampled frames.
+
+    Examples
+    --------
+    >>> import numpy as np, temflow
+    >>> probability = temflow.as_movie(np.array([[[0.1, 0.7], [0.4, 0.9]]], dtype="float32"))
+    >>> probability.attrs["quantity"] = "particle_probability"
+    >>> segment(probability).values.astype(int).tolist()
+    [[[0, 1], [0, 1]]]
+    """
+    check_movie(values, "values")
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"values must hold numbers; got dtype {values.dtype}")
+    quantity = values.attrs.get("quantity")
+    if method is None:
+        if quantity == PROBABILITY:
+            method = "threshold"
+        elif quantity == RECONSTRUCTION:
+            method = "otsu"
+        else:
+            raise ValueError(
+                f"values has attrs['quantity'] = {quantity!r}, not one of {(PROBABILITY, RECONSTRUCTION)}; "
+                "pass method='otsu' or method='threshold' (with threshold=...)"
+            )
+    if method not in ("otsu", "threshold"):
+        raise ValueError(f"method must be 'otsu' or 'threshold'; got {method!r}")
+    if particles is None:
+        particles = "dark" if quantity == RECONSTRUCTION else "bright"
+    if particles not in ("bright", "dark"):
+        raise ValueError(f"particles must be 'bright' or 'dark'; got {particles!r}")
+    sample_frames = int(_check_positive_int("sample_frames", sample_frames) or 1)
+    if method == "threshold":
+        if threshold is None:
+            if quantity != PROBABILITY:
+                raise ValueError("method='threshold' needs threshold=... for anything but particle probabilities")
+            threshold = 0.5
+        threshold = float(threshold)
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite; got {threshold}")
+    else:
+        if threshold is not None:
+            raise ValueError("threshold is set by Otsu's method; pass method='threshold' to give one")
+        from skimage.filters import threshold_otsu
+
+        sample = values.isel({TIME: _sample_times(values.sizes[TIME], sample_frames)}).data
+        sample = np.asarray(sample.compute() if isinstance(sample, da.Array) else sample, dtype=np.float64)
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0 or sample.min() == sample.max():
+            raise ValueError(
+                "cannot estimate an Otsu threshold: the sampled frames are constant; "
+                "pass method='threshold', threshold=..."
+            )
+        threshold = float(threshold_otsu(sample))
+    masks = values < threshold if particles == "dark" else values > threshold
+    attrs = {k: v for k, v in values.attrs.items() if k != "quantity"}
+    attrs.update(threshold=threshold, threshold_method=method, particles=particles)
+    return masks.rename("mask").assign_attrs(attrs)
+
+
+def _n_tiles(frame: tuple[int, int], tile: int | None, halo: int, size_multiple: int) -> int:
+    """Tiles per frame (for benchmarks and docs)."""
+    taper = _taper_px(halo, size_multiple)
+    counts = []
+    for side in frame:
+        canvas = math.ceil(side / size_multiple) * size_multiple
+        size = canvas if tile is None else min(tile, canvas)
+        counts.append(len(_tile_origins(canvas, size, halo, taper, size_multiple)))
+    return counts[0] * counts[1]

@@ -1,0 +1,317 @@
+"""Test-only writers of small, valid microscope files in their documented layouts.
+
+Gatan DM3/DM4 follows the tag-tree layout described by Greg Jefferis (DM3) and
+Chris Boothroyd (DM3/DM4): a big-endian header (version, root length, byte
+order), nested tag groups, data tags introduced by ``%%%%`` with big-endian type
+descriptors and little-endian values, and the image under
+``ImageList/<n>/ImageData`` (``Calibrations/Dimension``, ``Data``, ``DataType``,
+``Dimensions``). TIA ``.ser`` follows FEI's "Series Data File" description
+(header, dimension array, data and tag offset arrays, 2-D data elements with
+their own calibration). Velox ``.emd`` copies Thermo Fisher's HDF5 layout:
+``/Data/Image/<uuid>/Data`` stored ``(y, x, frame)`` and ``Metadata`` as UTF-8
+JSON bytes, one column per frame. Nothing here is copied from those programs.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------- DM3 / DM4
+
+# DM tag value type codes (documented encoded types)
+_DM_TYPES = {
+    np.dtype("int16"): 2,
+    np.dtype("int32"): 3,
+    np.dtype("uint16"): 4,
+    np.dtype("uint32"): 5,
+    np.dtype("float32"): 6,
+    np.dtype("float64"): 7,
+    np.dtype("bool"): 8,
+    np.dtype("int8"): 10,
+    np.dtype("uint8"): 10,
+    np.dtype("int64"): 11,
+    np.dtype("uint64"): 12,
+}
+# DM image data type codes (ImageData.DataType)
+_DM_IMAGE_TYPES = {
+    np.dtype("int16"): 1,
+    np.dtype("float32"): 2,
+    np.dtype("uint8"): 6,
+    np.dtype("int32"): 7,
+    np.dtype("int8"): 9,
+    np.dtype("uint16"): 10,
+    np.dtype("uint32"): 11,
+    np.dtype("float64"): 12,
+}
+
+
+class DMArray:
+    """An array-valued DM tag (``Data``, or a string as uint16 characters)."""
+
+    def __init__(self, values: np.ndarray, element: int | None = None) -> None:
+        self.values = np.ascontiguousarray(values)
+        self.element = element if element is not None else _DM_TYPES[self.values.dtype]
+
+
+def dm_string(text: str) -> DMArray:
+    """DM strings are arrays of uint16 characters."""
+    return DMArray(np.array([ord(c) for c in text], dtype="<u2"), 4)
+
+
+def _scalar(value: Any) -> np.ndarray:
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    if isinstance(value, bool):
+        return np.asarray(value, dtype=bool)
+    if isinstance(value, int):
+        return np.asarray(value, dtype=np.int32)
+    if isinstance(value, float):
+        return np.asarray(value, dtype=np.float64)
+    raise TypeError(f"unsupported DM tag value {value!r}")
+
+
+def _encode_data(value: Any, version: int) -> bytes:
+    word = ">I" if version == 3 else ">Q"
+    if isinstance(value, str):
+        value = dm_string(value)
+    if isinstance(value, DMArray):
+        info = [20, value.element, value.values.size]
+        payload = value.values.astype(value.values.dtype.newbyteorder("<")).tobytes()
+    else:
+        array = _scalar(value)
+        info = [_DM_TYPES[array.dtype]]
+        payload = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    out = b"%%%%" + struct.pack(word, len(info)) + b"".join(struct.pack(word, i) for i in info)
+    return out + payload
+
+
+def _encode_group(group: Sequence[tuple[str, Any]], version: int) -> bytes:
+    word = ">I" if version == 3 else ">Q"
+    out = bytearray(b"\x01\x00" + struct.pack(word, len(group)))
+    for name, value in group:
+        label = name.encode("latin-1")
+        if isinstance(value, list):
+            kind, body = 20, _encode_group(value, version)
+        else:
+            kind, body = 21, _encode_data(value, version)
+        out += struct.pack(">BH", kind, len(label)) + label
+        if version == 4:
+            out += struct.pack(">Q", len(body))
+        out += body
+    return bytes(out)
+
+
+def _tags_from_mapping(tags: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [(k, _tags_from_mapping(v) if isinstance(v, Mapping) else v) for k, v in tags.items()]
+
+
+def _image_entry(
+    data: np.ndarray, scales: Sequence[float], units: Sequence[str], tags: Mapping[str, Any] | None
+) -> list[tuple[str, Any]]:
+    # DM orders dimensions fastest first: x, y, then z (the frames)
+    dims = list(reversed(data.shape))
+    dimension = [
+        ("", [("Origin", np.float32(0.0)), ("Scale", np.float32(s)), ("Units", dm_string(u))]) for s, u in zip(scales, units)
+    ]
+    image_data = [
+        (
+            "Calibrations",
+            [
+                ("Brightness", [("Origin", np.float32(0)), ("Scale", np.float32(1)), ("Units", dm_string("Counts"))]),
+                ("Dimension", dimension),
+                ("DisplayCalibratedUnits", True),
+            ],
+        ),
+        ("Data", DMArray(data.ravel())),
+        ("DataType", np.int32(_DM_IMAGE_TYPES[data.dtype])),
+        ("Dimensions", [("", np.uint32(n)) for n in dims]),
+        ("PixelDepth", np.uint32(data.dtype.itemsize)),
+    ]
+    return [("ImageData", image_data), ("ImageTags", _tags_from_mapping(tags or {})), ("Name", dm_string("movie"))]
+
+
+def write_dm(
+    path: str | Path,
+    data: np.ndarray,
+    *,
+    version: int = 4,
+    pixel_size: float | tuple[float, float] = 0.5,
+    unit: str = "nm",
+    frame_interval: float | None = None,
+    time_unit: str = "s",
+    tags: Mapping[str, Any] | None = None,
+    thumbnail: bool = True,
+) -> Path:
+    """Write ``data`` (2-D image or ``(frames, y, x)`` stack) as a DM3 or DM4 file.
+
+    ``pixel_size`` is ``dy, dx`` (or square) in ``unit``; ``frame_interval`` calibrates
+    the third dimension in ``time_unit``. ``tags`` become ``ImageTags`` (nested dicts are
+    groups). With ``thumbnail`` a small RGB thumbnail comes first, as DigitalMicrograph writes.
+    """
+    data = np.asarray(data)
+    dy, dx = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
+    scales: list[float] = [dx, dy]
+    units = [unit, unit]
+    if data.ndim == 3 and frame_interval is not None:
+        # without a time calibration the stack carries calibrations for two axes only, as DM stacks may
+        scales.append(frame_interval)
+        units.append(time_unit)
+    images: list[tuple[str, Any]] = []
+    if thumbnail:
+        thumb = np.zeros((8, 8), dtype=np.uint32)
+        entry = _image_entry(thumb, [1.0, 1.0], ["", ""], {})
+        entry[0][1][2] = ("DataType", np.int32(23))  # RGBA thumbnail
+        images.append(("", entry))
+    images.append(("", _image_entry(data, scales, units, tags)))
+    root = [
+        ("ApplicationBounds", DMArray(np.array([0, 0, 800, 600], dtype="<u4"), 5)),
+        ("ImageList", images),
+    ]
+    body = _encode_group(root, version)
+    end = b"\x00" * 8
+    if version == 3:
+        header_len = 12
+        size = header_len + len(body) + len(end)
+        header = struct.pack(">III", 3, size - 16, 1)
+    elif version == 4:
+        header_len = 16
+        size = header_len + len(body) + len(end)
+        header = struct.pack(">IQI", 4, size - 24, 1)
+    else:
+        raise ValueError("version must be 3 or 4")
+    path = Path(path)
+    path.write_bytes(header + body + end)
+    return path
+
+
+def write_insitu(
+    root: str | Path,
+    frames: np.ndarray,
+    *,
+    frames_per_second: int,
+    start_second: int = 0,
+    name: str = "Capture",
+    **dm_options: Any,
+) -> list[Path]:
+    """Write a Gatan In-Situ folder tree: ``Hour_HH/Minute_MM/Second_SS/<name>_..._Frame_NNNN.dm4``."""
+    root = Path(root)
+    paths = []
+    for index, frame in enumerate(frames):
+        second = start_second + index // frames_per_second
+        h, rest = divmod(second, 3600)
+        m, s = divmod(rest, 60)
+        folder = root / f"Hour_{h:02d}" / f"Minute_{m:02d}" / f"Second_{s:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / f"{name}_Hour_{h:02d}_Minute_{m:02d}_Second_{s:02d}_Frame_{index:04d}.dm4"
+        paths.append(write_dm(file, frame, version=4, **dm_options))
+    return paths
+
+
+# --------------------------------------------------------------------------- TIA .ser
+
+_SER_DTYPES = {np.dtype("uint8"): 1, np.dtype("uint16"): 2, np.dtype("uint32"): 3, np.dtype("int8"): 4,
+               np.dtype("int16"): 5, np.dtype("int32"): 6, np.dtype("float32"): 7, np.dtype("float64"): 8}
+
+
+def write_ser(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    pixel_size_m: float = 2e-10,
+    times: Sequence[int] | None = None,
+    total_elements: int | None = None,
+    version: int = 0x0220,
+) -> Path:
+    """Write a TIA series of 2-D images (``frames`` as a reader returns them, top row first).
+
+    TIA stores rows bottom-up, so each frame is flipped on writing. ``times`` are the
+    per-frame tag times (whole seconds, as TIA writes them); ``total_elements`` can
+    exceed the number of frames, like a series that was stopped early.
+    """
+    frames = np.asarray(frames)
+    n, ny, nx = frames.shape
+    total = total_elements or n
+    offset_fmt = "<q" if version == 0x0220 else "<i"
+    offset_size = struct.calcsize(offset_fmt)
+    times = list(times) if times is not None else list(range(n))
+    header = struct.pack("<hhh", 0x4949, 0x0197, version)
+    header += struct.pack("<iiii", 0x4122, 0x4152, total, n)
+    dim_desc = b"Number"
+    dim_units = b""
+    dims = struct.pack("<i", total) + struct.pack("<dd", 0.0, 1.0) + struct.pack("<ii", 0, len(dim_desc)) + dim_desc
+    dims += struct.pack("<i", len(dim_units)) + dim_units
+    # header: fixed part, OffsetArrayOffset, NumberDimensions, dimension array
+    fixed = len(header) + offset_size + 4
+    offset_array_offset = fixed + len(dims)
+    data_start = offset_array_offset + 2 * total * offset_size
+    elements = []
+    data_offsets = []
+    pos = data_start
+    for frame in frames:
+        element = struct.pack("<ddi", 0.0, pixel_size_m, 0) * 2
+        element += struct.pack("<h", _SER_DTYPES[frame.dtype]) + struct.pack("<ii", nx, ny)
+        element += np.flipud(frame).astype(frame.dtype.newbyteorder("<")).tobytes()
+        data_offsets.append(pos)
+        elements.append(element)
+        pos += len(element)
+    tag_offsets = []
+    tags = []
+    for t in times:
+        tag_offsets.append(pos)
+        tags.append(struct.pack("<hhi", 0x4152, 0, int(t)))
+        pos += 8
+    pad = [0] * (total - n)
+    body = header + struct.pack(offset_fmt, offset_array_offset) + struct.pack("<i", 1) + dims
+    body += b"".join(struct.pack(offset_fmt, o) for o in data_offsets + pad)
+    body += b"".join(struct.pack(offset_fmt, o) for o in tag_offsets + pad)
+    body += b"".join(elements) + b"".join(tags)
+    path = Path(path)
+    path.write_bytes(body)
+    return path
+
+
+# --------------------------------------------------------------------------- Velox EMD
+
+
+def write_velox_emd(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    pixel_size_m: float = 2e-10,
+    unit: str = "m",
+    voltage_v: float = 300000.0,
+    frame_time_s: float | None = None,
+) -> Path:
+    """Write a Velox-layout EMD: ``/Data/Image/<uuid>/Data`` as ``(y, x, frame)``."""
+    import h5py
+
+    frames = np.asarray(frames)
+    meta: dict[str, Any] = {
+        "BinaryResult": {
+            "PixelSize": {"width": str(pixel_size_m), "height": str(pixel_size_m)},
+            "PixelUnitX": unit,
+            "PixelUnitY": unit,
+            "Detector": "BM-Ceta",
+        },
+        "Optics": {"AccelerationVoltage": str(voltage_v), "NominalMagnification": "88000"},
+        "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "1700000000"}},
+        "Instrument": {"InstrumentModel": "Talos F200X"},
+        "Detectors": {"Detector-0": {"DetectorName": "BM-Ceta", "ExposureTime": "0.05"}},
+    }
+    if frame_time_s is not None:
+        meta["Scan"] = {"FrameTime": str(frame_time_s)}
+    raw = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("Version", data=np.array([b'{"format": "Velox", "version": "3"}']))
+        group = f.create_group("Data/Image/0a1b2c3d4e5f")
+        group.create_dataset("Data", data=np.moveaxis(frames, 0, -1), chunks=(frames.shape[1], frames.shape[2], 1))
+        metadata = np.zeros((raw.size + 16, frames.shape[0]), dtype=np.uint8)
+        metadata[: raw.size, :] = raw[:, None]
+        group.create_dataset("Metadata", data=metadata)
+    return Path(path)

@@ -1,0 +1,68 @@
+"""The temflow command: each subcommand on real files; errors are one line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import tifffile
+from click.testing import CliRunner
+
+import temflow
+from temflow.cli import main
+from temflow.synthetic import make_movie
+
+
+def test_synth_then_info_then_convert(tmp_path):
+    runner = CliRunner()
+    store = tmp_path / "movie.zarr"
+    result = runner.invoke(main, ["synth", str(store), "--frames", "6", "--size", "48", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "movie.truth" / "particles.parquet").exists()
+    expected = make_movie(frames=6, size=48, seed=2).movie
+    np.testing.assert_array_equal(temflow.open_zarr(store).values, expected.values)
+
+    result = runner.invoke(main, ["info", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    text = json.dumps(info)
+    assert "48" in text and "uint16" in text and "0.5" in text
+
+    result = runner.invoke(main, ["info", str(store)])
+    assert result.exit_code == 0 and "uint16" in result.output
+
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, expected.values)
+    out = tmp_path / "converted.zarr"
+    result = runner.invoke(main, ["convert", str(tif), str(out), "--frame-interval-s", "0.25", "--pixel-size-nm", "0.5"])
+    assert result.exit_code == 0, result.output
+    converted = temflow.open_zarr(out)
+    np.testing.assert_array_equal(converted.values, expected.values)
+    np.testing.assert_allclose(np.diff(converted.time.values), 0.25)
+    np.testing.assert_allclose(np.diff(converted.x.values), 0.5)
+    # without a calibration the user is told, in one line, what was assumed and how to fix it
+    result = runner.invoke(main, ["info", str(tif)])
+    assert result.exit_code == 0
+    assert "temflow: warning:" in result.output and "pixel_size_nm" in result.output
+
+
+def _one_line_error(args):
+    result = subprocess.run([sys.executable, "-m", "temflow.cli", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_errors_are_one_line_naming_the_file(tmp_path):
+    missing = tmp_path / "nothing.dm4"
+    assert str(missing) in _one_line_error(["info", str(missing)])
+    empty = tmp_path / "empty.ser"
+    empty.write_bytes(b"")
+    assert str(empty) in _one_line_error(["info", str(empty)])
+    store = tmp_path / "a.zarr"
+    temflow.save_zarr(make_movie(frames=2, size=16).movie, store)
+    assert "already exists" in _one_line_error(["convert", str(store), str(store)])

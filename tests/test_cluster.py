@@ -1,0 +1,87 @@
+"""The cluster helper: loopback by default, existing schedulers by address, TLS when asked."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+import pytest
+
+from temflow.cluster import connect, dashboard_link
+
+
+def test_local_cluster_is_bound_to_loopback_and_has_a_dashboard():
+    with connect(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as client:
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        for address in client.scheduler_info()["workers"]:
+            assert address.startswith("tcp://127.0.0.1:")
+        assert dashboard_link(client).startswith("http://127.0.0.1:")
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+
+
+def _certificates(folder):
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_tls_scheduler_is_reached_with_certificates(tmp_path):
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    cert, key = _certificates(tmp_path)
+    security = Security(
+        tls_ca_file=cert, tls_scheduler_cert=cert, tls_scheduler_key=key,
+        tls_worker_cert=cert, tls_worker_key=key, tls_client_cert=cert, tls_client_key=key,
+        require_encryption=True,
+    )
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", host="127.0.0.1",
+        security=security, dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        with connect(cluster.scheduler_address, tls_ca_file=cert, tls_cert=cert, tls_key=key) as client:
+            assert client.submit(lambda x: x * 2, 21).result() == 42
+
+
+def test_bad_cluster_arguments(tmp_path):
+    with pytest.raises(ValueError, match="all of tls_ca_file"):
+        with connect("tls://127.0.0.1:1", tls_ca_file="x"):
+            pass
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    with pytest.raises(ValueError, match="is not tls://"):
+        with connect("tcp://127.0.0.1:1", tls_ca_file=str(cert), tls_cert=str(cert), tls_key=str(cert)):
+            pass
+    with pytest.raises(ValueError, match="does not exist"):
+        with connect("tls://127.0.0.1:1", tls_ca_file="nope", tls_cert="nope", tls_key="nope"):
+            pass
+    with pytest.raises(ValueError, match="n_workers"):
+        with connect(n_workers=0):
+            pass

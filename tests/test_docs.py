@@ -1,0 +1,67 @@
+"""Every code example in README.md and docs/ runs, and every TOML example is a valid run file."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from temflow.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+
+
+def _blocks(page: Path, language: str) -> list[str]:
+    return [code for lang, code in _BLOCK.findall(page.read_text()) if lang == language]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p, "python")], ids=lambda p: p.name)
+def test_python_examples_run(page, tmp_path, monkeypatch):
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for number, code in enumerate(_blocks(page, "python")):
+        try:
+            exec(compile(code, f"{page.name}[{number}]", "exec"), namespace)
+        except Exception as exc:  # pragma: no cover - the message says which block
+            raise AssertionError(f"{page.name}, python block {number} failed: {exc!r}") from exc
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p, "toml")], ids=lambda p: p.name)
+def test_toml_examples_are_valid_run_files(page, tmp_path):
+    for code in _blocks(page, "toml"):
+        data = tomllib.loads(code)
+        data.setdefault("input", {"synthetic": {}})
+        # paths in examples are illustrations: check the keys and types, not the files
+        data.get("segmentation", {}).pop("model", None)
+        for key in ("tls_ca_file", "tls_cert", "tls_key"):
+            data.get("cluster", {}).pop(key, None)
+        Config.from_dict(data, source=f"{page.name} example")
+
+
+def test_docs_name_no_package_registry():
+    for page in PAGES:
+        text = page.read_text().lower()
+        assert "index-url" not in text and "pypi.org" not in text, page.name
+    assert os.path.exists(ROOT / "docs" / "index.md")
+
+
+def test_the_site_builds_with_an_api_reference_from_the_docstrings(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocstrings")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for name in ("open_movie", "estimate_drift", "predict", "link", "fit_growth_law", "run"):
+        assert name in api, name
