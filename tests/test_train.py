@@ -94,8 +94,11 @@ def test_checkpoint_of_another_architecture_is_refused(tile_set, tmp_path):
         train(Autoencoder(depth=1, width=4, bottleneck_channels=2), dataset, epochs=2, batch_size=8, device="cpu", checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="same batch_size, lr"):
         train(_unet(), dataset, epochs=2, batch_size=4, device="cpu", checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="already holds checkpoints"):
-        train(_unet(), dataset, epochs=2, batch_size=8, device="cpu", checkpoint_dir=tmp_path, resume=False)
+    # resume=False starts afresh: the other run's checkpoints go, this run's come
+    fresh, _ = train(UNet(depth=1, width=2), dataset, epochs=1, batch_size=4, device="cpu", checkpoint_dir=tmp_path, resume=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0000.safetensors"]
+    again, _ = train(UNet(depth=1, width=2), dataset, epochs=1, batch_size=4, device="cpu", checkpoint_dir=tmp_path)
+    _assert_same_weights(fresh, again)  # and a resume from it is accepted
 
 
 def test_early_stopping_and_history_figure(tile_set, tmp_path):

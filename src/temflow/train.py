@@ -550,7 +550,8 @@ def train(
         Write a checkpoint after every epoch into this folder.
     resume : bool
         Continue from the newest checkpoint in ``checkpoint_dir`` when there is
-        one (with ``False``, ``checkpoint_dir`` must hold no checkpoints).
+        one; with ``False`` training starts afresh and deletes the checkpoint
+        files (``epoch-*.safetensors``) already in ``checkpoint_dir``.
     validation : TileDataset, "auto" or None
         Validation tiles; "auto" uses the ``"validation"`` split of the same
         tile set without augmentation.
@@ -622,11 +623,10 @@ def train(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     _resolve_device(device)
-    if checkpoint_dir is not None and not resume and _latest_checkpoint(Path(checkpoint_dir)) is not None:
-        raise ValueError(
-            f"checkpoint_dir {os.fspath(checkpoint_dir)!r} already holds checkpoints of another run; "
-            "pass resume=True to continue it, or use an empty folder"
-        )
+    if checkpoint_dir is not None and not resume:
+        # a fresh run: old checkpoints would otherwise be taken for this run's by a later resume
+        for old in Path(checkpoint_dir).glob("epoch-*.safetensors"):
+            old.unlink()
     if validation == "auto":
         validation = dataset.subset("validation", augment=False)
         validation = validation if len(validation) else None
