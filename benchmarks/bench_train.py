@@ -1,8 +1,10 @@
 """Benchmark of temflow's training: throughput and segmentation accuracy.
 
-1. Throughput: training tiles per second, single process (all cores to torch)
-   against data-parallel training on a 2-worker Dask LocalCluster (one rank
-   per worker, one torch thread each), same model, tiles and global batch.
+1. Throughput: training tiles per second, single process (1 and 2 torch
+   threads) against data-parallel training on a 2-worker Dask LocalCluster (one
+   rank per worker, one torch thread each), same model, tiles and global
+   batch; data-parallel with batch norm over the global batch (the default,
+   same result as one process) and with per-rank batch norm.
 2. Accuracy on synthetic movies at realistic noise (the generator's defaults:
    50 e/px per frame, read noise, amorphous-support texture, drift): IoU
    against the ground-truth masks on *held-out* data (another movie, other
@@ -99,6 +101,12 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict:
             started = time.perf_counter()
             _, parallel = train(UNet(depth=args.depth, width=args.width), dataset, client=client, **kwargs)
             parallel_wall = time.perf_counter() - started
+            torch.manual_seed(0)
+            started = time.perf_counter()
+            _, unsynced = train(
+                UNet(depth=args.depth, width=args.width), dataset, client=client, sync_batch_norm=False, **kwargs
+            )
+            unsynced_wall = time.perf_counter() - started
     return {
         "tiles": len(dataset),
         "tile_px": args.tile,
@@ -108,6 +116,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict:
         "single_2threads_wall_s": singles[2][1],
         "parallel_tiles_per_s": float(parallel["tiles_per_s"].max()),
         "parallel_wall_s": parallel_wall,
+        "parallel_local_bn_tiles_per_s": float(unsynced["tiles_per_s"].max()),
+        "parallel_local_bn_wall_s": unsynced_wall,
         "cluster_start_s": up,
     }
 
@@ -217,7 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{'setup':<38}{'tiles/s':>10}{'wall s':>10}{'ratio':>8}")
             reference = speed["single_1thread_tiles_per_s"]
             for label, key in (("single process, 1 torch thread", "single_1thread"),
-                               ("single process, 2 torch threads", "single_2threads"), ("Dask 2 workers x 1 thread (gloo)", "parallel")):
+                               ("single process, 2 torch threads", "single_2threads"), ("Dask 2 x 1 thread, global-batch BN", "parallel"),
+                               ("Dask 2 x 1 thread, per-rank BN", "parallel_local_bn")):
                 print(f"{label:<38}{speed[key + '_tiles_per_s']:>10.1f}{speed[key + '_wall_s']:>10.1f}"
                       f"{speed[key + '_tiles_per_s'] / reference:>8.2f}")
             print(f"(cluster start-up {speed['cluster_start_s']:.1f} s, not included)")

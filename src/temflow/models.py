@@ -97,13 +97,18 @@ class _BatchNorm2d(nn.BatchNorm2d):
     the statistics of the *global* batch, exactly as single-process training
     does. Unlike ``nn.SyncBatchNorm`` this also works on the CPU (gloo). The
     all-reduce is differentiable (``_AllReduceSum``), so gradients
-    flow through the global statistics.
+    flow through the global statistics. Set ``synchronise = False`` for
+    per-rank statistics (no collective; faster, but no longer the same as one process).
     """
+
+    synchronise: bool = True
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.synchronise and self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        ):
             return super().forward(input)
         all_reduce = _AllReduceSum.apply
         channels = input.shape[1]
