@@ -94,8 +94,11 @@ def test_checkpoint_of_another_architecture_is_refused(tile_set, tmp_path):
         train(Autoencoder(depth=1, width=4, bottleneck_channels=2), dataset, epochs=2, batch_size=8, device="cpu", checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="same batch_size, lr"):
         train(_unet(), dataset, epochs=2, batch_size=4, device="cpu", checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="already holds checkpoints"):
-        train(_unet(), dataset, epochs=2, batch_size=8, device="cpu", checkpoint_dir=tmp_path, resume=False)
+    # resume=False starts afresh: the other run's checkpoints go, this run's come
+    fresh, _ = train(UNet(depth=1, width=2), dataset, epochs=1, batch_size=4, device="cpu", checkpoint_dir=tmp_path, resume=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0000.safetensors"]
+    again, _ = train(UNet(depth=1, width=2), dataset, epochs=1, batch_size=4, device="cpu", checkpoint_dir=tmp_path)
+    _assert_same_weights(fresh, again)  # and a resume from it is accepted
 
 
 def test_early_stopping_and_history_figure(tile_set, tmp_path):
@@ -158,6 +161,10 @@ def test_data_parallel_on_two_dask_workers_equals_single_process(tile_set, tmp_p
                 _unet(), dataset, epochs=2, batch_size=8, device="cpu", seed=5, client=client,
                 checkpoint_dir=tmp_path / "ddp",
             )
+            # per-rank batch norm statistics: a different (faster) computation
+            local, _ = train(_unet(), dataset, epochs=2, batch_size=8, device="cpu", seed=5, client=client, sync_batch_norm=False)
+    with pytest.raises(AssertionError):
+        _assert_same_weights(single, local, atol=1e-5)
     _assert_same_weights(single, parallel, atol=1e-5)
     np.testing.assert_allclose(history["train_loss"], parallel_history["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(history["val_loss"], parallel_history["val_loss"], rtol=1e-5)

@@ -92,34 +92,43 @@ class _BatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics span every rank of a torch.distributed job.
 
     Without a process group (or with one rank) it is ``nn.BatchNorm2d``. With
-    several ranks, the batch mean and variance are all-reduced (two passes:
-    mean, then squared deviations), so data-parallel training normalises with
+    several ranks, the per-channel sums, sums of squares and counts are
+    all-reduced (in float64, one collective per layer), so data-parallel training normalises with
     the statistics of the *global* batch, exactly as single-process training
     does. Unlike ``nn.SyncBatchNorm`` this also works on the CPU (gloo). The
     all-reduce is differentiable (``_AllReduceSum``), so gradients
-    flow through the global statistics.
+    flow through the global statistics. Set ``synchronise = False`` for
+    per-rank statistics (no collective; faster, but no longer the same as one process).
     """
+
+    synchronise: bool = True
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.synchronise and self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        ):
             return super().forward(input)
         all_reduce = _AllReduceSum.apply
         channels = input.shape[1]
         dims = (0, 2, 3)
-        local_count = torch.full((1,), input.numel() // max(channels, 1), dtype=input.dtype, device=input.device)
-        sums = all_reduce(torch.cat([input.sum(dims), local_count]))
-        count = sums[channels]
-        mean = sums[:channels] / count
+        # one all-reduce of (sum, sum of squares, count) per layer: every collective is a
+        # point where all ranks wait for the slowest; float64 keeps E[x^2] - E[x]^2 exact enough
+        wide = input.double()
+        local_count = torch.full((1,), input.numel() // max(channels, 1), dtype=torch.float64, device=input.device)
+        sums = all_reduce(torch.cat([wide.sum(dims), (wide * wide).sum(dims), local_count]))
+        count = sums[2 * channels]
+        mean64 = sums[:channels] / count
+        var = (sums[channels : 2 * channels] / count - mean64 * mean64).clamp_min(0).to(input.dtype)
+        mean = mean64.to(input.dtype)
         centred = input - mean[None, :, None, None]
-        var = all_reduce((centred * centred).sum(dims)) / count
         tracked = self.num_batches_tracked
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None and tracked is not None:
             with torch.no_grad():
                 tracked.add_(1)
                 momentum = self.momentum if self.momentum is not None else 1.0 / float(tracked)
-                unbiased = var * count / torch.clamp(count - 1, min=1)
+                unbiased = var * (count / torch.clamp(count - 1, min=1)).to(var.dtype)
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from temflow.models import _ARCHITECTURES, Autoencoder, UNet
+from temflow.models import _ARCHITECTURES, Autoencoder, UNet, _BatchNorm2d
 from temflow.tiles import TileDataset
 
 __all__ = ["train", "TrainConfig", "dice_loss", "iou_from_histograms"]
@@ -84,6 +84,7 @@ class TrainConfig:
     num_workers: int
     threads: int | None
     progress: bool
+    sync_batch_norm: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,7 +219,7 @@ def _state_tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 
 def _checkpoint_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings that must match for a resumed run to equal an uninterrupted one."""
-    keys = ["batch_size", "lr", "schedule", "weight_decay", "optimizer", "seed"]
+    keys = ["batch_size", "lr", "schedule", "weight_decay", "optimizer", "seed", "sync_batch_norm"]
     if config.schedule == "cosine":
         keys.append("epochs")  # the cosine schedule depends on the total
     return {k: getattr(config, k) for k in keys}
@@ -354,6 +355,9 @@ def _fit(
     """The training loop every rank runs; returns the history rows."""
     rank, world = _distributed()
     model.to(device)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm2d):
+            module.synchronise = config.sync_batch_norm
     optimizer = _make_optimizer(model, config)
     history: list[dict[str, Any]] = []
     best: dict[str, torch.Tensor] | None = None
@@ -520,6 +524,7 @@ def train(
     seed: int = 0,
     num_workers: int = 0,
     threads: int | None = None,
+    sync_batch_norm: bool = True,
     progress: bool = False,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Train a UNet or an Autoencoder on a tile set.
@@ -550,7 +555,8 @@ def train(
         Write a checkpoint after every epoch into this folder.
     resume : bool
         Continue from the newest checkpoint in ``checkpoint_dir`` when there is
-        one (with ``False``, ``checkpoint_dir`` must hold no checkpoints).
+        one; with ``False`` training starts afresh and deletes the checkpoint
+        files (``epoch-*.safetensors``) already in ``checkpoint_dir``.
     validation : TileDataset, "auto" or None
         Validation tiles; "auto" uses the ``"validation"`` split of the same
         tile set without augmentation.
@@ -572,6 +578,11 @@ def train(
         DataLoader worker processes in a single process (0 on Dask workers, always).
     threads : int, optional
         ``torch.set_num_threads`` on each Dask worker; default the worker's thread count.
+    sync_batch_norm : bool
+        Data-parallel batch norm with the global batch's statistics (the same
+        result as one process). ``False`` normalises each rank's share on its
+        own: one collective per layer less each way, about twice the
+        throughput on a busy CPU, but the result then depends on the number of ranks.
     progress : bool
         Show a progress bar on stderr (per batch; per epoch with a client).
 
@@ -622,11 +633,10 @@ def train(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     _resolve_device(device)
-    if checkpoint_dir is not None and not resume and _latest_checkpoint(Path(checkpoint_dir)) is not None:
-        raise ValueError(
-            f"checkpoint_dir {os.fspath(checkpoint_dir)!r} already holds checkpoints of another run; "
-            "pass resume=True to continue it, or use an empty folder"
-        )
+    if checkpoint_dir is not None and not resume:
+        # a fresh run: old checkpoints would otherwise be taken for this run's by a later resume
+        for old in Path(checkpoint_dir).glob("epoch-*.safetensors"):
+            old.unlink()
     if validation == "auto":
         validation = dataset.subset("validation", augment=False)
         validation = validation if len(validation) else None
@@ -647,6 +657,7 @@ def train(
         num_workers=int(num_workers),
         threads=threads,
         progress=bool(progress),
+        sync_batch_norm=bool(sync_batch_norm),
     )
     if client is not None:
         model, rows = _train_on_cluster(model, dataset, validation, config, client)
