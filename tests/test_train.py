@@ -218,3 +218,19 @@ def test_unet_learns_to_find_particles(tmp_path):
     best = history["val_iou"].max()
     assert best > 0.75, history
     assert not math.isnan(history["val_loss"].min())
+
+
+def test_temflow_train_is_callable_even_after_the_module_is_imported(tmp_path):
+    import importlib
+
+    import temflow
+
+    importlib.import_module("temflow.train")  # what the pipeline does; makes temflow.train the module
+    from temflow.models import UNet
+    from temflow.synthetic import make_movie
+    from temflow.tiles import TileDataset, make_tile_set
+
+    truth = make_movie(frames=6, size=64, seed=0)
+    store = make_tile_set(truth.movie, tmp_path / "t.zarr", tile_size=32, frames=6, masks=truth.labels > 0)
+    model, history = temflow.train(UNet(depth=2, width=4), TileDataset(store), epochs=1, batch_size=4)
+    assert len(history) == 1 and isinstance(model, UNet)

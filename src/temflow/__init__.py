@@ -29,6 +29,7 @@ from temflow.measure import label_particles, measure_particles, measure_particle
 from temflow.threshold import threshold_particles
 from temflow.pipeline import run
 from temflow.store import open_zarr, save_zarr
+from temflow.tiles import TileDataset, make_tile_set, normalise, percentile_normalisation
 from temflow.track import find_events, link
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "Verdict",
     "IncompleteStoreError",
     "MovieFileError",
+    "TileDataset",
     "apply_drift",
     "as_movie",
     "check_movie",
@@ -68,8 +70,11 @@ __all__ = [
     "measure_particles_to_parquet",
     "normalised_size_distribution",
     "read_particles",
+    "make_tile_set",
+    "normalise",
     "open_movie",
     "open_zarr",
+    "percentile_normalisation",
     "pixel_size_nm",
     "predict",
     "run",

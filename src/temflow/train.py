@@ -41,6 +41,7 @@ import math
 import os
 import sys
 import time
+import types
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -837,3 +838,18 @@ def _train_on_cluster(
     trained = type(model)(**arguments)
     trained.load_state_dict(load_tensors(state))
     return trained, rows
+
+
+class _CallableModule(types.ModuleType):
+    """``temflow.train`` names both this module and its function: calling the module trains.
+
+    Importing the submodule (as the pipeline does) makes the package attribute
+    ``temflow.train`` the module; this keeps ``temflow.train(model, dataset, ...)``
+    working either way without importing torch when temflow is imported.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[nn.Module, pd.DataFrame]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
