@@ -566,13 +566,22 @@ def demo_config(
     >>> config.input.synthetic.frames, config.segmentation.method, config.training.labels
     (40, 'unet', 'auto')
     """
+    # ~70 particles coarsening by ripening, at a dose where single frames are noisy
+    # but particles a few nm across are resolvable
     synthetic = SyntheticConfig(
-        frames=frames or SyntheticConfig.frames,
-        size=size or SyntheticConfig.size,
+        frames=frames or 120,
+        size=size or 320,
+        radius_nm=[1.5, 5.0],
+        dose_e_per_px=200.0,
+        mechanism="ostwald",
+        seed=0,
     )
     data: dict[str, Any] = {
-        "input": {"synthetic": dataclasses.asdict(synthetic)},
+        "input": {"synthetic": dataclasses.asdict(synthetic), "frames_per_chunk": 10},
         "output": {"folder": str(output)},
+        "training": {"labels": "auto", "epochs": 10, "tile_size": 64, "frames": 16, "batch_size": 16},
+        "inference": {"tile": 512},
+        "analysis": {"max_step_nm": 3.0, "memory": 2},
         "cluster": {"scheduler": scheduler or "", "dashboard_address": "127.0.0.1:8787"},
     }
     return Config.from_dict(data, source="temflow demo")
@@ -595,11 +604,33 @@ def demo(
     config = demo_config(output, frames=frames, size=size, scheduler=scheduler)
     syn = config.input.synthetic
     assert syn is not None
-    say(f"temflow demo: a synthetic {syn.frames}-frame {syn.size}x{syn.size} ripening movie -> {config.folder}/")
+    say(
+        f"temflow demo: a synthetic {syn.frames}-frame {syn.size}x{syn.size} movie of ripening nanoparticles; "
+        f"a U-Net is trained on weak labels, then the whole analysis -> {config.folder}/"
+    )
     summary = run(config, echo=say)
     for line in format_summary(summary):
         say(line)
+    for line in _truth_lines(Path(summary["folder"]) / "raw.truth", syn.pixel_size_nm):
+        say(line)
     return summary
+
+
+def _truth_lines(folder: Path, pixel_size_nm: float) -> list[str]:
+    """What the generator knows, in the summary's terms, to compare with what was found."""
+    particles = pd.read_parquet(folder / "particles.parquet")
+    events = pd.read_parquet(folder / "events.parquet")
+    seen = particles[particles["visible"] & ~particles["touches_border"]]
+    per_frame = seen.groupby("frame")
+    count, diameter = per_frame.size(), 2 * per_frame["radius"].mean()
+    kinds = events["event"].value_counts().to_dict() if len(events) else {}
+    return [
+        "",
+        "ground truth of the synthetic movie (whole raw field of view, before cropping):",
+        f"particles      {count.iloc[0]} in the first frame -> {count.iloc[-1]} in the last",
+        f"mean diameter  {diameter.iloc[0]:.2f} nm -> {diameter.iloc[-1]:.2f} nm",
+        "events         " + (", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "none"),
+    ]
 
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
