@@ -44,7 +44,7 @@ def _sample_peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, in
         time.sleep(0.05)
 
 
-def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: int) -> float:
+def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: int, device: str) -> float:
     import torch
     import zarr
 
@@ -52,7 +52,8 @@ def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: i
     from temflow.tiles import normalise
 
     torch.set_num_threads(threads)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint).to(device)
+    on_gpu = device.startswith("cuda")
     source = zarr.open_array(str(store), path="0", mode="r")
     from temflow.store import _codecs
 
@@ -64,18 +65,20 @@ def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: i
     start = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, source.shape[0], batch):
-            frames = normalise(source[first : first + batch], model.card["normalisation"])
-            target[first : first + batch] = torch.sigmoid(model(torch.from_numpy(frames)[:, None]))[:, 0].numpy()
+            frames = torch.from_numpy(normalise(source[first : first + batch], model.card["normalisation"]))
+            with torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=on_gpu):
+                logits = model(frames[:, None].to(device))
+            target[first : first + batch] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     return time.perf_counter() - start
 
 
-def _temflow(store: Path, checkpoint: Path, out: Path, batch: int, tile: int | None) -> float:
+def _temflow(store: Path, checkpoint: Path, out: Path, batch: int, tile: int | None, device: str = "auto") -> float:
     import temflow
     from temflow.infer import predict
 
     movie = temflow.open_zarr(store)
     start = time.perf_counter()
-    temflow.save_zarr(predict(movie, checkpoint, batch_size=batch, tile=tile), out, overwrite=True)
+    temflow.save_zarr(predict(movie, checkpoint, batch_size=batch, tile=tile, device=device), out, overwrite=True)
     return time.perf_counter() - start
 
 
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1024, help="temflow tile side, px (0: whole frames)")
     parser.add_argument("--tiled", type=int, default=512, help="also time 1 worker with tiles of this side (0: skip)")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repeats; the best is reported")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
     parser.add_argument("--grow", type=int, nargs="*", default=None, help="movie lengths for the memory sweep")
     parser.add_argument("--workdir", default=None, help="folder for the stores (default: a temporary one)")
     args = parser.parse_args()
@@ -154,6 +158,7 @@ def main() -> None:
     from temflow.synthetic import make_movie
     from temflow.tiles import percentile_normalisation
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
@@ -168,7 +173,7 @@ def main() -> None:
     temflow.save_zarr(temflow.open_zarr(store).isel(time=slice(0, args.frames)), bench_store, overwrite=True)
     print(
         f"{args.frames} frames of {args.size}^2, UNet(depth=3, width={args.width}), receptive field "
-        f"{net.receptive_field_px} px, batch {args.batch}, tile {tile}, {cores} cores, torch {torch.__version__}"
+        f"{net.receptive_field_px} px, batch {args.batch}, tile {tile}, {cores} cores, {device}, torch {torch.__version__}"
     )
 
     from contextlib import ExitStack
@@ -181,24 +186,24 @@ def main() -> None:
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40)
             )
             clients[workers] = stack.enter_context(Client(cluster, set_as_default=False))
-        _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, cores)  # warm-up everywhere
+        _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, cores, device)  # warm-up everywhere
         for workers, client in clients.items():
             with client.as_current():
-                _temflow(bench_store, checkpoint, work / "warm.zarr", args.batch, tile)
+                _temflow(bench_store, checkpoint, work / "warm.zarr", args.batch, tile, device)
         # interleaved repeats, best of each: the machine is shared, the minimum is the least disturbed run
         for _ in range(args.repeat):
             for threads in sorted({cores, 1}, reverse=True):
                 times.setdefault(f"torch loop ({threads} thread(s))", []).append(
-                    _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, threads)
+                    _torch_loop(bench_store, checkpoint, work / "floor.zarr", args.batch, threads, device)
                 )
             for workers, client in clients.items():
                 with client.as_current():
                     times.setdefault(f"temflow predict, {workers} worker(s)", []).append(
-                        _temflow(bench_store, checkpoint, work / "out.zarr", args.batch, tile)
+                        _temflow(bench_store, checkpoint, work / "out.zarr", args.batch, tile, device)
                     )
                     if workers == 1 and args.tiled:
                         times.setdefault(f"temflow, 1 worker, tiles of {args.tiled}", []).append(
-                            _temflow(bench_store, checkpoint, work / "tiled.zarr", args.batch, args.tiled)
+                            _temflow(bench_store, checkpoint, work / "tiled.zarr", args.batch, args.tiled, device)
                         )
                     times.setdefault(f"naive map_blocks, {workers} worker(s)", []).append(
                         _naive(bench_store, checkpoint, work / "naive.zarr")
@@ -251,7 +256,7 @@ def main() -> None:
             stop, peaks = threading.Event(), {}
             sampler = threading.Thread(target=_sample_peak_rss, args=(pids, stop, peaks))
             sampler.start()
-            _temflow(sub, checkpoint, work / f"grow{n}-out.zarr", args.batch, tile)
+            _temflow(sub, checkpoint, work / f"grow{n}-out.zarr", args.batch, tile, device)
             stop.set()
             sampler.join()
             print(

@@ -390,7 +390,9 @@ def predict(
     model : temflow.models.UNet or Autoencoder, or path
         A model (e.g. from :func:`temflow.models.load_model`) or its
         ``.safetensors`` file. A path is opened by every worker, so it must be
-        visible to them; an in-memory model is shipped once as bytes.
+        visible to them; an in-memory model is shipped once as bytes (one key
+        of the graph; for a model of tens of MB prefer the path, which keeps
+        the graph small).
     tile : int or None
         Side of the square tiles the network sees, px, rounded down to a
         multiple of the model's ``size_multiple``; ``None`` or a tile larger
