@@ -8,10 +8,11 @@ in seconds, ``y`` and ``x`` in nanometres, each coordinate's unit in its
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 TIME = "time"
@@ -124,6 +125,35 @@ def check_movie(movie: Any, name: str = "movie") -> xr.DataArray:
             f"use {name}.rename(...) or temflow.as_movie(...)"
         )
     return movie
+
+
+def check_table(table: Any, needed: Iterable[str], name: str = "table") -> pd.DataFrame:
+    """Validate that ``table`` is a DataFrame with the ``needed`` columns.
+
+    Raises
+    ------
+    TypeError
+        If it is not a DataFrame.
+    ValueError
+        Naming the missing columns and where such a table comes from.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> check_table(pd.DataFrame({"frame": [0]}), ["frame", "y"])
+    Traceback (most recent call last):
+    ...
+    ValueError: table lacks the columns ['y']; it has ['frame']; make it with temflow.measure_particles (and link it with temflow.link)
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame (from temflow.measure_particles); got {type(table).__name__}")
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{name} lacks the columns {missing}; it has {list(table.columns)}; "
+            "make it with temflow.measure_particles (and link it with temflow.link)"
+        )
+    return table
 
 
 def pixel_size_nm(movie: xr.DataArray) -> tuple[float, float]:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from temflow._movie import check_table
 from temflow.synthetic import lsw_distribution
 
 __all__ = [
@@ -41,18 +42,6 @@ __all__ = [
 Mechanism = Literal["ostwald ripening", "migration and coalescence", "mixed", "no coarsening"]
 
 _SIZE_COLUMNS = ("frame", "equivalent_diameter")
-
-
-def _check(table: object, needed: tuple[str, ...], name: str) -> pd.DataFrame:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame; got {type(table).__name__}")
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{name} lacks the columns {missing}; it has {list(table.columns)}; "
-            "make it with temflow.measure.measure_particles (tracks: temflow.track.link)"
-        )
-    return table
 
 
 def _frames(table: pd.DataFrame, times_s: Any, field_area_nm2: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +121,7 @@ def size_statistics(
     >>> stats[["frame", "count", "mean_diameter"]].values.tolist()
     [[0.0, 2.0, 3.0], [1.0, 0.0, nan], [2.0, 1.0, 4.0]]
     """
-    table = _check(table, _SIZE_COLUMNS, "table")
+    table = check_table(table, _SIZE_COLUMNS, "table")
     times, area = _frames(table, times_s, field_area_nm2)
     border = table["touches_border"].to_numpy(bool) if "touches_border" in table.columns else np.zeros(len(table), bool)
     if not 0 <= min_relative_diameter < 1:
@@ -191,7 +180,7 @@ def size_distribution(
         ``diameter`` (bin centres, nm), ``diameter_edges`` in ``attrs``, and
         ``count`` per frame as a coordinate.
     """
-    table = _check(table, _SIZE_COLUMNS, "table")
+    table = check_table(table, _SIZE_COLUMNS, "table")
     times, _ = _frames(table, times_s, None)
     if not include_border and "touches_border" in table.columns:
         table = table[~table["touches_border"].to_numpy(bool)]
@@ -256,7 +245,7 @@ def normalised_size_distribution(
         (``h(u)``) and ``attrs["l1_distance"]``: the integral of
         ``|density - lsw|`` (0 identical, 2 disjoint) and ``attrs["count"]``.
     """
-    table = _check(table, _SIZE_COLUMNS, "table")
+    table = check_table(table, _SIZE_COLUMNS, "table")
     if not include_border and "touches_border" in table.columns:
         table = table[~table["touches_border"].to_numpy(bool)]
     if frames is not None:
@@ -372,7 +361,7 @@ def fit_growth_law(
     """
     from scipy.optimize import curve_fit
 
-    stats = _check(stats, ("time", "mean_radius", "count"), "stats")
+    stats = check_table(stats, ("time", "mean_radius", "count"), "stats")
     if exponent is not None and not (math.isfinite(exponent) and exponent > 0):
         raise ValueError(f"exponent must be a positive number (3 for LSW) or None to fit it; got {exponent!r}")
     use = stats[(stats["count"] >= min_count) & np.isfinite(stats["mean_radius"])]
@@ -519,8 +508,8 @@ def coarsening_mechanism(
     -------
     Verdict
     """
-    tracks = _check(tracks, ("frame", "y", "x", "particle", "equivalent_diameter"), "tracks")
-    events = _check(events, ("frame", "event", "particle", "merged"), "events")
+    tracks = check_table(tracks, ("frame", "y", "x", "particle", "equivalent_diameter"), "tracks")
+    events = check_table(events, ("frame", "event", "particle", "merged"), "events")
     if not 0 <= coalescence_share < ripening_share <= 1:
         raise ValueError(
             f"need 0 <= coalescence_share < ripening_share <= 1; got {coalescence_share!r} and {ripening_share!r}"

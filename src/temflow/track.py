@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from temflow._movie import check_table
 
 __all__ = ["EVENT_COLUMNS", "find_events", "link"]
 
@@ -29,18 +30,6 @@ _NEEDED = ("frame", "y", "x")
 
 EVENT_COLUMNS: tuple[str, ...] = ("frame", "time", "event", "particle", "merged", "y", "x")
 """Columns of :func:`find_events`' table, in order."""
-
-
-def _check_table(table: object, needed: Iterable[str], name: str = "table") -> pd.DataFrame:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame (from temflow.measure_particles); got {type(table).__name__}")
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{name} lacks the columns {missing}; it has {list(table.columns)}; "
-            "measure it with temflow.measure.measure_particles (and link it with temflow.track.link)"
-        )
-    return table
 
 
 def link(
@@ -106,7 +95,7 @@ def link(
     >>> link(table, max_step_nm=2.0)["particle"].tolist()
     [0, 1, 1, 0]
     """
-    table = _check_table(table, _NEEDED)
+    table = check_table(table, _NEEDED)
     if not (isinstance(max_step_nm, (int, float)) and math.isfinite(max_step_nm) and max_step_nm > 0):
         raise ValueError(f"max_step_nm must be a positive distance in nm; got {max_step_nm!r}")
     if int(memory) != memory or memory < 0:
@@ -255,7 +244,7 @@ def find_events(
     >>> ev[["frame", "event", "particle", "merged"]].values.tolist()
     [[1, 'merge', 0, (1,)], [2, 'vanish', 2, ()]]
     """
-    tracks = _check_table(tracks, _NEEDED + ("particle",), "tracks")
+    tracks = check_table(tracks, _NEEDED + ("particle",), "tracks")
     if not any(c in tracks.columns for c in ("equivalent_diameter", "area", "radius")):
         raise ValueError("tracks needs a size column: equivalent_diameter (nm), area (nm^2) or radius (nm)")
     if not (math.isfinite(contact_nm) and contact_nm >= 0):
