@@ -66,3 +66,27 @@ def test_errors_are_one_line_naming_the_file(tmp_path):
     store = tmp_path / "a.zarr"
     temflow.save_zarr(make_movie(frames=2, size=16).movie, store)
     assert "already exists" in _one_line_error(["convert", str(store), str(store)])
+
+
+def test_predict_command_writes_probabilities_and_masks(tmp_path):
+    import torch
+
+    from temflow.infer import predict
+    from temflow.models import UNet, save_model
+
+    truth = make_movie(frames=4, size=64, seed=1)
+    movie_store = temflow.save_zarr(truth.movie, tmp_path / "movie.zarr")
+    torch.manual_seed(0)
+    model = save_model(
+        UNet(depth=2, width=4).eval(), tmp_path / "unet.safetensors",
+        normalisation={"method": "percentile", "low": 100.0, "high": 600.0}, tile_size=32,
+    )
+    out, masks = tmp_path / "p.zarr", tmp_path / "m.zarr"
+    result = CliRunner().invoke(
+        main, ["predict", str(movie_store), str(model), str(out), "--masks", str(masks), "--tile", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Dask dashboard: http://127.0.0.1:" in result.output
+    expected = predict(temflow.open_zarr(movie_store).compute(), model, tile=64)
+    np.testing.assert_allclose(temflow.open_zarr(out).values, expected.values, atol=1e-5)
+    np.testing.assert_array_equal(temflow.open_zarr(masks).values, expected.values > 0.5)

@@ -141,6 +141,37 @@ def synth(
     click.echo(f"wrote {written} (ground truth beside it in {written.with_suffix('.truth')})")
 
 
+@main.command()
+@click.argument("movie", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--masks", type=click.Path(path_type=Path), default=None, help="Also write boolean masks to this store.")
+@click.option("--tile", type=int, default=1024, show_default=True, help="Tile side, px.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (default: a LocalCluster).")
+@click.option("--overwrite", is_flag=True, help="Replace existing stores.")
+def predict(
+    movie: Path, model: Path, store: Path, masks: Path | None, tile: int, device: str, scheduler: str | None, overwrite: bool
+) -> None:
+    """Run a trained model over every frame of MOVIE into the zarr STORE."""
+    from temflow.cluster import connect, dashboard_link
+    from temflow.infer import predict as run_model
+    from temflow.infer import segment
+    from temflow.io import open_movie
+    from temflow.store import open_zarr, save_zarr
+
+    frames = open_movie(movie)
+    with connect(scheduler) as client:
+        link = dashboard_link(client)
+        if link:
+            click.echo(f"Dask dashboard: {link}")
+        written = save_zarr(run_model(frames, model, tile=tile, device=device), store, overwrite=overwrite, progress=True)  # type: ignore[arg-type]
+        click.echo(f"wrote {written}")
+        if masks is not None:
+            save_zarr(segment(open_zarr(written)), masks, overwrite=overwrite, progress=True)
+            click.echo(f"wrote {masks}")
+
+
 @main.command(name="run")
 @click.argument("config_file", type=click.Path(path_type=Path))
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (overrides [cluster]).")
