@@ -34,6 +34,8 @@ class PeakMemory:
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.peak = 0
+        self.stage = "start"
+        self.stage_peaks: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -47,7 +49,14 @@ class PeakMemory:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0), total)
             time.sleep(self.interval_s)
+
+    def echo(self, line: str) -> None:
+        """Follow the pipeline's stage lines, to attribute memory to stages."""
+        words = line.split()
+        if len(words) >= 2 and words[1] in ("running...", "resuming..."):
+            self.stage = words[0]
 
     def __enter__(self) -> "PeakMemory":
         self._thread.start()
@@ -58,10 +67,15 @@ class PeakMemory:
         self._thread.join()
 
 
-def one_run(frames: int, size: int, method: str, epochs: int, workers: int, memory_limit: str, folder: Path) -> dict:
+def one_run(
+    frames: int, size: int, method: str, epochs: int, workers: int, memory_limit: str, chunk: int, folder: Path
+) -> dict:
     config = Config.from_dict(
         {
-            "input": {"synthetic": {"frames": frames, "size": size, "radius_nm": [2.0, 6.0], "seed": 0}},
+            "input": {
+                "synthetic": {"frames": frames, "size": size, "radius_nm": [2.0, 6.0], "seed": 0},
+                "frames_per_chunk": chunk,
+            },
             "output": {"folder": str(folder), "figure_formats": ["png"]},
             "segmentation": {"method": method},
             "training": {"epochs": epochs},
@@ -75,8 +89,13 @@ def one_run(frames: int, size: int, method: str, epochs: int, workers: int, memo
     )
     t0 = time.perf_counter()
     with PeakMemory() as memory:
-        summary = run(config)
-    return {"seconds": time.perf_counter() - t0, "peak_bytes": memory.peak, "stages": summary["stage_seconds"]}
+        summary = run(config, echo=memory.echo)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_bytes": memory.peak,
+        "stages": summary["stage_seconds"],
+        "stage_peaks": memory.stage_peaks,
+    }
 
 
 def main() -> None:
@@ -87,6 +106,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (unet/autoencoder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GiB", help="per worker")
+    parser.add_argument(
+        "--frames-per-chunk", type=int, default=16, help="the same chunk for every length, so only length varies"
+    )
     parser.add_argument("--quick", action="store_true", help="small movies: 20, 40, 80 frames of 256^2")
     parser.add_argument("--keep", type=Path, default=None, help="keep outputs under this folder")
     args = parser.parse_args()
@@ -96,14 +118,16 @@ def main() -> None:
     for frames in frames_list:
         folder = root / f"run-{frames}"
         shutil.rmtree(folder, ignore_errors=True)
-        result = one_run(frames, size, args.method, args.epochs, args.workers, args.memory_limit, folder)
+        result = one_run(
+            frames, size, args.method, args.epochs, args.workers, args.memory_limit, args.frames_per_chunk, folder
+        )
         rows.append((frames, result))
         print(f"{frames} frames done in {result['seconds']:.1f} s", flush=True)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
     base_frames, base = rows[0]
     print(f"\nPipeline ({args.method}) on {size}x{size} synthetic movies, {args.workers} workers x 1 thread, "
-          f"{args.memory_limit} per worker")
+          f"{args.memory_limit} per worker, {args.frames_per_chunk} frames per chunk")
     print(f"{'frames':>7} {'seconds':>9} {'ms/frame':>9} {'x time':>7} {'x frames':>8} {'peak MiB':>9} {'x memory':>8}")
     for frames, result in rows:
         print(
@@ -116,6 +140,10 @@ def main() -> None:
     print(f"{'frames':>7} " + " ".join(f"{s:>10}" for s in stages))
     for frames, result in rows:
         print(f"{frames:>7} " + " ".join(f"{result['stages'].get(s, 0.0):>10.1f}" for s in stages))
+    print("\nPeak memory of the process tree during each stage, MiB:")
+    print(f"{'frames':>7} " + " ".join(f"{s:>10}" for s in stages))
+    for frames, result in rows:
+        print(f"{frames:>7} " + " ".join(f"{result['stage_peaks'].get(s, 0) / 2**20:>10.0f}" for s in stages))
 
 
 if __name__ == "__main__":

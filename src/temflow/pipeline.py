@@ -661,7 +661,6 @@ def _report(state: _Run, resume: bool) -> dict[str, Any]:
 
     config = state.config
     r = state.results
-    formats = config.output.figure_formats
     figures_dir = state.folder / "figures"
     figures_dir.mkdir(exist_ok=True)
     figures = _figures(state, figures_dir, _figure_formats(state))
@@ -722,10 +721,26 @@ def _figures(state: _Run, folder: Path, formats: list[str]) -> list[tuple[str, s
     # lazy: only the chunks of the two frames drawn are labelled and read
     labels = label_particles(masks)
     drawn = [
-        ("outlines", f"Particles of the first (cyan) and last (orange) frame over the first image", lambda: plot_particle_outlines(movie, labels)),
-        ("coarsening", "Particle count and mean radius against time, with the growth-law fits", lambda: plot_coarsening(stats, fits=fits)),
-        ("size_distribution", "Particle size distribution through time", lambda: plot_size_distribution(size_distribution(tracks, times_s=movie["time"].values))),
-        ("trajectories", "Size of every tracked particle against time; merges and vanishings marked", lambda: plot_size_trajectories(tracks, events)),
+        (
+            "outlines",
+            "Particles of the first (cyan) and last (orange) frame over the first image",
+            lambda: plot_particle_outlines(movie, labels),
+        ),
+        (
+            "coarsening",
+            "Particle count and mean radius against time, with the growth-law fits",
+            lambda: plot_coarsening(stats, fits=fits),
+        ),
+        (
+            "size_distribution",
+            "Particle size distribution through time",
+            lambda: plot_size_distribution(size_distribution(tracks, times_s=movie["time"].values)),
+        ),
+        (
+            "trajectories",
+            "Size of every tracked particle against time; merges and vanishings marked",
+            lambda: plot_size_trajectories(tracks, events),
+        ),
     ]
     figures = []
     if (folder / "drift.png").exists():

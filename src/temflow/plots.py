@@ -10,11 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import xarray as xr
 
 matplotlib.use("Agg", force=False)
+import matplotlib.colors  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from temflow.coarsening import GrowthFit
 
 __all__ = ["save_figure"]
 
@@ -61,10 +70,6 @@ def save_figure(
 
 
 # --- drift figures (temflow.drift) -------------------------------------------------------------
-
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
 
 __all__ += ["plot_drift"]
 
@@ -121,12 +126,6 @@ def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
 
 # --- training figures (temflow.train) ----------------------------------------------------------
 
-from typing import TYPE_CHECKING  # noqa: E402
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.axes import Axes
-
 __all__ += ["plot_training_history"]
 
 def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) -> Figure:
@@ -181,18 +180,6 @@ def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) 
 
 
 # --- analysis figures (temflow.measure, temflow.track, temflow.coarsening) ---------------------
-# (imports kept in this section so that the stages' sections merge independently)
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-import matplotlib.colors  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-
-if TYPE_CHECKING:
-    from temflow.coarsening import GrowthFit
-
 __all__ += [
     "plot_analysis_summary",
     "plot_coarsening",

@@ -34,7 +34,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from temflow._movie import DIMS, TIME, X, Y
+from temflow._movie import DIMS, TIME
 from temflow.errors import IncompleteStoreError, MovieFileError
 
 __all__ = ["save_zarr", "open_zarr", "is_complete"]

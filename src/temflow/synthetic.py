@@ -25,7 +25,6 @@ Conventions
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -37,18 +36,15 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.base import tokenize
-from scipy import fft as sfft
-from scipy.spatial import cKDTree
-from scipy.special import erfc
 
 from temflow._movie import AXIS, DIMS, TIME, X, Y, as_movie
+from temflow._render import lazy_render
+from temflow._simulation import drift_trajectory, lsw_distribution, simulate
 
 __all__ = ["SyntheticMovie", "make_movie", "lsw_distribution", "save_truth"]
 
 Mechanism = Literal["ostwald", "coalescence", "mixed", "none"]
 _MECHANISMS = ("ostwald", "coalescence", "mixed", "none")
-_SUBSTEPS = 8
 
 
 @dataclass(frozen=True)
@@ -88,342 +84,11 @@ class SyntheticMovie:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def lsw_distribution(u: np.ndarray) -> np.ndarray:
-    """The Lifshitz-Slyozov-Wagner size distribution ``h(u)``, ``u = r / <r>``.
-
-    Normalised to unit area on ``0 <= u < 1.5``; zero outside.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> u = np.linspace(0, 1.5, 3001)
-    >>> round(float(np.trapezoid(lsw_distribution(u), u)), 3)
-    1.0
-    """
-    u = np.asarray(u, dtype=float)
-    out = np.zeros_like(u)
-    ok = (u > 0) & (u < 1.5)
-    v = u[ok]
-    out[ok] = (
-        (4.0 / 9.0)
-        * v**2
-        * (3.0 / (3.0 + v)) ** (7.0 / 3.0)
-        * (1.5 / (1.5 - v)) ** (11.0 / 3.0)
-        * np.exp(-v / (1.5 - v))
-    )
-    return out
-
-
 def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
     shape = tuple(int(s) for s in np.broadcast_to(np.asarray(size), (2,)))
     if min(shape) < 8:
         raise ValueError(f"size must be at least 8 pixels per side; got {size!r}")
     return shape  # type: ignore[return-value]
-
-
-def _drift_trajectory(
-    frames: int,
-    rng: np.random.Generator,
-    drift_px: float,
-    jumps: int,
-    jump_px: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth drift (a random low-frequency path) plus sudden jumps, pixels."""
-    t = np.linspace(0.0, 1.0, frames)
-    path = np.zeros((frames, 2))
-    for axis in range(2):
-        # a few random Fourier modes plus a linear trend: a slowly wandering stage
-        trend = rng.uniform(-1, 1) * t
-        modes = sum(
-            rng.normal() / k * np.sin(np.pi * k * t + rng.uniform(0, 2 * np.pi))
-            for k in range(1, 5)
-        )
-        path[:, axis] = trend + modes - modes[0] if frames > 1 else 0.0
-    peak = np.abs(path).max()
-    if peak > 0:
-        path *= drift_px / peak
-    jump_frames = np.array([], dtype=int)
-    if jumps > 0 and frames > 2:
-        jump_frames = np.sort(rng.choice(np.arange(1, frames), size=min(jumps, frames - 1), replace=False))
-        for f in jump_frames:
-            angle = rng.uniform(0, 2 * np.pi)
-            magnitude = rng.uniform(0.5, 1.0) * jump_px
-            path[f:] += magnitude * np.array([np.sin(angle), np.cos(angle)])
-    path -= path[0]
-    return path, jump_frames
-
-
-def _initial_radii(
-    n: int, radius_nm: tuple[float, float], mechanism: str, rng: np.random.Generator
-) -> np.ndarray:
-    lo, hi = radius_nm
-    if mechanism in ("ostwald", "mixed"):
-        # start from the self-similar LSW shape so the mean radius follows
-        # <r>^3 - <r0>^3 = K t from the first frame, not after a transient
-        u = np.linspace(1e-3, 1.5 - 1e-6, 4000)
-        cdf = np.cumsum(lsw_distribution(u))
-        cdf /= cdf[-1]
-        mean = hi / 1.5
-        radii = np.empty(0)
-        while radii.size < n:
-            draw = mean * np.interp(rng.uniform(size=2 * n), cdf, u)
-            radii = np.concatenate([radii, draw[draw >= lo]])
-        return radii[:n]
-    centre = np.sqrt(lo * hi)
-    sigma = max(np.log(hi / lo) / 4.0, 1e-3)
-    return np.clip(centre * np.exp(rng.normal(0.0, sigma, n)), lo, hi)
-
-
-def _place(
-    radii: np.ndarray, lo: np.ndarray, hi: np.ndarray, gap_nm: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random sequential placement without overlap, largest first."""
-    order = np.argsort(-radii)
-    kept_pos: list[np.ndarray] = []
-    kept_r: list[float] = []
-    for i in order:
-        r = radii[i]
-        for _ in range(200):
-            p = rng.uniform(lo, hi)
-            if not kept_pos:
-                break
-            d = np.hypot(*(np.asarray(kept_pos) - p).T)
-            if np.all(d > np.asarray(kept_r) + r + gap_nm):
-                break
-        else:
-            continue
-        kept_pos.append(p)
-        kept_r.append(r)
-    return np.asarray(kept_pos).reshape(-1, 2), np.asarray(kept_r)
-
-
-def _simulate(
-    *,
-    frames: int,
-    frame_interval_s: float,
-    mechanism: str,
-    radius_nm: tuple[float, float],
-    n_particles: int,
-    area_lo: np.ndarray,
-    area_hi: np.ndarray,
-    ripening_rate_nm3_per_s: float,
-    diffusion_nm2_per_s: float,
-    min_radius_nm: float,
-    rng: np.random.Generator,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    radii0 = _initial_radii(n_particles, radius_nm, mechanism, rng)
-    pos, r = _place(radii0, area_lo, area_hi, gap_nm=1.0, rng=rng)
-    ids = np.arange(1, len(r) + 1)
-    ripening = mechanism in ("ostwald", "mixed")
-    moving = mechanism in ("coalescence", "mixed")
-    # dr/dt = (k / r) (1 / <r> - 1 / r) conserves volume and gives
-    # <r>^3 - <r0>^3 = (4/9) k t  (Lifshitz-Slyozov-Wagner)
-    k_lsw = 9.0 / 4.0 * ripening_rate_nm3_per_s
-    dt = frame_interval_s / _SUBSTEPS
-    rows: list[np.ndarray] = []
-    events: list[tuple[int, str, int, tuple[int, ...]]] = []
-    for frame in range(frames):
-        if frame > 0:
-            for _ in range(_SUBSTEPS):
-                if ripening and len(r) > 1:
-                    volume = np.sum(r**3)
-                    mean_r = r.mean()
-                    r = r + dt * k_lsw / r * (1.0 / mean_r - 1.0 / r)
-                    gone = ~(r > min_radius_nm) | ~np.isfinite(r)
-                    if gone.any():
-                        for pid in ids[gone]:
-                            events.append((frame, "vanish", int(pid), ()))
-                        ids, pos, r = ids[~gone], pos[~gone], r[~gone]
-                    if len(r):
-                        # the dissolved atoms (and the Euler step's error) join the survivors:
-                        # ripening moves volume, it never creates or destroys it
-                        r = r * np.cbrt(volume / np.sum(r**3))
-                if moving and len(r):
-                    # Stokes-Einstein-like mobility: small particles wander more
-                    step = np.sqrt(2.0 * diffusion_nm2_per_s * dt) * (radius_nm[0] / r) ** 1.5
-                    pos = pos + rng.normal(size=pos.shape) * step[:, None]
-                    pos = np.where(pos < area_lo, 2 * area_lo - pos, pos)
-                    pos = np.where(pos > area_hi, 2 * area_hi - pos, pos)
-                ids, pos, r = _merge_touching(ids, pos, r, frame, events)
-        rows.append(
-            np.column_stack([ids, np.full(len(ids), frame), pos, r]) if len(ids) else np.empty((0, 5))
-        )
-    table = np.concatenate(rows) if rows else np.empty((0, 5))
-    particles = pd.DataFrame(
-        {
-            "particle": table[:, 0].astype(np.int64),
-            "frame": table[:, 1].astype(np.int64),
-            "y": table[:, 2],
-            "x": table[:, 3],
-            "radius": table[:, 4],
-        }
-    )
-    event_table = pd.DataFrame(events, columns=["frame", "event", "particle", "merged"])
-    event_table = event_table.astype({"frame": np.int64, "particle": np.int64})
-    return particles, event_table
-
-
-def _merge_touching(
-    ids: np.ndarray,
-    pos: np.ndarray,
-    r: np.ndarray,
-    frame: int,
-    events: list[tuple[int, str, int, tuple[int, ...]]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge every pair of touching particles, volume conserved, larger id kept."""
-    while len(r) > 1:
-        tree = cKDTree(pos)
-        pairs = tree.query_pairs(2.0 * r.max(), output_type="ndarray")
-        if len(pairs) == 0:
-            break
-        d = np.hypot(*(pos[pairs[:, 0]] - pos[pairs[:, 1]]).T)
-        touching = pairs[d < r[pairs[:, 0]] + r[pairs[:, 1]]]
-        if len(touching) == 0:
-            break
-        # merge the most overlapping pair first; repeat until nothing touches
-        overlap = r[touching[:, 0]] + r[touching[:, 1]] - d[d < r[pairs[:, 0]] + r[pairs[:, 1]]]
-        i, j = touching[np.argmax(overlap)]
-        keep, lose = (i, j) if r[i] >= r[j] else (j, i)
-        v_keep, v_lose = r[keep] ** 3, r[lose] ** 3
-        pos[keep] = (pos[keep] * v_keep + pos[lose] * v_lose) / (v_keep + v_lose)
-        r[keep] = np.cbrt(v_keep + v_lose)
-        if events and events[-1][0] == frame and events[-1][1] == "merge" and events[-1][2] == ids[keep]:
-            events[-1] = (frame, "merge", int(ids[keep]), events[-1][3] + (int(ids[lose]),))
-        else:
-            events.append((frame, "merge", int(ids[keep]), (int(ids[lose]),)))
-        alive = np.arange(len(r)) != lose
-        ids, pos, r = ids[alive], pos[alive], r[alive]
-    return ids, pos, r
-
-
-@functools.lru_cache(maxsize=4)
-def _texture_spectrum(seed: int, shape: tuple[int, int], correlation_px: float) -> np.ndarray:
-    """Spectrum of a unit-variance amorphous-support texture on the canvas.
-
-    Speckle a couple of pixels wide plus slow thickness variations; kept as a
-    spectrum so that any sub-pixel shift of it is exact (a phase ramp).
-    """
-    rng = np.random.default_rng([seed, 1])
-    white = rng.standard_normal(shape).astype(np.float32)
-    spectrum = sfft.rfft2(white)
-    ky = sfft.fftfreq(shape[0])[:, None]
-    kx = sfft.rfftfreq(shape[1])[None, :]
-    k2 = ky**2 + kx**2
-    speckle = np.exp(-2 * (np.pi * correlation_px) ** 2 * k2)
-    slow = 3.0 * np.exp(-2 * (np.pi * 12 * correlation_px) ** 2 * k2)
-    spectrum *= (speckle + slow).astype(np.float32)
-    spectrum[0, 0] = 0
-    std = np.sqrt(np.sum(np.abs(spectrum) ** 2 * np.where(kx == 0, 1, 2)) / (shape[0] * shape[1]) ** 2)
-    return (spectrum / std).astype(np.complex64)
-
-
-def _particle_profile(rho: np.ndarray, radius_px: float, edge_px: float) -> np.ndarray:
-    """Darkness of a particle: a soft-edged disk, a little darker in its thick middle."""
-    edge = 0.5 * erfc((rho - radius_px) / (np.sqrt(2.0) * edge_px))
-    thickness = np.sqrt(np.clip(1.0 - (rho / max(radius_px, 1e-6)) ** 2, 0.0, 1.0))
-    return edge * (0.75 + 0.25 * thickness)
-
-
-def _render_block(
-    kind: str,
-    frames: np.ndarray,
-    shifts: np.ndarray,
-    blank: np.ndarray,
-    particles: np.ndarray,
-    params: dict[str, Any],
-) -> np.ndarray:
-    """Render frames (``kind="movie"``) or their labels (``kind="labels"``).
-
-    ``particles`` rows: frame, id, y_px, x_px (frame-0 pixel coords), radius_px.
-    """
-    ny, nx = params["shape"]
-    margin = params["margin"]
-    canvas = (ny + 2 * margin[0], nx + 2 * margin[1])
-    out_dtype = np.uint16 if kind == "movie" else np.uint32
-    out = np.zeros((len(frames), ny, nx), dtype=out_dtype)
-    yy = np.arange(ny, dtype=np.float32)[:, None]
-    xx = np.arange(nx, dtype=np.float32)[None, :]
-    spectrum = _texture_spectrum(params["seed"], canvas, params["texture_correlation_px"]) if kind == "movie" else None
-    ky = sfft.fftfreq(canvas[0]).astype(np.float32)[:, None]
-    kx = sfft.rfftfreq(canvas[1]).astype(np.float32)[None, :]
-    edge_px = params["edge_px"]
-    for k, frame in enumerate(frames):
-        dy, dx = shifts[k]
-        # the recorded area spans frame-0 pixels [-margin, n + margin); outside it is black
-        sy, sx = yy - dy, xx - dx
-        valid = (sy >= -margin[0]) & (sy < ny + margin[0]) & (sx >= -margin[1]) & (sx < nx + margin[1])
-        if blank[k]:
-            valid = np.zeros_like(valid)
-        here = particles[particles[:, 0] == frame]
-        if kind == "labels":
-            labels = np.zeros((ny, nx), dtype=np.uint32)
-            for _, pid, py, px, pr in here[np.argsort(here[:, 4])]:
-                cy, cx = py + dy, px + dx
-                y0, y1 = max(int(cy - pr) - 1, 0), min(int(cy + pr) + 2, ny)
-                x0, x1 = max(int(cx - pr) - 1, 0), min(int(cx + pr) + 2, nx)
-                if y0 >= y1 or x0 >= x1:
-                    continue
-                rho = np.hypot(yy[y0:y1] - cy, xx[:, x0:x1] - cx)
-                patch = labels[y0:y1, x0:x1]
-                patch[rho <= pr] = int(pid)
-            out[k] = np.where(valid, labels, 0)
-            continue
-        assert spectrum is not None
-        phase = np.exp(-2j * np.pi * (ky * np.float32(dy) + kx * np.float32(dx))).astype(np.complex64)
-        texture = sfft.irfft2(spectrum * phase, s=canvas)[margin[0] : margin[0] + ny, margin[1] : margin[1] + nx]
-        intensity = 1.0 + params["texture_contrast"] * texture
-        for _, pid, py, px, pr in here:
-            cy, cx = py + dy, px + dx
-            reach = pr + 4 * edge_px + 1
-            y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, ny)
-            x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, nx)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            rho = np.hypot(yy[y0:y1] - cy, xx[:, x0:x1] - cx)
-            darkness = params["contrast"] * _particle_profile(rho, pr, edge_px)
-            fringe_px = params["fringe_spacing_px"]
-            if fringe_px:
-                angle = (pid * 2.399963) % np.pi  # a fixed, id-dependent lattice orientation
-                wave = np.cos(2 * np.pi * ((yy[y0:y1] - cy) * np.sin(angle) + (xx[:, x0:x1] - cx) * np.cos(angle)) / fringe_px)
-                darkness = darkness * (1.0 + 0.3 * wave * (rho < pr))
-            intensity[y0:y1, x0:x1] *= 1.0 - darkness
-        intensity = np.where(valid, np.clip(intensity, 0, None), 0.0)
-        rng = np.random.default_rng([params["seed"], 2, int(frame)])
-        electrons = rng.poisson(params["dose_e_per_px"] * intensity).astype(np.float32)
-        if params["read_noise_e"] > 0:
-            electrons += rng.normal(0.0, params["read_noise_e"], electrons.shape).astype(np.float32)
-        counts = np.rint(electrons * params["gain_counts_per_e"])
-        out[k] = np.clip(counts, 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    return out
-
-
-def _lazy_render(
-    kind: str,
-    shift_px: np.ndarray,
-    blank: np.ndarray,
-    particle_px: np.ndarray,
-    params: dict[str, Any],
-    time_chunks: tuple[int, ...],
-) -> da.Array:
-    ny, nx = params["shape"]
-    name = f"temflow-synthetic-{kind}-" + tokenize(kind, shift_px, blank, particle_px, sorted(params.items()), time_chunks)
-    graph: dict[Any, Any] = {}
-    start = 0
-    for i, n in enumerate(time_chunks):
-        frames = np.arange(start, start + n)
-        rows = particle_px[(particle_px[:, 0] >= start) & (particle_px[:, 0] < start + n)]
-        graph[(name, i, 0, 0)] = (
-            _render_block,
-            kind,
-            frames,
-            shift_px[start : start + n],
-            blank[start : start + n],
-            rows,
-            params,
-        )
-        start += n
-    dtype = np.uint16 if kind == "movie" else np.uint32
-    return da.Array(graph, name, chunks=(time_chunks, (ny,), (nx,)), dtype=dtype)
 
 
 def _time_chunks(frames: int, chunks: Any, frame_bytes: int) -> tuple[tuple[int, ...], Any]:
@@ -595,7 +260,7 @@ def make_movie(
     if drift_px == 0 and jumps == 0:
         shift_px, jump_frames = np.zeros((frames, 2)), np.array([], dtype=int)
     else:
-        shift_px, jump_frames = _drift_trajectory(frames, rng, drift_px, jumps, jump_px)
+        shift_px, jump_frames = drift_trajectory(frames, rng, drift_px, jumps, jump_px)
     if recorded_margin_px is None:
         recorded_margin_px = int(np.ceil(0.5 * np.abs(shift_px).max())) if frames > 1 else 0
     margin = (int(recorded_margin_px), int(recorded_margin_px))
@@ -614,7 +279,7 @@ def make_movie(
         spacing = np.sqrt(area / max(n_particles, 1))
         diffusion_nm2_per_s = spacing**2 / (4.0 * duration)
 
-    particles, events = _simulate(
+    particles, events = simulate(
         frames=frames,
         frame_interval_s=frame_interval_s,
         mechanism=mechanism,
@@ -678,8 +343,8 @@ def make_movie(
         ]
     )
     time_chunks, final_chunks = _time_chunks(frames, chunks, shape[0] * shape[1] * 2)
-    movie_data = _lazy_render("movie", shift_px, blank, particle_px, params, time_chunks)
-    label_data = _lazy_render("labels", shift_px, blank, particle_px, params, time_chunks)
+    movie_data = lazy_render("movie", shift_px, blank, particle_px, params, time_chunks)
+    label_data = lazy_render("labels", shift_px, blank, particle_px, params, time_chunks)
     if final_chunks is not None:
         movie_data = movie_data.rechunk(tuple(final_chunks[d] for d in DIMS))
         label_data = label_data.rechunk(tuple(final_chunks[d] for d in DIMS))

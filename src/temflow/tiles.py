@@ -47,7 +47,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from temflow._movie import DIMS, TIME, check_movie, pixel_size_nm
+from temflow._movie import TIME, check_movie, pixel_size_nm
 from temflow.errors import IncompleteStoreError, MovieFileError
 
 __all__ = ["normalise", "percentile_normalisation", "make_tile_set", "TileDataset", "Split"]
