@@ -54,9 +54,8 @@ def drift_trajectory(
     for axis in range(2):
         # a few random Fourier modes plus a linear trend: a slowly wandering stage
         trend = rng.uniform(-1, 1) * t
-        modes = sum(
-            rng.normal() / k * np.sin(np.pi * k * t + rng.uniform(0, 2 * np.pi))
-            for k in range(1, 5)
+        modes = np.sum(
+            [rng.normal() / k * np.sin(np.pi * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 5)], axis=0
         )
         path[:, axis] = trend + modes - modes[0] if frames > 1 else 0.0
     peak = np.abs(path).max()

@@ -143,7 +143,7 @@ def run(
 def _provenance(state: Run) -> dict[str, Any]:
     from temflow import __version__
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in _DEPENDENCIES:
         try:
             versions[name] = metadata.version(name)

@@ -196,7 +196,7 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
     )
     info = read_tile_set_info(store)
     torch.manual_seed(tr.seed)
-    model = UNet() if config.segmentation.method == "unet" else Autoencoder()
+    model: torch.nn.Module = UNet() if config.segmentation.method == "unet" else Autoencoder()
     dataset = TileDataset(store, split="train", augment=True, seed=tr.seed)
     model, history = train(
         model,

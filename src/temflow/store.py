@@ -103,8 +103,9 @@ def _codecs(compressor: str, level: int, dtype: np.dtype) -> list[Any]:
         raise ValueError(f"compressor must be 'zstd', 'lz4' or 'none'; got {compressor!r}")
     if not 0 <= level <= 9:
         raise ValueError(f"compression_level must be in 0..9; got {level!r}")
-    shuffle = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
-    return [BloscCodec(cname=compressor, clevel=level, shuffle=shuffle, typesize=dtype.itemsize)]
+    shuffle: Any = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
+    cname: Any = compressor
+    return [BloscCodec(cname=cname, clevel=level, shuffle=shuffle, typesize=dtype.itemsize)]
 
 
 def _ome_metadata(movie: xr.DataArray) -> dict[str, Any]:
@@ -415,7 +416,9 @@ def open_zarr(
         coords = {}
         for name in meta.get("coords", []):
             coord = group[f"coords/{name}"]
-            dims = tuple(coord.metadata.dimension_names or ())
+            if not isinstance(coord, zarr.Array):
+                raise KeyError(f"coords/{name} is not an array")
+            dims = tuple(getattr(coord.metadata, "dimension_names", None) or ())
             coords[name] = xr.Variable(dims, coord[...], attrs=dict(coord.attrs))
     except (KeyError, ValueError, OSError) as exc:
         raise MovieFileError(path, _FORMAT, f"the store is damaged ({type(exc).__name__}: {exc})") from None
