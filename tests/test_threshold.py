@@ -90,3 +90,21 @@ def test_threshold_bad_movie():
         threshold_particles(xr.DataArray(np.zeros((2, 8, 8)), dims=("t", "r", "c")))
     with pytest.raises(TypeError, match="movie must hold numbers"):
         threshold_particles(as_movie(np.zeros((2, 8, 8), dtype=bool)))
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 2, "y": 50}])
+def test_nan_borders_are_outside_like_black_ones(chunks):
+    # drift correction leaves NaN (or zero) where a frame saw nothing: both are outside
+    truth = make_movie(frames=6, size=128, seed=22, drift_px=20, jumps=0, recorded_margin_px=2)
+    movie = truth.movie.astype("float32")
+    if chunks is None:
+        movie = movie.compute()
+    else:
+        movie = movie.chunk(chunks)
+    with_zero = threshold_particles(movie).values
+    with_nan = threshold_particles(movie.where(movie > 0)).values
+    reference = truth.labels.values > 0
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(with_zero, reference) > 0.85
+    assert iou(with_nan, reference) > iou(with_zero, reference) - 0.01
+    assert (with_zero != with_nan).mean() < 0.002

@@ -110,7 +110,9 @@ def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
     recorded = np.ones(block.shape, dtype=bool)
     for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
         recorded[k] = _median3(block[k : k + 1])[0] > (level[k] if np.ndim(level) == 3 else level)
-    return recorded
+    # a NaN pixel is never recorded, whatever the median of its neighbourhood says: one
+    # let into the filters below would spread NaN over the whole background window
+    return recorded & np.isfinite(block)
 
 
 def _darkness(
@@ -396,6 +398,8 @@ def threshold_particles(
         else:
             border = np.float32(border_value)
         recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
+        # a NaN pixel is never recorded (see _recorded)
+        recorded = recorded & da.isfinite(data)
         first = _map_frames(_darkness, [data, recorded], reach, np.float32, **kwargs)
         found = first > level_of(first)  # NaN (outside the recorded area) is never above
         dark = _map_frames(
