@@ -97,11 +97,11 @@ def _load(run_state: Run, resume: bool) -> dict[str, Any]:
             seed=syn.seed,
         )
         path = folder / "raw.zarr"
-        if path.exists() and not resume:
-            shutil.rmtree(path)
-        save_truth(truth, path, overwrite=False) if not path.exists() else _save_array(run_state, truth.movie, "raw.zarr", True)
-        if not path.with_suffix(".truth").exists():
-            save_truth(truth, path, overwrite=True)
+        if not resume:
+            for old in (path, path.with_suffix(".truth")):
+                shutil.rmtree(old, ignore_errors=True)
+        # resume=True also writes a fresh store; after an interruption it keeps the chunks written
+        save_truth(truth, path, resume=True, progress=run_state.client is not None)
         return {"movie": str(path), "truth": str(path.with_suffix(".truth")), "source": "synthetic"}
     from temflow.io import open_movie
     from temflow.store import is_complete

@@ -300,8 +300,6 @@ def make_movie(
     blank = np.zeros(frames, dtype=bool)
     blank[list(int(f) for f in blank_frames)] = True
     # visible: the centre is inside the frame and inside the recorded area
-    cy = particles["y_frame"].to_numpy() / pixel_size_nm
-    cx = particles["x_frame"].to_numpy() / pixel_size_nm
     r_px = particles["radius"].to_numpy() / pixel_size_nm
     sy, sx = particles["y"].to_numpy() / pixel_size_nm, particles["x"].to_numpy() / pixel_size_nm
     # the frame-0 pixel range that is both in this frame and in the recorded area
@@ -314,7 +312,6 @@ def make_movie(
     particles["touches_border"] = particles["visible"] & (
         (sy - r_px < y_lo) | (sy + r_px > y_hi) | (sx - r_px < x_lo) | (sx + r_px > x_hi)
     )
-    del cy, cx
     events.insert(1, "time", times[events["frame"].to_numpy()] if len(events) else np.zeros(0))
 
     fringe_px = 0.0
@@ -405,7 +402,12 @@ def make_movie(
 
 
 def save_truth(
-    truth: SyntheticMovie, store: str | os.PathLike[str], *, overwrite: bool = False
+    truth: SyntheticMovie,
+    store: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a synthetic movie to a zarr store and its ground truth beside it.
 
@@ -422,6 +424,11 @@ def save_truth(
         The movie's zarr store.
     overwrite : bool
         Replace existing files.
+    resume : bool
+        Finish an interrupted write (as :func:`temflow.save_zarr`): chunks of the
+        movie and labels already written are kept.
+    progress : bool
+        Show progress bars.
 
     Returns
     -------
@@ -430,10 +437,10 @@ def save_truth(
     """
     from temflow.store import save_zarr
 
-    path = save_zarr(truth.movie, store, overwrite=overwrite)
+    path = save_zarr(truth.movie, store, overwrite=overwrite, resume=resume, progress=progress)
     folder = Path(path).with_suffix(".truth")
     folder.mkdir(parents=True, exist_ok=True)
-    save_zarr(truth.labels, folder / "labels.zarr", overwrite=overwrite)
+    save_zarr(truth.labels, folder / "labels.zarr", overwrite=overwrite, resume=resume, progress=progress)
     truth.particles.to_parquet(folder / "particles.parquet", index=False)
     events = truth.events.copy()
     events["merged"] = events["merged"].map(list)
