@@ -27,8 +27,9 @@ def test_synth_then_info_then_convert(tmp_path):
     result = runner.invoke(main, ["info", str(store), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    text = json.dumps(info)
-    assert "48" in text and "uint16" in text and "0.5" in text
+    assert info["shape"] == [6, 48, 48] and info["dtype"] == "uint16"
+    assert info["pixel_size_nm"] == [0.5, 0.5] and info["frame_interval_s"] == 1.0
+    assert info["dims"] == ["time", "y", "x"]
 
     result = runner.invoke(main, ["info", str(store)])
     assert result.exit_code == 0 and "uint16" in result.output
