@@ -97,6 +97,27 @@ def _border_level_of(frames: np.ndarray) -> np.float32:
     return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
 
 
+def _frame_medians(block: np.ndarray) -> np.ndarray:
+    return np.nanmedian(block.reshape(len(block), -1).astype(np.float32), axis=1)
+
+
+def _fraction_of_median(medians: np.ndarray) -> np.float32:
+    return np.float32(_BORDER_FRACTION * np.nanmedian(medians))
+
+
+def border_level(data: Any, sample: np.ndarray) -> Any:
+    """Intensity at or below which a pixel's 3 x 3 median is outside the recorded area.
+
+    A twentieth of the typical intensity of the frames at indices ``sample``
+    (the median of their medians, so blank frames do not lower it). A dask
+    scalar for a dask movie (nothing computed), a numpy scalar otherwise.
+    """
+    if not isinstance(data, da.Array):
+        return _border_level_of(np.asarray(data)[sample])
+    medians = data[sample].rechunk({1: -1, 2: -1}).map_blocks(_frame_medians, drop_axis=[1, 2], dtype=np.float32)
+    return medians.rechunk(-1).map_blocks(_fraction_of_median, drop_axis=0, dtype=np.float32)
+
+
 def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
     """Pixels inside the recorded area: the 3 x 3 median is above ``level`` (NaN is outside).
 
@@ -386,17 +407,7 @@ def threshold_particles(
 
     # two passes: the first finds the particles, the second leaves them out of the background
     if lazy:
-        if border_value is None:
-            medians = data[sample].rechunk({1: -1, 2: -1}).map_blocks(
-                lambda block: np.nanmedian(block.reshape(len(block), -1).astype(np.float32), axis=1),
-                drop_axis=[1, 2],
-                dtype=np.float32,
-            )
-            border = medians.rechunk(-1).map_blocks(
-                lambda m: np.float32(_BORDER_FRACTION * np.nanmedian(m)), drop_axis=0, dtype=np.float32
-            )
-        else:
-            border = np.float32(border_value)
+        border = border_level(data, sample) if border_value is None else np.float32(border_value)
         recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
         # a NaN pixel is never recorded (see _recorded)
         recorded = recorded & da.isfinite(data)
@@ -411,7 +422,7 @@ def threshold_particles(
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
     else:
         frames: Any = np.asarray(data)
-        border = _border_level_of(frames[sample]) if border_value is None else np.float32(border_value)
+        border = border_level(frames, sample) if border_value is None else np.float32(border_value)
         inside = _recorded(frames, border)
         first_pass = _darkness(frames, inside, **kwargs)
         second_pass = _darkness(frames, inside, first_pass > level_of(first_pass), exclude_px=exclude_px, **kwargs)
