@@ -20,6 +20,7 @@ from temflow import infer
 from temflow.infer import predict, segment
 from temflow.models import Autoencoder, UNet, load_model, save_model
 from temflow.synthetic import make_movie
+from temflow.threshold import _recorded, border_level, threshold_particles
 from temflow.tiles import percentile_normalisation
 
 NORM = {"method": "percentile", "low": 150.0, "high": 600.0}
@@ -235,23 +236,81 @@ def test_unet_probabilities_segment_the_true_particles(truth):
     assert _iou(segment(probability, threshold=0.9).values, labels) < _iou(masks, labels)
 
 
-def test_reconstruction_otsu_one_threshold_dark_particles(truth, no_compute):
+def test_reconstruction_flat_field_otsu_segments_the_true_particles(truth, no_compute):
+    norm = percentile_normalisation(truth.movie.values)
+    reconstruction = predict(truth.movie, _handmade_autoencoder(), normalisation=norm)
+    with no_compute(max_computes=0):  # the flat field's Otsu level is part of the graph
+        masks = segment(reconstruction, sample_frames=3)
+    assert isinstance(masks.data, da.Array)
+    assert masks.attrs["particles"] == "dark" and masks.attrs["flat_field"] is True
+    assert masks.attrs["threshold_method"] == "otsu"
+    labels = truth.labels.values > 0
+    inner = (slice(None), slice(6, -6), slice(6, -6))
+    assert _iou(masks.values[inner], labels[inner]) > 0.8
+    # it is the classical recipe, on the reconstruction
+    recipe = threshold_particles(reconstruction, sample_frames=3)
+    np.testing.assert_array_equal(masks.values, recipe.values)
+    # a fixed darkness level instead of Otsu's
+    darker = segment(reconstruction, method="threshold", threshold=0.3)
+    assert darker.values.sum() < masks.values.sum()
+    # the flat field divides by a bright support: bright particles must say so
+    with pytest.raises(ValueError, match="flat_field=False"):
+        segment(reconstruction, particles="bright")
+    with pytest.raises(ValueError, match="flat_field=True"):
+        segment(reconstruction, flat_field=False, opening_nm=1.0)
+
+
+def test_reconstruction_plain_otsu_one_threshold_dark_particles(truth, no_compute):
     norm = percentile_normalisation(truth.movie.values)
     reconstruction = predict(truth.movie, _handmade_autoencoder(), normalisation=norm)
     with no_compute(max_computes=1):  # the Otsu sample: one small compute
-        masks = segment(reconstruction, sample_frames=3)
+        masks = segment(reconstruction, flat_field=False, sample_frames=3)
     assert isinstance(masks.data, da.Array) and masks.attrs["particles"] == "dark"
     labels = truth.labels.values > 0
     inner = (slice(None), slice(6, -6), slice(6, -6))
     assert _iou(masks.values[inner], labels[inner]) > 0.8
     # the polarity matters: bright-field particles are dark
-    inverted = segment(reconstruction, particles="bright", sample_frames=3)
+    inverted = segment(reconstruction, particles="bright", flat_field=False, sample_frames=3)
     assert _iou(inverted.values, labels) < 0.1
     # one threshold for all frames, between the particle and support levels
     threshold = masks.attrs["threshold"]
     values = reconstruction.values
     assert values[labels].mean() < threshold < values[~labels].mean()
     np.testing.assert_array_equal(masks.values, values < threshold)
+
+
+def test_reconstruction_flat_field_survives_uneven_illumination():
+    # a beam 60 % brighter on the right than on the left: the support on the left is as dark
+    # as the particles on the right, and no single level on the reconstruction separates them
+    truth = make_movie(frames=4, size=128, chunks=2, seed=3, drift_px=0, area_fraction=0.15)
+    illumination = np.linspace(0.7, 1.3, 128, dtype=np.float32)
+    movie = truth.movie.copy(data=(truth.movie.values * illumination).astype(np.float32))
+    reconstruction = predict(movie, _handmade_autoencoder(), normalisation=percentile_normalisation(movie.values))
+    labels = truth.labels.values > 0
+    inner = (slice(None), slice(6, -6), slice(6, -6))
+    # the background window must be narrower than the illumination's variation: 16 px here
+    background_nm = 16 * float(movie.x[1] - movie.x[0])
+    flat = _iou(segment(reconstruction, background_nm=background_nm).values[inner], labels[inner])
+    plain = _iou(segment(reconstruction, flat_field=False).values[inner], labels[inner])
+    assert flat > 0.8
+    assert plain < 0.4
+
+
+def test_reconstruction_is_in_movie_units_and_nan_outside_the_recorded_area():
+    drifting = make_movie(frames=4, size=64, chunks=2, seed=5, drift_px=12, jumps=0)
+    raw = drifting.movie.values.astype(np.float32)
+    norm = percentile_normalisation(raw)
+    reconstruction = predict(drifting.movie, _handmade_autoencoder(), normalisation=norm)
+    assert isinstance(reconstruction.data, da.Array)
+    values = reconstruction.values
+    recorded = _recorded(raw, border_level(raw, np.arange(4)))
+    assert (~recorded).sum() > 50  # the drift left black borders
+    np.testing.assert_array_equal(np.isnan(values), ~recorded)
+    # the normalisation is undone: the support reads what the camera read, to a few per cent
+    support = recorded & (drifting.labels.values == 0)
+    assert np.median(values[support]) == pytest.approx(np.median(raw[support]), rel=0.05)
+    eager = predict(drifting.movie.compute(), _handmade_autoencoder(), normalisation=norm)
+    np.testing.assert_allclose(eager.values, values, rtol=1e-6, atol=1e-3)
 
 
 def test_reconstruction_eager_equals_lazy(truth):
