@@ -67,6 +67,11 @@ def test_synthetic_input_and_defaults():
         ("[input]\npath='m.tif'\n[training]\nlabels = 'truth'\n", "needs a synthetic input"),
         ("[input]\npath='m.tif'\n[segmentation]\nmodel = 'nope.safetensors'\n", "does not exist"),
         ("[input\npath='m.tif'\n", "not valid TOML"),
+        ("[input]\npath='m.tif'\n[segmentation]\nmethod = 'autoencoder'\nthreshold = 1.5\n", "darkness .* between 0 and 1"),
+        ("[input]\npath='m.tif'\n[segmentation]\nmethod = 'unet'\nthreshold = 0\n", "probability and must be between 0 and 1"),
+        ("[input]\npath='m.tif'\n[segmentation]\nmethod = 'threshold'\nthreshold = 0.2\n", "sets its own"),
+        ("[input]\npath='m.tif'\n[training]\nadded_noise = -0.1\n", "training.added_noise must be non-negative"),
+        ("[input]\npath='m.tif'\n[training]\nmin_steps = 1.5\n", "training.min_steps must be an integer"),
     ],
 )
 def test_bad_files_name_the_key_and_the_file(tmp_path, text, match):

@@ -17,8 +17,10 @@ import pytest
 
 from conftest import render_in_browser
 from temflow.config import Config, load_config
+from temflow.models import read_card
 from temflow.pipeline import run
 from temflow.store import open_zarr
+from temflow.tiles import DENOISING_NOISE, TileDataset
 
 _MIN_FIGURES = 5
 _SMALL = {
@@ -164,3 +166,26 @@ def test_bad_config_file_fails_with_one_line(tmp_path):
     assert "max_stepnm" in result.stderr and str(path) in result.stderr
     with pytest.raises(ValueError, match="max_stepnm"):
         load_config(path)
+
+
+def test_autoencoder_route_finds_the_true_particles(tmp_path):
+    # drift correction off, so the masks stay on the raw frames' grid, where the truth is
+    out = tmp_path / "out"
+    summary = run(
+        _config(out, segmentation={"method": "autoencoder"}, drift={"enabled": False}, training={"tile_size": 32, "min_steps": 300}),
+        echo=lambda line: None,
+    )
+    card = read_card(out / "model.safetensors")
+    assert card["architecture"] == "Autoencoder"
+    # trained as a denoiser, for at least min_steps optimiser steps
+    tiles = TileDataset(out / "training" / "tiles.zarr", split="train")
+    assert card["training"]["added_noise"] == DENOISING_NOISE
+    assert card["training"]["epochs"] * -(-len(tiles) // 16) >= 300
+    assert open_zarr(out / "prediction.zarr").attrs["quantity"] == "reconstruction"
+    masks = open_zarr(out / "masks.zarr").values
+    truth = open_zarr(out / "raw.truth" / "labels.zarr").values > 0
+    raw = open_zarr(out / "raw.zarr").values.astype(np.float32)
+    recorded = raw > 0.05 * np.median(raw)  # black drift borders are not scored
+    iou = (masks & truth & recorded).sum() / ((masks | truth) & recorded).sum()
+    assert iou > 0.8  # 0.86 measured; the classical route gets 0.85 on this small movie
+    assert summary["particles_first_frame"] > 0

@@ -126,6 +126,14 @@ class TrainingConfig:
     frames: int = 12
     seed: int = 0
     data_parallel: bool = False
+    # largest standard deviation of the Gaussian noise added to training inputs (normalised
+    # units); None: 0.8 for the autoencoder, which then learns to remove noise rather than to
+    # copy it through its bottleneck, and 0.05 for the U-Net
+    added_noise: float | None = None
+    # train for at least this many optimiser steps, whatever epochs says (a small movie gives
+    # few tiles per epoch); None: 400 for the autoencoder (benchmarks/bench_train.py trains
+    # it 340), 0 for the U-Net
+    min_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -302,13 +310,22 @@ def _check(config: Config) -> None:
     for name in ("n_workers", "threads_per_worker"):
         _positive(src, f"cluster.{name}", getattr(config.cluster, name), allow_zero=True)
     _positive(src, "drift.upsample", config.drift.upsample)
-    if config.segmentation.threshold is not None and not 0 < config.segmentation.threshold < 1e9:
-        raise ValueError(f"{src}: segmentation.threshold must be positive; got {config.segmentation.threshold!r}")
+    seg = config.segmentation
+    if seg.threshold is not None and seg.method == "threshold":
+        raise ValueError(
+            f"{src}: segmentation.threshold is for the models' output; the classical method sets its own "
+            "(Otsu) - remove it, or use method = 'unet' or 'autoencoder'"
+        )
+    if seg.threshold is not None and not 0 < seg.threshold < 1:
+        what = "a probability" if seg.method == "unet" else "a darkness (fraction of the local background absorbed)"
+        raise ValueError(f"{src}: segmentation.threshold is {what} and must be between 0 and 1; got {seg.threshold!r}")
     if config.segmentation.model and not os.path.exists(config.segmentation.model):
         raise ValueError(f"{src}: segmentation.model {config.segmentation.model!r} does not exist")
     tr = config.training
     for name in ("epochs", "batch_size", "learning_rate", "tile_size", "frames"):
         _positive(src, f"training.{name}", getattr(tr, name))
+    _positive(src, "training.added_noise", tr.added_noise, allow_zero=True)
+    _positive(src, "training.min_steps", tr.min_steps, allow_zero=True)
     if tr.labels not in ("auto", "truth") and not os.path.exists(tr.labels):
         raise ValueError(f"{src}: training.labels must be 'auto', 'truth' or an existing mask file; got {tr.labels!r}")
     if tr.labels == "truth" and inp.synthetic is None:

@@ -238,7 +238,17 @@ class Autoencoder(nn.Module):
     """Convolutional autoencoder: reproduces the normalised frame through a bottleneck.
 
     No skip connections, so the fine-grained shot noise cannot bypass the
-    bottleneck; the reconstruction is a smoothed frame to threshold with Otsu.
+    bottleneck. Train it as a denoiser (a :class:`~temflow.tiles.TileDataset`
+    with ``noise_jitter=temflow.tiles.DENOISING_NOISE``: noise added to the
+    input, not to the target) and segment its reconstruction with
+    :func:`temflow.infer.segment`. The defaults (one down-sampling, width 32,
+    a code of 8 channels at half resolution) are the best measured in
+    ``benchmarks/bench_train.py``: IoU 0.911-0.917 over three training seeds,
+    where depth 2 (width 32, 16 channels) gave 0.87-0.90 after the same 340
+    optimiser steps (0.90-0.91 after 680) and depth 3 (8 channels) 0.79. A
+    shallow code keeps the particles' edges; the denoising objective, not
+    the size of the code, keeps the noise out (a code of 2 channels, half as
+    many numbers as pixels, varied from 0.84 to 0.91 with the seed).
 
     Parameters
     ----------
@@ -271,7 +281,7 @@ class Autoencoder(nn.Module):
     output_kind: OutputKind = "reconstruction"
 
     def __init__(
-        self, *, depth: int = 2, width: int = 16, bottleneck_channels: int = 8, convs_per_block: int = 1
+        self, *, depth: int = 1, width: int = 32, bottleneck_channels: int = 8, convs_per_block: int = 1
     ) -> None:
         super().__init__()
         depth = _check_int("depth", depth, 1)
@@ -300,7 +310,14 @@ class Autoencoder(nn.Module):
                 _conv_block(channels[level], channels[level], convs_per_block),
             ]
             previous = channels[level]
-        decoder.append(nn.Conv2d(previous, 1, 1))
+        output = nn.Conv2d(previous, 1, 1)
+        # start from a flat mid-grey frame (normalised units): with the default initialisation
+        # the first output is off by about one full intensity range, and an optimiser that moves
+        # each weight by about the learning rate per step spends hundreds of steps undoing that
+        with torch.no_grad():
+            output.weight.mul_(0.1)
+            output.bias.fill_(0.5)
+        decoder.append(output)
         self.decoder = nn.Sequential(*decoder)
         self.receptive_field_px = _encoder_decoder_radius(depth, convs_per_block, convs_per_block, convs_per_block)
         self.size_multiple = 2**depth

@@ -10,6 +10,7 @@ to a temporary file and renamed, figures to ``figures/``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -22,6 +23,8 @@ import pandas as pd
 import xarray as xr
 
 from temflow.config import Config
+
+_AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
 
 __all__ = ["Run", "STAGE_FUNCTIONS", "model_path", "write_json"]
 
@@ -172,7 +175,7 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
 
     from temflow.models import Autoencoder, UNet, save_model
     from temflow.plots import plot_training_history, save_figure
-    from temflow.tiles import TileDataset, make_tile_set, read_tile_set_info
+    from temflow.tiles import DENOISING_NOISE, LABEL_NOISE, TileDataset, make_tile_set, read_tile_set_info
     from temflow.train import train
 
     config = state.config
@@ -196,12 +199,16 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
     )
     info = read_tile_set_info(store)
     torch.manual_seed(tr.seed)
-    model: torch.nn.Module = UNet() if config.segmentation.method == "unet" else Autoencoder()
-    dataset = TileDataset(store, split="train", augment=True, seed=tr.seed)
+    unet = config.segmentation.method == "unet"
+    model: torch.nn.Module = UNet() if unet else Autoencoder()
+    noise = tr.added_noise if tr.added_noise is not None else (LABEL_NOISE if unet else DENOISING_NOISE)
+    dataset = TileDataset(store, split="train", augment=True, noise_jitter=noise, seed=tr.seed)
+    min_steps = tr.min_steps if tr.min_steps is not None else (0 if unet else _AUTOENCODER_MIN_STEPS)
+    epochs = max(tr.epochs, math.ceil(min_steps / max(math.ceil(len(dataset) / tr.batch_size), 1)))
     model, history = train(
         model,
         dataset,
-        epochs=tr.epochs,
+        epochs=epochs,
         batch_size=tr.batch_size,
         lr=tr.learning_rate,
         client=state.client if tr.data_parallel else None,
@@ -216,7 +223,13 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
         state.folder / "model.safetensors",
         normalisation=info["normalisation"],
         tile_size=tile_size,
-        training={"labels": tr.labels, "tiles": str(store), "epochs": tr.epochs, "source": config.input.path or "synthetic"},
+        training={
+            "labels": tr.labels if unet else None,
+            "added_noise": noise,
+            "tiles": str(store),
+            "epochs": epochs,
+            "source": config.input.path or "synthetic",
+        },
     )
     last = history.iloc[-1].to_dict()
     return {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
