@@ -600,10 +600,10 @@ def segment(
       really in the frames: the support's slow thickness and illumination
       variations, and its grain, a pixel or two wide. One threshold on the
       reconstruction itself puts thick support and grain among the
-      particles: IoU 0.70-0.81 against 0.86-0.90 with the flat field,
-      smoothing and opening, over autoencoders trained with different seeds
-      (``benchmarks/bench_train.py``). ``flat_field=False`` thresholds the
-      values themselves.
+      particles: IoU 0.81-0.84 against 0.91-0.92 with the flat field,
+      smoothing and opening, for the default autoencoder trained with three
+      seeds (``benchmarks/bench_train.py``). ``flat_field=False`` thresholds
+      the values themselves.
 
     Lazy, except for Otsu without the flat field on a dask-backed input: the
     sampled frames are computed to estimate the threshold (the chunks holding
