@@ -54,7 +54,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -735,7 +735,8 @@ def segment(
                 "pass method='threshold', threshold=..."
             )
         threshold = float(threshold_otsu(sample))
-    masks = values < threshold if particles == "dark" else values > threshold
+    level = cast(float, threshold)  # set above: given, 0.5 for probabilities, or Otsu's
+    masks = values < level if particles == "dark" else values > level
     attrs.update(threshold=threshold, threshold_method=method, particles=particles, flat_field=False)
     return masks.rename("mask").assign_attrs(attrs)
 

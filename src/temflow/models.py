@@ -44,7 +44,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -316,7 +316,7 @@ class Autoencoder(nn.Module):
         # each weight by about the learning rate per step spends hundreds of steps undoing that
         with torch.no_grad():
             output.weight.mul_(0.1)
-            output.bias.fill_(0.5)
+            nn.init.constant_(cast(torch.Tensor, output.bias), 0.5)  # Conv2d has a bias by default
         decoder.append(output)
         self.decoder = nn.Sequential(*decoder)
         self.receptive_field_px = _encoder_decoder_radius(depth, convs_per_block, convs_per_block, convs_per_block)
