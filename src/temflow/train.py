@@ -59,6 +59,7 @@ from temflow._checkpoints import (
     _state_tensors,
     _write_checkpoint,
 )
+from temflow._collectives import _all_reduce, _barrier, _distributed, _local_batches, _sum_gradients
 from temflow._losses import _HISTOGRAM_BINS, _HISTOGRAM_RANGE, _sample_losses, dice_loss, iou_from_histograms
 from temflow.models import _ARCHITECTURES, Autoencoder, UNet, _BatchNorm2d
 from temflow.tiles import TileDataset
@@ -122,26 +123,6 @@ class _Progress:
             self.stream.flush()
 
 
-def _distributed() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(values: np.ndarray, device: torch.device) -> np.ndarray:
-    """Sum a float64 vector across ranks (no-op with one rank)."""
-    rank, world = _distributed()
-    if world == 1:
-        return values
-    import torch.distributed as dist
-
-    tensor = torch.as_tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.cpu().numpy()
-
-
 def _collate(dataset: TileDataset, items: Sequence[int] | np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
     samples = [dataset[int(i)] for i in items]
     return {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
@@ -151,11 +132,6 @@ def _empty_batch(dataset: TileDataset, device: torch.device) -> dict[str, torch.
     shape = (0, 1, dataset.crop_size, dataset.crop_size)
     keys = ["image", "clean"] + (["mask"] if dataset.has_masks else [])
     return {key: torch.zeros(shape, device=device) for key in keys}
-
-
-def _local_batches(order: np.ndarray, batch_size: int, rank: int, world: int) -> list[np.ndarray]:
-    """Each global batch of ``order``, cut in ``world`` near-equal parts; this rank's part."""
-    return [np.array_split(order[i : i + batch_size], world)[rank] for i in range(0, order.size, batch_size)]
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -299,25 +275,6 @@ def _fit(
     if config.restore_best and best is not None:
         model.load_state_dict(best)
     return history
-
-
-def _barrier(device: torch.device) -> None:
-    _all_reduce(np.zeros(1), device)
-
-
-def _sum_gradients(model: nn.Module, world: int) -> None:
-    """Sum every parameter's gradient across ranks, in one all-reduce."""
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 def _batch_loader(dataset: TileDataset, batches: list[np.ndarray], num_workers: int, device: torch.device) -> Any:
