@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from temflow.tiles import _parse_normalisation
+from temflow._normalisation import _parse_normalisation
 
 _CARD_KEY = "temflow_card"
 _CARD_VERSION = 1
