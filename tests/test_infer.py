@@ -176,6 +176,7 @@ def test_in_memory_model_is_one_graph_key(movie):
 
 def test_model_loaded_once_per_process(movie, tmp_path, monkeypatch):
     import temflow.models
+    from temflow import _workers  # where the predict task keeps its per-process cache
 
     loads = []
     real = temflow.models.load_model
@@ -185,7 +186,7 @@ def test_model_loaded_once_per_process(movie, tmp_path, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(temflow.models, "load_model", counting_load)
-    monkeypatch.setattr(infer, "_MODEL_CACHE", type(infer._MODEL_CACHE)())
+    monkeypatch.setattr(_workers, "_MODEL_CACHE", type(infer._MODEL_CACHE)())
     path = save_model(MODELS["unet2"](), tmp_path / "a.safetensors", normalisation=NORM, tile_size=32)
     with dask.config.set(scheduler="threads", num_workers=2):
         predict(movie.chunk({"time": 1}), path).compute()
@@ -194,7 +195,7 @@ def test_model_loaded_once_per_process(movie, tmp_path, monkeypatch):
     # bounded: more models than the cache holds push out the oldest
     for seed in range(infer._MODEL_CACHE_SIZE + 2):
         predict(movie.isel(time=[0]).compute(), _randomise(UNet(depth=1, width=2), 10 + seed), normalisation=NORM)
-    assert len(infer._MODEL_CACHE) == infer._MODEL_CACHE_SIZE
+    assert len(_workers._MODEL_CACHE) == infer._MODEL_CACHE_SIZE
 
 
 def test_checkpoint_path_equals_in_memory_and_refuses_a_changed_file(movie, tmp_path):

@@ -46,11 +46,7 @@ the masks unchanged.
 
 from __future__ import annotations
 
-import collections
-import math
 import os
-import tempfile
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +57,22 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from temflow import _seamless, _workers
 from temflow._movie import DIMS, TIME, check_movie
-from temflow.threshold import _recorded, border_level
-from temflow.tiles import normalise
+from temflow._seamless import _taper_px
+from temflow._workers import _cluster_host_threads, _model_bytes, _model_card_from_path, _predict_block
+from temflow.threshold import border_level
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["predict", "segment"]
+
+# reached through this module by the tests and benchmarks: the very objects the code uses
+_MODEL_CACHE = _workers._MODEL_CACHE
+_MODEL_CACHE_SIZE = _workers._MODEL_CACHE_SIZE
+_cores = _workers._cores
+_n_tiles = _seamless._n_tiles
 
 Device = str
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -80,10 +84,6 @@ RECONSTRUCTION = "reconstruction"
 _QUANTITY = {"probability_logits": PROBABILITY, "reconstruction": RECONSTRUCTION}
 _PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _BORDER_SAMPLE = 16  # frames whose typical intensity sets the black-border level of a reconstruction
-
-_MODEL_CACHE_SIZE = 4
-_MODEL_CACHE: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
-_MODEL_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -102,261 +102,6 @@ class _Plan:
     precision: str
     torch_threads: int | None
     host_threads: tuple[tuple[str, int], ...]
-
-
-# -- the model: where it comes from, how a worker gets it ---------------------------------------
-
-
-def _model_card_from_path(path: Path) -> dict[str, Any]:
-    from temflow.models import read_card
-
-    return read_card(path)
-
-
-def _model_bytes(model: nn.Module, normalisation: Mapping[str, Any] | None) -> tuple[bytes, dict[str, Any]]:
-    """Serialise an in-memory temflow model once, as safetensors bytes with its card."""
-    from temflow.models import read_card, save_model
-
-    card = getattr(model, "card", None) or {}
-    norm = normalisation if normalisation is not None else card.get("normalisation")
-    if norm is None:
-        raise ValueError(
-            "model has no card with a normalisation (it was not loaded with temflow.models.load_model); "
-            "pass normalisation={'method': 'percentile', 'low': ..., 'high': ...} in raw intensity units"
-        )
-    tile_size = int(card.get("tile_size") or getattr(model, "size_multiple"))
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.safetensors"
-        save_model(model, path, normalisation=norm, tile_size=tile_size, training=card.get("training"))
-        return path.read_bytes(), read_card(path)
-
-
-def _load(checkpoint: bytes | str, sha256: str) -> nn.Module:
-    from temflow.models import load_model
-
-    if isinstance(checkpoint, bytes):
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.safetensors"
-            path.write_bytes(checkpoint)
-            model = load_model(path)
-    else:
-        model = load_model(checkpoint)
-    found = str(getattr(model, "card")["weights_sha256"])
-    if found != sha256:
-        source = "the in-memory model's bytes" if isinstance(checkpoint, bytes) else f"model file {checkpoint!r}"
-        raise ValueError(
-            f"{source} changed after predict() was called (weights SHA-256 {found[:12]}..., "
-            f"expected {sha256[:12]}...); call predict() again"
-        )
-    return model
-
-
-def _cached_model(checkpoint: bytes | str, sha256: str, device: str) -> nn.Module:
-    """The model for these weights on ``device``, loaded at most once per process."""
-    key = (sha256, device)
-    with _MODEL_CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is None:
-            model = _load(checkpoint, sha256).to(device)
-            _MODEL_CACHE[key] = model
-            while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
-                _MODEL_CACHE.popitem(last=False)
-        _MODEL_CACHE.move_to_end(key)
-    return model
-
-
-# -- threads and devices -----------------------------------------------------------------------
-
-
-def _address_host(address: str) -> str:
-    """Host part of a dask address.
-
-    Examples
-    --------
-    >>> [_address_host(a) for a in ("tcp://10.0.0.1:8786", "tcp://[::1]:8786", "inproc://192.0.2.2/77/1")]
-    ['10.0.0.1', '::1', '192.0.2.2']
-    """
-    location = address.split("://", 1)[-1].split("/", 1)[0]
-    if location.startswith("["):  # IPv6 with a port
-        return location[1:].split("]", 1)[0]
-    return location.rsplit(":", 1)[0] if location.count(":") == 1 else location
-
-
-def _cluster_host_threads() -> tuple[tuple[str, int], ...]:
-    """Dask threads per host of the default distributed client, if any (a metadata query, no compute)."""
-    import sys
-
-    if "distributed" not in sys.modules:
-        return ()
-    from distributed import default_client
-
-    try:
-        client = default_client()
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-    except (ValueError, KeyError, OSError, RuntimeError):  # no client, or one that is closing
-        return ()
-    threads: dict[str, int] = collections.defaultdict(int)
-    for address, info in workers.items():
-        threads[_address_host(address)] += int(info.get("nthreads", 1))
-    return tuple(sorted(threads.items()))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _torch_threads(plan: _Plan) -> int:
-    """Torch threads for one task so that all tasks running on this host share its cores."""
-    if plan.torch_threads is not None:
-        return plan.torch_threads
-    cores = _cores()
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        worker = None
-    if worker is not None:
-        host_threads = dict(plan.host_threads).get(_address_host(worker.address), worker.state.nthreads)
-    elif threading.current_thread() is threading.main_thread():
-        host_threads = 1  # the synchronous scheduler runs one task at a time in the caller's thread
-    else:
-        host_threads = int(dask.config.get("num_workers", None) or cores)
-    return max(1, cores // max(1, host_threads))
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _autocast_dtype(precision: str, device: str) -> Any:
-    import torch
-
-    if precision == "auto":
-        if not device.startswith("cuda"):
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
-
-
-# -- tiling ------------------------------------------------------------------------------------
-
-
-def _taper_px(halo: int, size_multiple: int) -> int:
-    return max(size_multiple, halo // 2)
-
-
-def _tile_origins(canvas: int, tile: int, halo: int, taper: int, size_multiple: int) -> list[int]:
-    """Tile starts along one axis: multiples of ``size_multiple``, the last flush with the canvas."""
-    if tile >= canvas:
-        return [0]
-    stride = (tile - 2 * halo - taper) // size_multiple * size_multiple
-    origins = list(range(0, canvas - tile, stride))
-    origins.append(canvas - tile)
-    return origins
-
-
-def _axis_weight(origin: int, tile: int, canvas: int, halo: int, taper: int) -> np.ndarray:
-    """Blend weight along one axis of one tile: 0 in the halo of inner sides, raised-cosine taper, then 1."""
-    weight = np.ones(tile, dtype=np.float32)
-    ramp = np.sin(0.5 * np.pi * (np.arange(taper, dtype=np.float64) + 0.5) / taper) ** 2 if taper else np.ones(0)
-    # only sides inside the canvas see cut-off input; a side on the canvas edge sees what a whole frame sees
-    if origin > 0:
-        weight[:halo] = 0
-        weight[halo : halo + taper] = ramp
-    if origin + tile < canvas:
-        weight[tile - halo :] = 0
-        weight[tile - halo - taper : tile - halo] = np.minimum(weight[tile - halo - taper : tile - halo], ramp[::-1])
-    return weight
-
-
-def _axis_sum(weights: dict[int, np.ndarray], tile: int, canvas: int) -> np.ndarray:
-    total = np.zeros(canvas, dtype=np.float32)
-    for origin, weight in weights.items():
-        total[origin : origin + tile] += weight
-    return total
-
-
-def _predict_frames(frames: np.ndarray, model: nn.Module, plan: _Plan, device: str) -> np.ndarray:
-    """Predict normalised ``(n, H, W)`` float32 frames tile by tile; returns ``(n, H, W)`` float32."""
-    import torch
-
-    n, height, width = frames.shape
-    m = plan.size_multiple
-    canvas_h, canvas_w = -(-height // m) * m, -(-width // m) * m
-    if (canvas_h, canvas_w) != (height, width):
-        # the same padding a whole-frame prediction gets, so that tiles see the same canvas
-        frames = np.pad(frames, ((0, 0), (0, canvas_h - height), (0, canvas_w - width)), mode="symmetric")
-    tile_h = canvas_h if plan.tile is None else min(plan.tile, canvas_h)
-    tile_w = canvas_w if plan.tile is None else min(plan.tile, canvas_w)
-    rows = _tile_origins(canvas_h, tile_h, plan.halo, plan.taper, m)
-    cols = _tile_origins(canvas_w, tile_w, plan.halo, plan.taper, m)
-    single = len(rows) == 1 and len(cols) == 1
-    out = np.zeros((n, canvas_h, canvas_w), dtype=np.float32)
-    # separable weights: one vector per tile row and column, outer products made when used
-    row_weights = {oy: _axis_weight(oy, tile_h, canvas_h, plan.halo, plan.taper) for oy in rows}
-    col_weights = {ox: _axis_weight(ox, tile_w, canvas_w, plan.halo, plan.taper) for ox in cols}
-    weight_sum = np.outer(
-        _axis_sum(row_weights, tile_h, canvas_h),
-        _axis_sum(col_weights, tile_w, canvas_w),
-    )
-    jobs = [(f, oy, ox) for f in range(n) for oy in rows for ox in cols]
-    autocast = _autocast_dtype(plan.precision, device)
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    batch = torch.empty((min(plan.batch_size, len(jobs)), 1, tile_h, tile_w), dtype=torch.float32)
-    if device_type == "cuda":
-        batch = batch.pin_memory()
-    with torch.inference_mode():
-        for start in range(0, len(jobs), plan.batch_size):
-            chunk = jobs[start : start + plan.batch_size]
-            for i, (f, oy, ox) in enumerate(chunk):
-                batch[i, 0] = torch.from_numpy(frames[f, oy : oy + tile_h, ox : ox + tile_w])
-            inputs = batch[: len(chunk)].to(device, non_blocking=True)
-            with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-                result = model(inputs)
-            result = result.float()
-            if plan.output_kind == "probability_logits":
-                result = torch.sigmoid(result)
-            result = result[:, 0].cpu().numpy()
-            for i, (f, oy, ox) in enumerate(chunk):
-                if single:
-                    out[f] = result[i]
-                else:
-                    out[f, oy : oy + tile_h, ox : ox + tile_w] += result[i] * np.outer(row_weights[oy], col_weights[ox])
-    if not single:
-        out /= weight_sum
-    return out[:, :height, :width]
-
-
-def _predict_block(block: np.ndarray, checkpoint: bytes | str, plan: _Plan, border: Any = None) -> np.ndarray:
-    """One dask task: a chunk of whole raw frames in, the model's output frames out.
-
-    A reconstruction goes back to the movie's intensity units and is NaN
-    outside the recorded area (3 x 3 median of the raw frame at or below
-    ``border``, see :func:`temflow.threshold.border_level`).
-    """
-    import torch
-
-    device = _resolve_device(plan.device)
-    threads = _torch_threads(plan)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    model = _cached_model(checkpoint, plan.sha256, device)
-    normalisation = dict(plan.normalisation)
-    out = _predict_frames(normalise(block, normalisation), model, plan, device)
-    if plan.output_kind == "reconstruction":
-        low, high = float(normalisation["low"]), float(normalisation["high"])
-        out = out * np.float32(high - low) + np.float32(low)
-        if border is not None:
-            out[~_recorded(block, np.float32(border))] = np.nan
-    return out
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -739,14 +484,3 @@ def segment(
     masks = values < level if particles == "dark" else values > level
     attrs.update(threshold=threshold, threshold_method=method, particles=particles, flat_field=False)
     return masks.rename("mask").assign_attrs(attrs)
-
-
-def _n_tiles(frame: tuple[int, int], tile: int | None, halo: int, size_multiple: int) -> int:
-    """Tiles per frame (for benchmarks and docs)."""
-    taper = _taper_px(halo, size_multiple)
-    counts = []
-    for side in frame:
-        canvas = math.ceil(side / size_multiple) * size_multiple
-        size = canvas if tile is None else min(tile, canvas)
-        counts.append(len(_tile_origins(canvas, size, halo, taper, size_multiple)))
-    return counts[0] * counts[1]
