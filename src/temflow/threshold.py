@@ -309,7 +309,11 @@ def threshold_particles(
         the amorphous support's speckle, which is 1-2 pixels wide).
     background_nm : float, optional
         Gaussian width of the background (flat-field) estimate, nm; should be
-        several times the largest particle radius. Default 32 pixels.
+        several times the largest particle radius, and well below the
+        distance over which the illumination changes: a window as wide as
+        the frame cannot follow a ramp across it (the darkness then slopes
+        across the frame, Otsu finds no particle class and nothing is
+        called). Default 32 pixels.
     opening_nm : float, optional
         Radius of the opening disk, nm; default 2 pixels. 0 disables it.
         Particles narrower than the disk are removed.
