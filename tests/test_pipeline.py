@@ -189,3 +189,19 @@ def test_autoencoder_route_finds_the_true_particles(tmp_path):
     iou = (masks & truth & recorded).sum() / ((masks | truth) & recorded).sum()
     assert iou > 0.8  # 0.86 measured; the classical route gets 0.85 on this small movie
     assert summary["particles_first_frame"] > 0
+
+
+def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    bare = rng.poisson(400.0, size=(8, 64, 64)).astype(np.uint16)  # a bare support: shot noise only
+    # ImageJ calibration: 2 px per nm, 1 s per frame
+    tifffile.imwrite(tmp_path / "bare.tif", bare, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "nm", "finterval": 1.0, "axes": "TYX"})
+    data = json.loads(json.dumps(_SMALL))
+    data["input"] = {"path": str(tmp_path / "bare.tif")}
+    data["output"]["folder"] = str(tmp_path / "out")
+    data["drift"] = {"enabled": False}
+    with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
+        summary = run(Config.from_dict(data), echo=lambda line: None)
+    assert summary["particles_first_frame"] == 0

@@ -281,6 +281,22 @@ def _measure(state: Run, resume: bool) -> dict[str, Any]:
         overwrite=True,
     )
     table = read_particles(path)
+    if len(table) == 0:
+        import warnings
+
+        method = state.config.segmentation.method
+        where = (
+            "the classical threshold found no particle class (a bare support, or a background window "
+            "wider than the illumination's variations)"
+            if method == "threshold"
+            else f"look at prediction.zarr and the training history in {state.folder / 'training'}"
+        )
+        warnings.warn(
+            f"no particles in any of the {masks.sizes['time']} frames with segmentation.method = {method!r}: "
+            f"{where}; the statistics and fits that follow are empty",
+            UserWarning,
+            stacklevel=2,
+        )
     return {"particles": str(path), "rows": int(len(table))}
 
 
