@@ -116,15 +116,26 @@ def test_links_recovered(mechanism, method):
     assert links > 1000 and share >= 0.95
 
 
-@pytest.mark.parametrize(("mechanism", "kind"), [("ostwald", "vanish"), ("coalescence", "merge")])
-def test_events_found_at_the_right_frame(mechanism, kind):
+@pytest.mark.parametrize(
+    ("mechanism", "kind", "source", "least"),
+    [
+        ("ostwald", "vanish", "true_labels", 0.9),
+        ("coalescence", "merge", "true_labels", 0.9),
+        ("ostwald", "vanish", "threshold", 0.9),
+        # the classical masks join approaching particles early; cut apart (label_particles'
+        # split_touching) 0.90 of the merges are found, as plain components 0.65
+        ("coalescence", "merge", "threshold", 0.85),
+    ],
+)
+def test_events_found_at_the_right_frame(mechanism, kind, source, least):
     result = case(mechanism)
     truth = observable_events(result["truth"].particles, result["truth"].events, MIN_AREA_NM2)
     truth = truth[truth["event"] == kind]
-    share, count = event_recovery(truth, result["true_labels"]["events"], max_distance_nm=3.0, tolerance_frames=1)
-    assert count >= 15 and share >= 0.9
+    found = result[source]["events"]
+    share, count = event_recovery(truth, found, max_distance_nm=3.0, tolerance_frames=1)
+    assert count >= 15 and share >= least
     # and few inventions: no more found than 20 % above the truth
-    assert (result["true_labels"]["events"]["event"] == kind).sum() <= 1.2 * count + 2
+    assert (found["event"] == kind).sum() <= 1.2 * count + 2
 
 
 def test_no_merges_invented_in_ripening_and_no_vanishes_in_coalescence():

@@ -154,6 +154,7 @@ class AnalysisConfig:
     memory: int = 2
     linker: Literal["trackpy", "laptrack"] = "trackpy"
     exclude_border: bool = True
+    split_touching: bool = True  # cut particles that touch in the masks apart (label_particles)
 
 
 @dataclass(frozen=True)

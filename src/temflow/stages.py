@@ -274,7 +274,7 @@ def _measure(state: Run, resume: bool) -> dict[str, Any]:
     masks = _open(state.results["masks"]["masks"])
     movie = _open(state.results["drift"]["movie"])
     path = measure_particles_to_parquet(
-        label_particles(masks),
+        label_particles(masks, split_touching=state.config.analysis.split_touching),
         state.folder / "particles.parquet",
         movie,
         min_area_nm2=state.config.analysis.min_area_nm2,
@@ -415,7 +415,7 @@ def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, st
     stats = pd.read_parquet(r["coarsening"]["statistics"])
     fits = [GrowthFit(**r["coarsening"][key]) for key in ("fit", "fit_lsw") if r["coarsening"][key]["ok"]]
     # lazy: only the chunks of the two frames drawn are labelled and read
-    labels = label_particles(masks)
+    labels = label_particles(masks, split_touching=state.config.analysis.split_touching)
     drawn = [
         (
             "outlines",
