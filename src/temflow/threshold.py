@@ -91,18 +91,17 @@ def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
     return out
 
 
-def _border_level_of(frames: np.ndarray) -> np.float32:
-    """A twentieth of the median of the frames' per-frame medians (robust to blank frames)."""
-    medians = np.nanmedian(np.asarray(frames, dtype=np.float32).reshape(len(frames), -1), axis=1)
-    return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
-
-
 def _frame_medians(block: np.ndarray) -> np.ndarray:
-    return np.nanmedian(block.reshape(len(block), -1).astype(np.float32), axis=1)
+    return np.nanmedian(np.asarray(block).reshape(len(block), -1).astype(np.float32), axis=1)
 
 
 def _fraction_of_median(medians: np.ndarray) -> np.float32:
-    return np.float32(_BORDER_FRACTION * np.nanmedian(medians))
+    return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
+
+
+def _border_level_of(frames: np.ndarray) -> np.float32:
+    """A twentieth of the median of the frames' per-frame medians (robust to blank frames)."""
+    return _fraction_of_median(_frame_medians(frames))
 
 
 def border_level(data: Any, sample: np.ndarray) -> Any:
