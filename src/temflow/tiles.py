@@ -136,12 +136,8 @@ def _open_masks(masks: Any, movie: xr.DataArray, used: np.ndarray) -> Iterator[C
         yield None
         return
     if isinstance(masks, str) and masks == "classical":
-        try:
-            from temflow.measure import threshold_particles
-        except ImportError:
-            raise ValueError(
-                "masks='classical' needs temflow.measure.threshold_particles, which this installation lacks"
-            ) from None
+        from temflow.threshold import threshold_particles
+
         # one pass over the sampled frames (one movie-wide Otsu level); the weak
         # masks of the sampled frames are held in memory, one byte per pixel
         weak = threshold_particles(movie.isel({TIME: used})).data
