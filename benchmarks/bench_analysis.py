@@ -11,7 +11,7 @@ with mean intensity:
 
 Linking: a long movie's detection table is synthesised from ``make_movie``'s particle table
 (thousands of frames, hundreds of particles, no pixels rendered) and linked with the same
-search radius and one frame of memory by ``temflow.track.link`` (both methods),
+search radius and one frame of memory by ``temflow.analysis.track.link`` (both methods),
 ``laptrack.LapTrack`` and ``trackpy.link``; ``find_events`` is timed on top.
 
 Run:  PYTHONPATH=src python benchmarks/bench_analysis.py --quick
@@ -35,8 +35,8 @@ def _peak_rss_mib() -> float:
 
 
 def _run_temflow(labels_path: str, movie_path: str) -> tuple[float, float, int]:
-    from temflow.measure import measure_particles
-    from temflow.store import open_zarr
+    from temflow.analysis.measure import measure_particles
+    from temflow.io.store import open_zarr
 
     start = time.perf_counter()
     table = measure_particles(open_zarr(labels_path), open_zarr(movie_path), min_area_nm2=0.0)
@@ -46,7 +46,7 @@ def _run_temflow(labels_path: str, movie_path: str) -> tuple[float, float, int]:
 def _run_regionprops(labels_path: str, movie_path: str) -> tuple[float, float, int]:
     from skimage.measure import regionprops_table
 
-    from temflow.store import open_zarr
+    from temflow.io.store import open_zarr
 
     start = time.perf_counter()
     labels = open_zarr(labels_path).values
@@ -64,7 +64,7 @@ def _run_regionprops(labels_path: str, movie_path: str) -> tuple[float, float, i
 def _run_regionprops_per_frame(labels_path: str, movie_path: str) -> tuple[float, float, int]:
     from skimage.measure import regionprops_table
 
-    from temflow.store import open_zarr
+    from temflow.io.store import open_zarr
 
     start = time.perf_counter()
     labels, movie = open_zarr(labels_path), open_zarr(movie_path)
@@ -79,8 +79,8 @@ def _run_regionprops_per_frame(labels_path: str, movie_path: str) -> tuple[float
 
 
 def _baseline() -> tuple[float, float, int]:
-    import temflow.measure  # noqa: F401  (same imports, nothing measured)
-    import temflow.store  # noqa: F401
+    import temflow.analysis.measure  # noqa: F401  (same imports, nothing measured)
+    import temflow.io.store  # noqa: F401
 
     return 0.0, _peak_rss_mib(), 0
 
@@ -92,8 +92,8 @@ def _in_fresh_process(func, *args):
 
 
 def bench_measurement(frames: int, size: int, chunk_frames: int) -> pd.DataFrame:
-    from temflow.store import save_zarr
-    from temflow.synthetic import make_movie
+    from temflow.io.store import save_zarr
+    from temflow.synthetic.generator import make_movie
 
     truth = make_movie(frames=frames, size=size, mechanism="coalescence", radius_nm=(2.0, 5.0), drift_px=0,
                        jumps=0, area_fraction=0.12, chunks={"time": chunk_frames}, seed=0)
@@ -119,7 +119,7 @@ def bench_measurement(frames: int, size: int, chunk_frames: int) -> pd.DataFrame
 
 
 def _detections(frames: int, size: int, n_particles: int) -> pd.DataFrame:
-    from temflow.synthetic import make_movie
+    from temflow.synthetic.generator import make_movie
 
     truth = make_movie(frames=frames, size=size, mechanism="coalescence", radius_nm=(2.0, 5.0), drift_px=0, jumps=0,
                        n_particles=n_particles, diffusion_nm2_per_s=0.5, seed=0)
@@ -133,7 +133,7 @@ def bench_linking(frames: int, size: int, n_particles: int, max_step_nm: float) 
     import trackpy
     from laptrack import LapTrack
 
-    from temflow.track import find_events, link
+    from temflow.analysis.track import find_events, link
 
     table = _detections(frames, size, n_particles)
     rows = []

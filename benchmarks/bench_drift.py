@@ -60,8 +60,8 @@ def estimation(size: int, frames: int, peer_frames: int, seed: int) -> None:
     import xarray as xr
     from scipy import fft as sfft
 
-    from temflow.drift import estimate_drift
-    from temflow.synthetic import make_movie
+    from temflow.drift.correction import estimate_drift
+    from temflow.synthetic.generator import make_movie
 
     truth = make_movie(frames=frames, size=size, seed=seed, jumps=2, chunks=8)
     t0 = time.perf_counter()
@@ -136,8 +136,8 @@ def estimation(size: int, frames: int, peer_frames: int, seed: int) -> None:
 
 
 def growth(size: int, short: int, long: int, seed: int) -> None:
-    from temflow.drift import estimate_drift
-    from temflow.synthetic import make_movie
+    from temflow.drift.correction import estimate_drift
+    from temflow.synthetic.generator import make_movie
 
     print(f"\n## error growth with movie length ({size}^2, ripening, smooth drift + 2 jumps)")
     print(f"{'reference':12s} {'RMS px, ' + str(short) + ' frames':>20s} {'RMS px, ' + str(long) + ' frames':>20s}")
@@ -163,8 +163,8 @@ def _child(args: argparse.Namespace) -> None:
     from dask.callbacks import Callback
     from dask.sizeof import sizeof
 
-    import temflow.store as store
-    from temflow.drift import correct_drift
+    import temflow.io.store as store
+    from temflow.drift.correction import correct_drift
 
     process = psutil.Process()
     baseline = process.memory_info().rss
@@ -198,8 +198,8 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def out_of_core(size: int, lengths: list[int], seed: int) -> None:
-    from temflow.store import save_zarr
-    from temflow.synthetic import make_movie
+    from temflow.io.store import save_zarr
+    from temflow.synthetic.generator import make_movie
 
     print(f"\n## out of core: zarr -> correct_drift -> zarr ({size}^2, uint16, chunks of 8 frames)")
     print("peak MB: resident memory above the process's baseline after imports, sampled every 10 ms;")

@@ -48,14 +48,14 @@ def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: i
     import torch
     import zarr
 
-    from temflow.models import load_model
-    from temflow.tiles import normalise
+    from temflow.segmentation.model_files import load_model
+    from temflow.segmentation.tiles import normalise
 
     torch.set_num_threads(threads)
     model = load_model(checkpoint).to(device)
     on_gpu = device.startswith("cuda")
     source = zarr.open_array(str(store), path="0", mode="r")
-    from temflow.store import _codecs
+    from temflow.io.store import _codecs
 
     # the same codec as temflow.save_zarr, so that only the orchestration differs
     target = zarr.create_array(
@@ -74,7 +74,7 @@ def _torch_loop(store: Path, checkpoint: Path, out: Path, batch: int, threads: i
 
 def _temflow(store: Path, checkpoint: Path, out: Path, batch: int, tile: int | None, device: str = "auto") -> float:
     import temflow
-    from temflow.infer import predict
+    from temflow.segmentation.inference import predict
 
     movie = temflow.open_zarr(store)
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def _naive(store: Path, checkpoint: Path, out: Path) -> float:
     import torch
 
     import temflow
-    from temflow.models import load_model
+    from temflow.segmentation.model_files import load_model
 
     model = load_model(checkpoint)
     norm = model.card["normalisation"]
@@ -110,8 +110,8 @@ def _shipping(store: Path, checkpoint: Path, batch: int, tile: int | None) -> st
     import torch
 
     import temflow
-    from temflow.infer import predict
-    from temflow.models import load_model
+    from temflow.segmentation.inference import predict
+    from temflow.segmentation.model_files import load_model
 
     movie = temflow.open_zarr(store)
     model = load_model(checkpoint)
@@ -154,9 +154,10 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     import temflow
-    from temflow.models import UNet, save_model
-    from temflow.synthetic import make_movie
-    from temflow.tiles import percentile_normalisation
+    from temflow.segmentation.models import UNet
+    from temflow.segmentation.model_files import save_model
+    from temflow.synthetic.generator import make_movie
+    from temflow.segmentation.tiles import percentile_normalisation
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_infer_"))

@@ -13,7 +13,7 @@ Two parts, one run:
    which is closer to what a pipeline that processes chunk by chunk pays.
 
 2. **Conversion memory**: a lazily rendered synthetic movie
-   (``temflow.synthetic.make_movie``) is written to zarr on a one-worker
+   (``temflow.synthetic.generator.make_movie``) is written to zarr on a one-worker
    ``distributed.LocalCluster`` with a ``--memory-limit``, at three lengths
    growing to several times that limit. The worker process's RSS is sampled
    every 20 ms; peak memory must stay flat as the movie grows.
@@ -50,8 +50,8 @@ def throughput(frames: int, size: int, chunk_frames: int, repeats: int, workdir:
     import zarr
 
     import temflow
-    from temflow.io import open_movie
-    from temflow.synthetic import make_movie
+    from temflow.io.reader import open_movie
+    from temflow.synthetic.generator import make_movie
 
     movie = make_movie(frames=frames, size=size, seed=0).movie.compute()
     array = movie.values
@@ -114,13 +114,13 @@ def conversion_memory(lengths: list[int], size: int, chunk_frames: int, memory_l
     from distributed import Client, LocalCluster
 
     import temflow
-    from temflow.synthetic import make_movie
+    from temflow.synthetic.generator import make_movie
 
     rows = []
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        client.run(lambda: __import__("temflow.synthetic") and None)  # imports count as baseline
+        client.run(lambda: __import__("temflow.synthetic.generator") and None)  # imports count as baseline
         for length in lengths:
             movie = make_movie(frames=length, size=size, seed=1, chunks=chunk_frames).movie
             client.run(__import__("gc").collect)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from temflow.config import Config
-from temflow.pipeline import run
+from temflow.pipeline.config import Config
+from temflow.pipeline.runner import run
 
 
 class PeakMemory:

@@ -11,14 +11,14 @@
    seed, none of its frames seen in training) for
    - the supervised U-Net (predict, then segment: probability > 0.5),
    - the unsupervised route as a user runs it: a denoising autoencoder,
-     temflow.infer.predict, then temflow.infer.segment (the reconstruction's
+     temflow.segmentation.inference.predict, then temflow.segmentation.inference.segment (the reconstruction's
      darkness against a flat field that leaves the particles out, one
      movie-wide Otsu threshold, an opening of 2 px), and the same without
      the flat field and opening (one Otsu on the raw reconstruction) or
      without the opening,
    - the classical baseline: Gaussian smoothing + movie-wide Otsu (sigma
      tuned on the training movie),
-   - temflow.measure.threshold_particles (the paper's recipe: Gaussian,
+   - temflow.analysis.measure.threshold_particles (the paper's recipe: Gaussian,
      the same flat field, Otsu, opening) on the raw frames,
    - and, to show what limits "denoise, then one Otsu", Otsu of the same
      movie rendered almost noise-free (its pixel-level support texture alone
@@ -45,12 +45,12 @@ import torch
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from temflow.infer import predict, segment
-from temflow.measure import threshold_particles
-from temflow.models import Autoencoder, UNet
-from temflow.synthetic import make_movie
-from temflow.tiles import DENOISING_NOISE, TileDataset, make_tile_set
-from temflow.train import train
+from temflow.segmentation.inference import predict, segment
+from temflow.analysis.measure import threshold_particles
+from temflow.segmentation.models import Autoencoder, UNet
+from temflow.synthetic.generator import make_movie
+from temflow.segmentation.tiles import DENOISING_NOISE, TileDataset, make_tile_set
+from temflow.segmentation.training import train
 
 
 def _iou(called: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import temflow
 from temflow.cli import main
-from temflow.synthetic import make_movie
+from temflow.synthetic.generator import make_movie
 
 
 def test_synth_then_info_then_convert(tmp_path):
@@ -72,8 +72,9 @@ def test_errors_are_one_line_naming_the_file(tmp_path):
 def test_predict_command_writes_probabilities_and_masks(tmp_path):
     import torch
 
-    from temflow.infer import predict
-    from temflow.models import UNet, save_model
+    from temflow.segmentation.inference import predict
+    from temflow.segmentation.models import UNet
+    from temflow.segmentation.model_files import save_model
 
     truth = make_movie(frames=4, size=64, seed=1)
     movie_store = temflow.save_zarr(truth.movie, tmp_path / "movie.zarr")

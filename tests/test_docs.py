@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from temflow.config import Config
+from temflow.pipeline.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

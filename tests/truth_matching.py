@@ -95,9 +95,9 @@ def case(mechanism: str) -> dict:
     random-walking (D = 2 nm^2/s for the smallest) and merging on contact. 400 e/px per frame
     (16 e/A^2, a modest in-situ dose).
     """
-    from temflow.measure import label_particles, measure_particles, threshold_particles
-    from temflow.synthetic import make_movie
-    from temflow.track import find_events, link
+    from temflow.analysis.measure import label_particles, measure_particles, threshold_particles
+    from temflow.synthetic.generator import make_movie
+    from temflow.analysis.track import find_events, link
 
     if mechanism == "ostwald":
         r0 = 5.0 / 1.5

@@ -11,36 +11,38 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from temflow._movie import DIMS, as_movie, check_movie, frame_interval_s, pixel_size_nm
-from temflow.coarsening import (
+from temflow.analysis import (
     GrowthFit,
     Verdict,
     coarsening_mechanism,
+    find_events,
     fit_growth_law,
+    label_particles,
+    link,
+    measure_particles,
+    measure_particles_to_parquet,
     normalised_size_distribution,
+    read_particles,
     size_distribution,
     size_statistics,
+    threshold_particles,
 )
-from temflow.config import Config, load_config
 from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
 from temflow.errors import IncompleteStoreError, MovieFileError
-from temflow.io import describe, open_movie
-from temflow.measure import label_particles, measure_particles, measure_particles_to_parquet, read_particles
-from temflow.threshold import threshold_particles
-from temflow.pipeline import run
-from temflow.store import open_zarr, save_zarr
-from temflow.tiles import TileDataset, make_tile_set, normalise, percentile_normalisation
-from temflow.track import find_events, link
+from temflow.io import describe, open_movie, open_zarr, save_zarr
+from temflow.movie import DIMS, as_movie, check_movie, frame_interval_s, pixel_size_nm
+from temflow.pipeline import Config, load_config, run
+from temflow.segmentation import TileDataset, make_tile_set, normalise, percentile_normalisation
 
 __version__ = "0.1.0"
 
 # name -> module, imported when first asked for (they import torch)
 _LAZY = {
-    "train": "temflow.train",
-    "predict": "temflow.infer",
-    "segment": "temflow.infer",
-    "load_model": "temflow.models",
-    "save_model": "temflow.models",
+    "train": "temflow.segmentation.training",
+    "predict": "temflow.segmentation.inference",
+    "segment": "temflow.segmentation.inference",
+    "load_model": "temflow.segmentation.model_files",
+    "save_model": "temflow.segmentation.model_files",
 }
 
 __all__ = [

@@ -68,7 +68,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, as_json: bool) -> None:
     """Describe a movie: dims, dtype, chunks, pixel size, time axis, size, metadata."""
-    from temflow.io import describe, open_movie
+    from temflow.io.reader import describe, open_movie
 
     movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     summary = describe(movie)
@@ -91,8 +91,8 @@ def convert(
     overwrite: bool,
 ) -> None:
     """Convert a microscope movie to a compressed zarr v3 store."""
-    from temflow.io import open_movie
-    from temflow.store import save_zarr
+    from temflow.io.reader import open_movie
+    from temflow.io.store import save_zarr
 
     movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     written = save_zarr(movie, store, chunks=frames_per_chunk, overwrite=overwrite)
@@ -126,7 +126,7 @@ def synth(
     overwrite: bool,
 ) -> None:
     """Write a synthetic in-situ movie (and its ground truth) to a zarr store."""
-    from temflow.synthetic import make_movie, save_truth
+    from temflow.synthetic.generator import make_movie, save_truth
 
     truth = make_movie(
         frames=frames,
@@ -155,10 +155,10 @@ def predict(
 ) -> None:
     """Run a trained model over every frame of MOVIE into the zarr STORE."""
     from temflow.cluster import connect, dashboard_link
-    from temflow.infer import predict as run_model
-    from temflow.infer import segment
-    from temflow.io import open_movie
-    from temflow.store import open_zarr, save_zarr
+    from temflow.segmentation.inference import predict as run_model
+    from temflow.segmentation.inference import segment
+    from temflow.io.reader import open_movie
+    from temflow.io.store import open_zarr, save_zarr
 
     frames = open_movie(movie)
     with connect(scheduler) as client:
@@ -179,8 +179,8 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
     """Run the whole pipeline from a TOML run file; finished stages are skipped."""
     import dataclasses
 
-    from temflow.config import load_config
-    from temflow.pipeline import format_summary, run
+    from temflow.pipeline.config import load_config
+    from temflow.pipeline.runner import format_summary, run
 
     config = load_config(config_file)
     if scheduler:
@@ -197,7 +197,7 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (default: a LocalCluster).")
 def demo(output: Path, frames: int | None, size: int | None, scheduler: str | None) -> None:
     """Make a synthetic movie and run the whole pipeline on it."""
-    from temflow.pipeline import demo as run_demo
+    from temflow.pipeline.runner import demo as run_demo
 
     run_demo(output, frames=frames, size=size, scheduler=scheduler, echo=click.echo)
 

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 if TYPE_CHECKING:
-    from temflow.coarsening import GrowthFit
+    from temflow.analysis.coarsening import GrowthFit
 
 __all__ = ["save_figure"]
 
@@ -69,7 +69,7 @@ def save_figure(
     return written
 
 
-# --- drift figures (temflow.drift) -------------------------------------------------------------
+# --- drift figures (temflow.drift.correction) -------------------------------------------------------------
 
 __all__ += ["plot_drift"]
 
@@ -92,7 +92,7 @@ def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
 
     Examples
     --------
-    >>> from temflow.synthetic import make_movie
+    >>> from temflow.synthetic.generator import make_movie
     >>> fig = plot_drift(make_movie(frames=8, size=32, seed=0).shifts)
     >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
     ['y', 'x']
@@ -124,7 +124,7 @@ def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
     return figure
 
 
-# --- training figures (temflow.train) ----------------------------------------------------------
+# --- training figures (temflow.segmentation.training) ----------------------------------------------------------
 
 __all__ += ["plot_training_history"]
 
@@ -134,7 +134,7 @@ def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) 
     Parameters
     ----------
     history : pandas.DataFrame
-        From :func:`temflow.train.train`: columns ``epoch``, ``train_loss``,
+        From :func:`temflow.segmentation.training.train`: columns ``epoch``, ``train_loss``,
         ``val_loss`` and optionally ``val_iou`` (NaN without masks).
     ax : matplotlib.axes.Axes, optional
         Draw here; default a new figure.
@@ -179,7 +179,7 @@ def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) 
     return figure
 
 
-# --- analysis figures (temflow.measure, temflow.track, temflow.coarsening) ---------------------
+# --- analysis figures (temflow.analysis.measure, temflow.analysis.track, temflow.analysis.coarsening) ---------------------
 __all__ += [
     "plot_analysis_summary",
     "plot_coarsening",
@@ -258,7 +258,7 @@ def plot_size_distribution(psd: xr.DataArray, *, ax: Axes | None = None) -> Figu
     Parameters
     ----------
     psd : xarray.DataArray
-        From :func:`temflow.coarsening.size_distribution` (dims ``("time", "diameter")``).
+        From :func:`temflow.analysis.coarsening.size_distribution` (dims ``("time", "diameter")``).
     ax : matplotlib.axes.Axes, optional
         Where to draw; default a new figure.
 
@@ -290,7 +290,7 @@ def plot_coarsening(
     Parameters
     ----------
     stats : pandas.DataFrame
-        From :func:`temflow.coarsening.size_statistics`.
+        From :func:`temflow.analysis.coarsening.size_statistics`.
     fits : sequence of GrowthFit
         Fits to draw over the mean radius (e.g. ``n`` free and ``n = 3``).
     axes : pair of matplotlib.axes.Axes, optional
@@ -337,9 +337,9 @@ def plot_size_trajectories(
     Parameters
     ----------
     tracks : pandas.DataFrame
-        From :func:`temflow.track.link` (``time``, ``particle``, ``equivalent_diameter``).
+        From :func:`temflow.analysis.track.link` (``time``, ``particle``, ``equivalent_diameter``).
     events : pandas.DataFrame, optional
-        From :func:`temflow.track.find_events`: merges are marked on the
+        From :func:`temflow.analysis.track.find_events`: merges are marked on the
         survivor (filled circle), vanishings at the particle's last point (cross).
     max_tracks : int
         Draw at most this many tracks (the longest), to keep the figure legible.
@@ -402,14 +402,14 @@ def plot_analysis_summary(
         As for :func:`plot_size_distribution`; default computed from ``tracks``.
     shifts : xarray.DataArray, optional
         Drift, dims ``("time", "axis")`` in px with a ``shift_nm`` coordinate
-        (as ``temflow.synthetic`` and the drift stage give): its trajectory
+        (as ``temflow.synthetic.generator`` and the drift stage give): its trajectory
         gets a panel.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    from temflow.coarsening import size_distribution
+    from temflow.analysis.coarsening import size_distribution
 
     figure = Figure(figsize=(15.0, 9.0), layout="constrained")
     grid = figure.subplots(2, 3)

@@ -1,0 +1,34 @@
+"""Stage 6, analysis: masks in, particles, tracks, events and coarsening laws out.
+
+``threshold`` is the classical segmentation (flat field, Otsu); ``measure`` labels masks
+(cutting touching particles apart, ``_touching``) and measures every particle in nm;
+``track`` links particles through time and finds merges and vanishings; ``coarsening``
+gives size statistics and distributions, fits growth laws (``_growth_law``) and weighs the
+mechanism (``_mechanism``). No torch.
+"""
+
+from __future__ import annotations
+
+from temflow.analysis.threshold import threshold_particles
+from temflow.analysis.measure import COLUMNS, label_particles, measure_particles, measure_particles_to_parquet, read_particles
+from temflow.analysis.track import EVENT_COLUMNS, find_events, link
+from temflow.analysis.coarsening import GrowthFit, Verdict, coarsening_mechanism, fit_growth_law, normalised_size_distribution, size_distribution, size_statistics
+
+__all__ = [
+    "COLUMNS",
+    "EVENT_COLUMNS",
+    "GrowthFit",
+    "Verdict",
+    "coarsening_mechanism",
+    "find_events",
+    "fit_growth_law",
+    "label_particles",
+    "link",
+    "measure_particles",
+    "measure_particles_to_parquet",
+    "normalised_size_distribution",
+    "read_particles",
+    "size_distribution",
+    "size_statistics",
+    "threshold_particles",
+]

@@ -1,0 +1,25 @@
+"""Stage 1, loading and storing: microscope files in, lazy movies and zarr v3 stores out.
+
+Reads Gatan DM3/DM4 (and In-Situ folders), TIA ``.ser``/``.emi``, Velox and Berkeley EMD,
+MRC, TIFF stacks, folders of frames and ``.npy`` files lazily into ``xarray.DataArray``
+movies (dims ``time, y, x``; coordinates in s and nm; the instrument's metadata in
+``attrs``); writes and reads temflow's chunked, compressed zarr v3 stores. No torch, no
+``distributed``. ``reader`` dispatches on the file family to one module per family in
+``formats/``; ``store`` writes and re-opens zarr.
+"""
+
+from __future__ import annotations
+
+from temflow.io.reader import READERS, SUFFIXES, describe, detect_format, open_movie
+from temflow.io.store import is_complete, open_zarr, save_zarr
+
+__all__ = [
+    "READERS",
+    "SUFFIXES",
+    "describe",
+    "detect_format",
+    "is_complete",
+    "open_movie",
+    "open_zarr",
+    "save_zarr",
+]

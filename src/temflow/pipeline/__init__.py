@@ -1,0 +1,21 @@
+"""The whole pipeline from a run file: every stage in order, resumable, with a report.
+
+``config`` reads and checks the TOML run file; ``stages`` holds one function per stage, each
+reading the previous stage's output folder and writing its own; ``runner`` runs them
+(``run``, ``demo``) on a Dask client from :mod:`temflow.cluster`; ``report`` writes the HTML
+report.
+"""
+
+from __future__ import annotations
+
+from temflow.pipeline.config import Config, load_config
+from temflow.pipeline.runner import STAGES, demo, demo_config, run
+
+__all__ = [
+    "Config",
+    "STAGES",
+    "demo",
+    "demo_config",
+    "load_config",
+    "run",
+]

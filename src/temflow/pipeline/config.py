@@ -1,0 +1,374 @@
+"""The run configuration: a typed, validated TOML file.
+
+Every section is a frozen dataclass; unknown sections or keys and values of the
+wrong type or range are refused with an error that names the key and the file.
+Output names must stay inside the output folder.
+
+Example ``run.toml``::
+
+    [input]
+    path = "experiment/Hour_00"      # a file, folder of frames, or .zarr store
+    frame_interval_s = 0.5           # only used when the file has no time calibration
+
+    [output]
+    folder = "results"
+
+    [segmentation]
+    method = "unet"                  # "unet", "autoencoder" or "threshold"
+    model = ""                       # a trained model; empty: train one on this movie
+
+    [analysis]
+    max_step_nm = 4.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+__all__ = [
+    "AnalysisConfig",
+    "ClusterConfig",
+    "Config",
+    "DriftConfig",
+    "InferenceConfig",
+    "InputConfig",
+    "OutputConfig",
+    "SegmentationConfig",
+    "SyntheticConfig",
+    "TrainingConfig",
+    "load_config",
+]
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """A built-in synthetic movie instead of a file (see ``temflow.synthetic.generator.make_movie``)."""
+
+    frames: int = 120
+    size: int = 192
+    pixel_size_nm: float = 0.5
+    frame_interval_s: float = 1.0
+    mechanism: Literal["ostwald", "coalescence", "mixed", "none"] = "ostwald"
+    radius_nm: list[float] = field(default_factory=lambda: [2.0, 6.0])
+    dose_e_per_px: float = 50.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where the movie comes from: ``path``, or ``synthetic`` for a built-in movie."""
+
+    path: str = ""
+    frame_interval_s: float | None = None
+    frames_per_chunk: int = 0
+    synthetic: SyntheticConfig | None = None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go; every stage writes below ``folder``."""
+
+    folder: str = "temflow-output"
+    report: str = "report.html"
+    figure_formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The Dask cluster: an existing scheduler, or a local one bound to loopback."""
+
+    scheduler: str = ""
+    n_workers: int = 0
+    threads_per_worker: int = 0
+    processes: bool = True
+    memory_limit: str = "auto"
+    dashboard_address: str = "127.0.0.1:8787"
+    tls_ca_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift correction and cropping."""
+
+    enabled: bool = True
+    reference: str = "auto"
+    upsample: int = 20
+    method: Literal["fourier", "spline", "integer"] = "fourier"
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """How particles are found: a U-Net, the autoencoder + Otsu, or the classical threshold."""
+
+    method: Literal["unet", "autoencoder", "threshold"] = "unet"
+    model: str = ""
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training, when no model is given."""
+
+    labels: str = "auto"
+    epochs: int = 6
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    tile_size: int = 64
+    frames: int = 12
+    seed: int = 0
+    data_parallel: bool = False
+    # largest standard deviation of the Gaussian noise added to training inputs (normalised
+    # units); None: 0.8 for the autoencoder, which then learns to remove noise rather than to
+    # copy it through its bottleneck, and 0.05 for the U-Net
+    added_noise: float | None = None
+    # train for at least this many optimiser steps, whatever epochs says (a small movie gives
+    # few tiles per epoch); None: 400 for the autoencoder (benchmarks/bench_train.py trains
+    # it 340), 0 for the U-Net
+    min_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Model inference over the movie."""
+
+    tile: int = 256
+    batch_size: int = 8
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Measurement, tracking and coarsening."""
+
+    min_area_nm2: float = 3.0
+    max_step_nm: float = 5.0
+    memory: int = 2
+    linker: Literal["trackpy", "laptrack"] = "trackpy"
+    exclude_border: bool = True
+    split_touching: bool = True  # cut particles that touch in the masks apart (label_particles)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. Build it with :func:`load_config` or :meth:`Config.from_dict`.
+
+    Examples
+    --------
+    >>> config = Config.from_dict({"input": {"synthetic": {"frames": 20}}, "output": {"folder": "out"}})
+    >>> config.input.synthetic.frames, config.segmentation.method
+    (20, 'unet')
+    >>> Config.from_dict({"drift": {"upsampel": 10}})
+    Traceback (most recent call last):
+    ...
+    ValueError: <dict>: unknown key 'upsampel' in [drift]; known keys: enabled, method, reference, upsample
+    """
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    source: str = field(default="<dict>", compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> "Config":
+        """Validate a nested dict (as read from TOML) into a Config."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{source}: a configuration must be a table of sections; got {type(data).__name__}")
+        config = _build(cls, data, source, section="", skip={"source"})
+        config = dataclasses.replace(config, source=source)
+        _check(config)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (for provenance and TOML-like dumps)."""
+        out = dataclasses.asdict(self)
+        out.pop("source", None)
+        return out
+
+    @property
+    def folder(self) -> Path:
+        """The output folder."""
+        return Path(self.output.folder)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list; got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string; got {value!r}")
+        return value
+    raise ValueError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: Any, data: dict[str, Any], source: str, section: str, skip: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"[{section}]" if section else "the top level"
+        raise ValueError(f"{source}: unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        target = tp if dataclasses.is_dataclass(tp) else (inner[0] if inner else None)
+        key = f"{section}.{name}" if section else name
+        if target is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: [{key}] must be a table; got {value!r}")
+            kwargs[name] = _build(target, value, source, key)
+        else:
+            kwargs[name] = _coerce(value, tp, f"{source}: {key}")
+    return cls(**kwargs)
+
+
+def _positive(source: str, where: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{source}: {where} must be {'non-negative' if allow_zero else 'positive'}; got {value!r}")
+
+
+def _inside(source: str, where: str, name: str) -> None:
+    path = PurePath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{source}: {where} must be a relative name inside the output folder; got {name!r}")
+
+
+def _check(config: Config) -> None:
+    src = config.source
+    inp = config.input
+    if bool(inp.path) == (inp.synthetic is not None):
+        raise ValueError(f"{src}: [input] needs exactly one of 'path' or a [input.synthetic] table")
+    _positive(src, "input.frame_interval_s", inp.frame_interval_s)
+    _positive(src, "input.frames_per_chunk", inp.frames_per_chunk, allow_zero=True)
+    if inp.synthetic is not None:
+        syn = inp.synthetic
+        for name in ("frames", "size", "pixel_size_nm", "frame_interval_s", "dose_e_per_px"):
+            _positive(src, f"input.synthetic.{name}", getattr(syn, name))
+        if len(syn.radius_nm) != 2 or not 0 < syn.radius_nm[0] <= syn.radius_nm[1]:
+            raise ValueError(f"{src}: input.synthetic.radius_nm must be [smallest, largest]; got {syn.radius_nm!r}")
+    if not config.output.folder:
+        raise ValueError(f"{src}: output.folder must not be empty")
+    _inside(src, "output.report", config.output.report)
+    if not config.output.report.endswith(".html"):
+        raise ValueError(f"{src}: output.report must end in .html; got {config.output.report!r}")
+    bad = [f for f in config.output.figure_formats if f not in ("png", "pdf", "svg")]
+    if bad or not config.output.figure_formats:
+        raise ValueError(f"{src}: output.figure_formats must be among 'png', 'pdf', 'svg'; got {config.output.figure_formats!r}")
+    for name in ("n_workers", "threads_per_worker"):
+        _positive(src, f"cluster.{name}", getattr(config.cluster, name), allow_zero=True)
+    _positive(src, "drift.upsample", config.drift.upsample)
+    seg = config.segmentation
+    if seg.threshold is not None and seg.method == "threshold":
+        raise ValueError(
+            f"{src}: segmentation.threshold is for the models' output; the classical method sets its own "
+            "(Otsu) - remove it, or use method = 'unet' or 'autoencoder'"
+        )
+    if seg.threshold is not None and not 0 < seg.threshold < 1:
+        what = "a probability" if seg.method == "unet" else "a darkness (fraction of the local background absorbed)"
+        raise ValueError(f"{src}: segmentation.threshold is {what} and must be between 0 and 1; got {seg.threshold!r}")
+    if config.segmentation.model and not os.path.exists(config.segmentation.model):
+        raise ValueError(f"{src}: segmentation.model {config.segmentation.model!r} does not exist")
+    tr = config.training
+    for name in ("epochs", "batch_size", "learning_rate", "tile_size", "frames"):
+        _positive(src, f"training.{name}", getattr(tr, name))
+    _positive(src, "training.added_noise", tr.added_noise, allow_zero=True)
+    _positive(src, "training.min_steps", tr.min_steps, allow_zero=True)
+    if tr.labels not in ("auto", "truth") and not os.path.exists(tr.labels):
+        raise ValueError(f"{src}: training.labels must be 'auto', 'truth' or an existing mask file; got {tr.labels!r}")
+    if tr.labels == "truth" and inp.synthetic is None:
+        raise ValueError(f"{src}: training.labels = 'truth' needs a synthetic input (only it has a ground truth)")
+    for name in ("tile", "batch_size"):
+        _positive(src, f"inference.{name}", getattr(config.inference, name))
+    if config.inference.device not in ("auto", "cpu") and not config.inference.device.startswith("cuda"):
+        raise ValueError(f"{src}: inference.device must be 'auto', 'cpu' or 'cuda[:N]'; got {config.inference.device!r}")
+    _positive(src, "analysis.min_area_nm2", config.analysis.min_area_nm2, allow_zero=True)
+    _positive(src, "analysis.max_step_nm", config.analysis.max_step_nm)
+    _positive(src, "analysis.memory", config.analysis.memory, allow_zero=True)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML run configuration.
+
+    Relative paths in ``[input]``, ``[output]`` and ``segmentation.model`` are
+    taken relative to the configuration file's folder.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the key, for unreadable TOML, unknown keys and bad values.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"configuration file {str(file)!r} does not exist")
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: not valid TOML ({exc})") from None
+    base = file.resolve().parent
+
+    def rebase(section: str, key: str) -> None:
+        value = data.get(section, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            data[section][key] = str(base / value)
+
+    rebase("input", "path")
+    rebase("output", "folder")
+    rebase("segmentation", "model")
+    labels = data.get("training", {}).get("labels")
+    if isinstance(labels, str) and labels not in ("auto", "truth"):
+        rebase("training", "labels")
+    return Config.from_dict(data, source=str(file))

@@ -1,0 +1,464 @@
+"""The stages of the pipeline: each reads what the stages before it wrote and writes its own.
+
+Every stage is a function ``stage(run, resume) -> dict`` returning JSON-able
+results (paths, numbers); :mod:`temflow.pipeline.runner` decides which stages run, and
+passes ``resume=True`` when an interrupted attempt of the same stage exists.
+Arrays go to zarr stores (resumable chunk by chunk), tables to parquet written
+to a temporary file and renamed, figures to ``figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from temflow.pipeline.config import Config
+
+_AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
+
+__all__ = ["Run", "STAGE_FUNCTIONS", "model_path", "write_json"]
+
+
+@dataclass
+class Run:
+    """What the stages share during one run: settings, output folder, client, results so far."""
+
+    config: Config
+    folder: Path
+    echo: Callable[[str], None]
+    client: Any = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_suffix(".tmp.parquet")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) -> str:
+    from temflow.io.store import save_zarr
+
+    path = run_state.folder / name
+    if path.exists() and not resume:
+        shutil.rmtree(path)
+    save_zarr(array, path, resume=resume, progress=run_state.client is not None)
+    return str(path)
+
+
+def _open(path: str) -> xr.DataArray:
+    from temflow.io.store import open_zarr
+
+    return open_zarr(path)
+
+
+def _load(run_state: Run, resume: bool) -> dict[str, Any]:
+    config = run_state.config
+    folder = run_state.folder
+    syn = config.input.synthetic
+    if syn is not None:
+        from temflow.synthetic.generator import make_movie, save_truth
+
+        truth = make_movie(
+            frames=syn.frames,
+            size=syn.size,
+            pixel_size_nm=syn.pixel_size_nm,
+            frame_interval_s=syn.frame_interval_s,
+            mechanism=syn.mechanism,
+            radius_nm=(syn.radius_nm[0], syn.radius_nm[1]),
+            dose_e_per_px=syn.dose_e_per_px,
+            chunks=config.input.frames_per_chunk or None,
+            seed=syn.seed,
+        )
+        path = folder / "raw.zarr"
+        if not resume:
+            for old in (path, path.with_suffix(".truth")):
+                shutil.rmtree(old, ignore_errors=True)
+        # resume=True also writes a fresh store; after an interruption it keeps the chunks written
+        save_truth(truth, path, resume=True, progress=run_state.client is not None)
+        return {"movie": str(path), "truth": str(path.with_suffix(".truth")), "source": "synthetic"}
+    from temflow.io.reader import open_movie
+    from temflow.io.store import is_complete
+
+    source = Path(config.input.path)
+    if source.suffix == ".zarr" and is_complete(source):
+        return {"movie": str(source), "source": str(source)}
+    movie = open_movie(source, frame_interval_s=config.input.frame_interval_s)
+    if config.input.frames_per_chunk:
+        movie = movie.chunk({"time": config.input.frames_per_chunk, "y": -1, "x": -1})
+    return {"movie": _save_array(run_state, movie, "raw.zarr", resume), "source": str(source)}
+
+
+def _drift(state: Run, resume: bool) -> dict[str, Any]:
+    raw = _open(state.results["load"]["movie"])
+    d = state.config.drift
+    if not d.enabled:
+        return {"movie": state.results["load"]["movie"], "shifts": None}
+    from temflow.drift.correction import apply_drift, crop_valid, estimate_drift
+
+    # the shift array is tiny: compute it once, keep it, and apply it lazily
+    shifts = estimate_drift(raw, reference=d.reference, upsample=d.upsample).compute()  # type: ignore[arg-type]
+    table = pd.DataFrame(
+        {
+            "frame": np.arange(shifts.sizes["time"]),
+            "time": shifts["time"].values,
+            "dy_px": shifts.sel(axis="y").values,
+            "dx_px": shifts.sel(axis="x").values,
+            "dy_nm": shifts["shift_nm"].sel(axis="y").values,
+            "dx_nm": shifts["shift_nm"].sel(axis="x").values,
+        }
+    )
+    for name in ("quality", "flagged", "jump"):
+        if name in shifts.coords:
+            table[name] = shifts[name].values
+    _write_table(table, state.folder / "shifts.parquet")
+    from temflow.plots import plot_drift, save_figure
+
+    save_figure(plot_drift(shifts), state.folder / "figures" / "drift", formats=_figure_formats(state))
+    corrected = crop_valid(apply_drift(raw, shifts, method=d.method), shifts)
+    path = _save_array(state, corrected, "corrected.zarr", resume)
+    return {
+        "movie": path,
+        "shifts": str(state.folder / "shifts.parquet"),
+        "flagged_frames": int(table["flagged"].sum()) if "flagged" in table else 0,
+        "jumps": int(table["jump"].sum()) if "jump" in table else 0,
+        "max_drift_nm": float(np.hypot(table.dy_nm, table.dx_nm).max()),
+        "cropped_shape": list(_open(path).shape),
+    }
+
+
+def _figure_formats(state: Run) -> list[str]:
+    """The configured formats, plus PNG for the report page."""
+    return sorted(set(state.config.output.figure_formats) | {"png"})
+
+
+def model_path(state: Run) -> str | None:
+    seg = state.config.segmentation
+    if seg.method == "threshold":
+        return None
+    if seg.model:
+        return seg.model
+    return state.results["train"]["model"]
+
+
+def _train(state: Run, resume: bool) -> dict[str, Any]:
+    import torch
+
+    from temflow.segmentation.models import Autoencoder, UNet
+
+    from temflow.segmentation.model_files import save_model
+    from temflow.plots import plot_training_history, save_figure
+    from temflow.segmentation.tiles import DENOISING_NOISE, LABEL_NOISE, TileDataset, make_tile_set, read_tile_set_info
+    from temflow.segmentation.training import train
+
+    config = state.config
+    tr = config.training
+    movie = _open(state.results["drift"]["movie"])
+    folder = state.folder / "training"
+    folder.mkdir(exist_ok=True)
+    if config.segmentation.method == "unet":
+        if tr.labels == "truth":
+            truth_labels = _open(str(Path(state.results["load"]["truth"]) / "labels.zarr"))
+            masks: Any = _align_to(truth_labels, movie) > 0
+        elif tr.labels == "auto":
+            masks = "classical"
+        else:
+            masks = tr.labels
+    else:
+        masks = None
+    tile_size = min(tr.tile_size, movie.sizes["y"], movie.sizes["x"])
+    store = make_tile_set(
+        movie, folder / "tiles.zarr", tile_size=tile_size, frames=tr.frames, masks=masks, seed=tr.seed, overwrite=True
+    )
+    info = read_tile_set_info(store)
+    torch.manual_seed(tr.seed)
+    unet = config.segmentation.method == "unet"
+    model: torch.nn.Module = UNet() if unet else Autoencoder()
+    noise = tr.added_noise if tr.added_noise is not None else (LABEL_NOISE if unet else DENOISING_NOISE)
+    dataset = TileDataset(store, split="train", augment=True, noise_jitter=noise, seed=tr.seed)
+    min_steps = tr.min_steps if tr.min_steps is not None else (0 if unet else _AUTOENCODER_MIN_STEPS)
+    epochs = max(tr.epochs, math.ceil(min_steps / max(math.ceil(len(dataset) / tr.batch_size), 1)))
+    model, history = train(
+        model,
+        dataset,
+        epochs=epochs,
+        batch_size=tr.batch_size,
+        lr=tr.learning_rate,
+        client=state.client if tr.data_parallel else None,
+        checkpoint_dir=folder / "checkpoints",
+        resume=resume,
+        seed=tr.seed,
+    )
+    _write_table(history, folder / "history.parquet")
+    save_figure(plot_training_history(history), state.folder / "figures" / "training", formats=_figure_formats(state))
+    path = save_model(
+        model,
+        state.folder / "model.safetensors",
+        normalisation=info["normalisation"],
+        tile_size=tile_size,
+        training={
+            "labels": tr.labels if unet else None,
+            "added_noise": noise,
+            "tiles": str(store),
+            "epochs": epochs,
+            "source": config.input.path or "synthetic",
+        },
+    )
+    last = history.iloc[-1].to_dict()
+    return {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
+
+
+def _align_to(array: xr.DataArray, movie: xr.DataArray) -> xr.DataArray:
+    """``array`` (raw-frame coordinates) on the corrected movie's grid (synthetic truth only)."""
+    if array.shape == movie.shape:
+        return array.assign_coords(movie.coords)
+    raise ValueError(
+        "training.labels = 'truth' needs drift correction off (the true labels are in raw-frame coordinates); "
+        "set [drift] enabled = false or use labels = 'auto'"
+    )
+
+
+def _infer(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.segmentation.inference import predict
+
+    inf = state.config.inference
+    movie = _open(state.results["drift"]["movie"])
+    output = predict(movie, model_path(state), tile=inf.tile, batch_size=inf.batch_size, device=inf.device)  # type: ignore[arg-type]
+    return {"output": _save_array(state, output, "prediction.zarr", resume)}
+
+
+def _masks(state: Run, resume: bool) -> dict[str, Any]:
+    seg = state.config.segmentation
+    if seg.method == "threshold":
+        from temflow.analysis.measure import threshold_particles
+
+        masks = threshold_particles(_open(state.results["drift"]["movie"]))
+    else:
+        from temflow.segmentation.inference import segment
+
+        values = _open(state.results["infer"]["output"])
+        masks = segment(values, method="threshold" if seg.threshold is not None else None, threshold=seg.threshold)
+    return {"masks": _save_array(state, masks, "masks.zarr", resume)}
+
+
+def _measure(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.analysis.measure import label_particles, measure_particles_to_parquet, read_particles
+
+    masks = _open(state.results["masks"]["masks"])
+    movie = _open(state.results["drift"]["movie"])
+    path = measure_particles_to_parquet(
+        label_particles(masks, split_touching=state.config.analysis.split_touching),
+        state.folder / "particles.parquet",
+        movie,
+        min_area_nm2=state.config.analysis.min_area_nm2,
+        overwrite=True,
+    )
+    table = read_particles(path)
+    if len(table) == 0:
+        import warnings
+
+        method = state.config.segmentation.method
+        where = (
+            "the classical threshold found no particle class (a bare support, or a background window "
+            "wider than the illumination's variations)"
+            if method == "threshold"
+            else f"look at prediction.zarr and the training history in {state.folder / 'training'}"
+        )
+        warnings.warn(
+            f"no particles in any of the {masks.sizes['time']} frames with segmentation.method = {method!r}: "
+            f"{where}; the statistics and fits that follow are empty",
+            UserWarning,
+            stacklevel=2,
+        )
+    return {"particles": str(path), "rows": int(len(table))}
+
+
+def _track(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.analysis.measure import read_particles
+    from temflow.analysis.track import find_events, link
+
+    a = state.config.analysis
+    table = read_particles(state.results["measure"]["particles"])
+    tracks = link(table, max_step_nm=a.max_step_nm, memory=a.memory, method=a.linker)
+    frames = _open(state.results["masks"]["masks"]).sizes["time"]
+    events = find_events(tracks, frames=frames)
+    _write_table(tracks, state.folder / "tracks.parquet")
+    _write_table(_events_for_parquet(events), state.folder / "events.parquet")
+    counts = events["event"].value_counts().to_dict() if len(events) else {}
+    return {
+        "tracks": str(state.folder / "tracks.parquet"),
+        "events": str(state.folder / "events.parquet"),
+        "particles_tracked": int(tracks["particle"].nunique()) if len(tracks) else 0,
+        "event_counts": {str(k): int(v) for k, v in counts.items()},
+    }
+
+
+def _events_for_parquet(events: pd.DataFrame) -> pd.DataFrame:
+    out = events.copy()
+    for column in out.columns:
+        if out[column].dtype == object and out[column].map(lambda v: isinstance(v, tuple)).any():
+            out[column] = out[column].map(lambda v: list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def _coarsening(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.analysis.coarsening import coarsening_mechanism, fit_growth_law, size_statistics
+
+    tracks = pd.read_parquet(state.results["track"]["tracks"])
+    events = pd.read_parquet(state.results["track"]["events"])
+    movie = _open(state.results["drift"]["movie"])
+    from temflow.movie import pixel_size_nm
+
+    dy, dx = pixel_size_nm(movie)
+    stats = size_statistics(
+        tracks,
+        include_border=not state.config.analysis.exclude_border,
+        times_s=movie["time"].values,
+        field_area_nm2=movie.sizes["y"] * dy * movie.sizes["x"] * dx,
+    )
+    _write_table(stats, state.folder / "statistics.parquet")
+    free = fit_growth_law(stats)
+    lsw = fit_growth_law(stats, exponent=3.0)
+    verdict = coarsening_mechanism(tracks, events)
+    result = {"fit": free.to_dict(), "fit_lsw": lsw.to_dict(), "verdict": verdict.to_dict()}
+    write_json(state.folder / "coarsening.json", result)
+    return {"statistics": str(state.folder / "statistics.parquet"), **result}
+
+
+def _report(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.pipeline.report import write_report
+
+    config = state.config
+    r = state.results
+    figures_dir = state.folder / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    figures = _figures(state, figures_dir, _figure_formats(state))
+    stats = pd.read_parquet(r["coarsening"]["statistics"])
+    fit, lsw, verdict = r["coarsening"]["fit"], r["coarsening"]["fit_lsw"], r["coarsening"]["verdict"]
+    cards: dict[str, Any] = {
+        "frames": int(len(stats)),
+        "particles, first frame": int(stats["count"].iloc[0]) if len(stats) else 0,
+        "particles, last frame": int(stats["count"].iloc[-1]) if len(stats) else 0,
+        "mean diameter, last frame (nm)": float(stats["mean_diameter"].iloc[-1]) if len(stats) else float("nan"),
+        "growth exponent n": f"{fit['n']:.2f} ± {fit['n_error']:.2f}" if fit.get("ok") else "no fit",
+        "LSW rate K (nm³/s)": f"{lsw['rate']:.3g} ± {lsw['rate_error']:.2g}" if lsw.get("ok") else "no fit",
+        "merges": int(verdict["merges"]),
+        "vanished": int(verdict["vanishes"]),
+    }
+    verdict_text = f"Verdict: {verdict['mechanism']}. {verdict['reason']}"
+    if not fit.get("ok"):
+        verdict_text += f" Growth law: no fit ({fit.get('reason', '')})."
+    provenance = json.loads((state.folder / "provenance.json").read_text())
+    notes = [
+        f"temflow {provenance['temflow']}, Python {provenance['python']}",
+        f"input: {config.input.path or 'synthetic movie'}",
+        f"configuration: {config.source}",
+        "stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in state.times.items()),
+    ]
+    events = pd.read_parquet(r["track"]["events"])
+    path = write_report(
+        state.folder / config.output.report,
+        title=f"temflow report: {Path(config.input.path).name if config.input.path else 'synthetic movie'}",
+        cards=cards,
+        verdict=verdict_text,
+        figures=figures,
+        tables={"Size statistics per frame": stats, "Events": events},
+        notes=notes,
+    )
+    return {"report": str(path), "figures": [f for _, f in figures]}
+
+
+def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, str]]:
+    """Draw the analysis figures; list every figure of the run, in reading order."""
+    from temflow.analysis.coarsening import GrowthFit, size_distribution
+    from temflow.analysis.measure import label_particles
+    from temflow.plots import (
+        plot_coarsening,
+        plot_particle_outlines,
+        plot_size_distribution,
+        plot_size_trajectories,
+        save_figure,
+    )
+
+    r = state.results
+    movie = _open(r["drift"]["movie"])
+    masks = _open(r["masks"]["masks"])
+    tracks = pd.read_parquet(r["track"]["tracks"])
+    events = pd.read_parquet(r["track"]["events"])
+    stats = pd.read_parquet(r["coarsening"]["statistics"])
+    fits = [GrowthFit(**r["coarsening"][key]) for key in ("fit", "fit_lsw") if r["coarsening"][key]["ok"]]
+    # lazy: only the chunks of the two frames drawn are labelled and read
+    labels = label_particles(masks, split_touching=state.config.analysis.split_touching)
+    drawn = [
+        (
+            "outlines",
+            "Particles of the first (cyan) and last (orange) frame over the first image",
+            lambda: plot_particle_outlines(movie, labels),
+        ),
+        (
+            "coarsening",
+            "Particle count and mean radius against time, with the growth-law fits",
+            lambda: plot_coarsening(stats, fits=fits),
+        ),
+        (
+            "size_distribution",
+            "Particle size distribution through time",
+            lambda: plot_size_distribution(size_distribution(tracks, times_s=movie["time"].values)),
+        ),
+        (
+            "trajectories",
+            "Size of every tracked particle against time; merges and vanishings marked",
+            lambda: plot_size_trajectories(tracks, events),
+        ),
+    ]
+    figures = []
+    if (folder / "drift.png").exists():
+        figures.append(("Drift trajectory (nm against time), jumps and flagged frames marked", "figures/drift.png"))
+    for name, caption, draw in drawn:
+        save_figure(draw(), folder / name, formats=formats)
+        figures.append((caption, f"figures/{name}.png"))
+    if (folder / "training.png").exists():
+        figures.append(("Training and validation loss per epoch", "figures/training.png"))
+    return figures
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run, bool], dict[str, Any]]] = {
+    "load": _load,
+    "drift": _drift,
+    "train": _train,
+    "infer": _infer,
+    "masks": _masks,
+    "measure": _measure,
+    "track": _track,
+    "coarsening": _coarsening,
+    "report": _report,
+}

@@ -1,0 +1,110 @@
+"""temflow.analysis.threshold: the classical segmentation baseline, chunk-exact, lazy, border-safe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage as ndi
+
+from temflow import as_movie
+from temflow.analysis.measure import label_particles
+from temflow.synthetic.generator import make_movie
+from temflow.analysis.threshold import threshold_particles
+
+SMALL = dict(frames=6, size=(64, 60), pixel_size_nm=0.5, radius_nm=(2.0, 4.0), area_fraction=0.15, dose_e_per_px=400.0)
+
+
+@pytest.fixture(scope="module")
+def drifting():
+    """Drift and a jump push black borders into the frames (the recorded area is frame 0 only)."""
+    return make_movie(mechanism="none", drift_px=6.0, jumps=1, jump_px=10.0, recorded_margin_px=0, seed=4, **SMALL)
+
+
+@pytest.mark.parametrize("chunks", [{"time": 4}, {"time": 2, "y": 40, "x": 33}, {"time": 5, "y": 20, "x": 17}])
+@pytest.mark.parametrize("threshold", ["movie", "frame", 0.15])
+def test_threshold_chunked_equals_eager(drifting, chunks, threshold):
+    movie = drifting.movie.chunk(chunks)
+    lazy = threshold_particles(movie, threshold=threshold)
+    eager = threshold_particles(drifting.movie.compute(), threshold=threshold)
+    assert lazy.chunks is not None and isinstance(eager.data, np.ndarray)
+    np.testing.assert_array_equal(lazy.values, eager.values)
+
+
+def test_threshold_is_lazy_and_keeps_coords(drifting, no_compute):
+    with no_compute():
+        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}))
+    assert masks.dtype == bool and masks.dims == drifting.movie.dims and masks.shape == drifting.movie.shape
+    xr.testing.assert_equal(masks.coords.to_dataset(), drifting.movie.coords.to_dataset())
+    assert masks.attrs["threshold"] == "movie" and masks.attrs["sigma_nm"] == pytest.approx(0.75)
+
+
+def test_black_borders_are_never_particles(drifting):
+    movie = drifting.movie.compute()
+    masks = threshold_particles(movie).values
+    black = movie.values == 0
+    assert black.sum() > 500  # the drift really left black borders
+    assert not masks[black].any()
+    # no band of false particles along a black border: every detection near one is a true particle
+    labels = label_particles(xr.zeros_like(movie, dtype=bool).copy(data=masks)).values
+    truth = drifting.labels.values
+    near_border = ndi.binary_dilation(black, structure=np.ones((1, 7, 7), bool))
+    for frame in range(len(labels)):
+        for label in np.unique(labels[frame][near_border[frame]]):
+            if label:
+                assert truth[frame][labels[frame] == label].any(), f"frame {frame}: false particle {label}"
+
+
+def test_blank_frame_has_no_particles():
+    truth = make_movie(mechanism="none", drift_px=0, jumps=0, blank_frames=[2], seed=1, **SMALL)
+    masks = threshold_particles(truth.movie).values
+    assert not masks[2].any() and masks[1].any()
+
+
+def test_threshold_finds_the_particles(drifting):
+    masks = threshold_particles(drifting.movie).values
+    truth = drifting.labels.values > 0
+    iou = (masks & truth).sum() / (masks | truth).sum()
+    assert iou > 0.8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"sigma_nm": -1.0}, ValueError, "sigma_nm must be a length"),
+        ({"background_nm": 0.5}, ValueError, "background_nm .* must be well above sigma_nm"),
+        ({"threshold": "otsu"}, ValueError, "threshold must be 'movie', 'frame' or a darkness level"),
+        ({"threshold": [0.1]}, TypeError, "threshold must be 'movie', 'frame' or a float"),
+        ({"sample_frames": 0}, ValueError, "sample_frames must be at least 1"),
+    ],
+)
+def test_threshold_bad_options(drifting, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        threshold_particles(drifting.movie, **kwargs)
+
+
+def test_threshold_bad_movie():
+    with pytest.raises(TypeError, match="movie must be an xarray.DataArray"):
+        threshold_particles(np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"movie must have dims \('time', 'y', 'x'\)"):
+        threshold_particles(xr.DataArray(np.zeros((2, 8, 8)), dims=("t", "r", "c")))
+    with pytest.raises(TypeError, match="movie must hold numbers"):
+        threshold_particles(as_movie(np.zeros((2, 8, 8), dtype=bool)))
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 2, "y": 50}])
+def test_nan_borders_are_outside_like_black_ones(chunks):
+    # drift correction leaves NaN (or zero) where a frame saw nothing: both are outside
+    truth = make_movie(frames=6, size=128, seed=22, drift_px=20, jumps=0, recorded_margin_px=2)
+    movie = truth.movie.astype("float32")
+    if chunks is None:
+        movie = movie.compute()
+    else:
+        movie = movie.chunk(chunks)
+    with_zero = threshold_particles(movie).values
+    with_nan = threshold_particles(movie.where(movie > 0)).values
+    reference = truth.labels.values > 0
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(with_zero, reference) > 0.85
+    assert iou(with_nan, reference) > iou(with_zero, reference) - 0.01
+    assert (with_zero != with_nan).mean() < 0.002

@@ -1,0 +1,173 @@
+"""zarr v3 store: exact round trips, explicit completion, resumable writes, one chunk per task."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+import temflow
+from temflow.errors import IncompleteStoreError, MovieFileError
+from temflow.io.store import is_complete
+from temflow.synthetic.generator import make_movie
+
+
+@pytest.mark.parametrize("chunks", [None, 3, (4, 20, 33), {"time": 5, "y": 17}])
+def test_round_trip_is_exact(tmp_path, chunks):
+    movie = make_movie(frames=7, size=(40, 50), seed=1, chunks=3).movie
+    path = temflow.save_zarr(movie, tmp_path / "m.zarr", chunks=chunks)
+    back = temflow.open_zarr(path)
+    np.testing.assert_array_equal(back.values, movie.values)
+    assert back.dims == movie.dims and back.dtype == movie.dtype and back.name == movie.name
+    for name in movie.coords:
+        np.testing.assert_array_equal(back[name].values, movie[name].values)
+        assert back[name].attrs == movie[name].attrs
+    assert back.attrs == movie.attrs
+    array = zarr.open_array(str(path), path="0", mode="r")
+    assert array.metadata.dimension_names == ("time", "y", "x")
+    # each zarr chunk is exactly one dask chunk of the reopened movie
+    assert tuple(c[0] for c in back.data.chunks) == tuple(array.chunks)
+
+
+def test_bool_and_float_arrays_and_numpy_input(tmp_path):
+    truth = make_movie(frames=3, size=32, seed=2)
+    masks = (truth.labels > 0).compute()  # numpy-backed
+    path = temflow.save_zarr(masks, tmp_path / "masks.zarr")
+    back = temflow.open_zarr(path)
+    assert back.dtype == bool
+    np.testing.assert_array_equal(back.values, masks.values)
+    prob = truth.movie.astype("float32") / 1000
+    np.testing.assert_array_equal(temflow.open_zarr(temflow.save_zarr(prob, tmp_path / "p.zarr")).values, prob.values)
+
+
+def test_all_zero_frames_are_written_and_complete(tmp_path):
+    # zarr skips chunks equal to the fill value: completion must not depend on chunk files
+    movie = temflow.as_movie(da.zeros((6, 16, 16), dtype="uint16", chunks=(2, 16, 16)), pixel_size_nm=0.5)
+    path = temflow.save_zarr(movie, tmp_path / "z.zarr")
+    assert is_complete(path)
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, 0)
+
+
+def test_ome_zarr_axes_and_scale(tmp_path):
+    movie = make_movie(frames=3, size=32, pixel_size_nm=0.25, frame_interval_s=0.5, seed=0).movie
+    path = temflow.save_zarr(movie, tmp_path / "m.zarr")
+    meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
+    multiscale = meta["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["t", "y", "x"]
+    assert [a.get("unit") for a in multiscale["axes"]] == ["second", "nanometer", "nanometer"]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    np.testing.assert_allclose(scale, [0.5, 0.25, 0.25])
+
+
+def _interrupted_write(movie, path, fail_after):
+    """Write with a scheduler that dies after `fail_after` chunk writes."""
+    calls = {"n": 0}
+    from temflow.io import store
+
+    original = store._write_block
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        return original(*args, **kwargs)
+
+    store._write_block = flaky
+    try:
+        with dask.config.set(scheduler="synchronous"), pytest.raises(KeyboardInterrupt):
+            temflow.save_zarr(movie, path, chunks=2)
+    finally:
+        store._write_block = original
+    return calls
+
+
+def test_interrupted_store_is_refused_then_resumed_without_rewriting(tmp_path):
+    movie = make_movie(frames=10, size=24, seed=3).movie
+    path = tmp_path / "m.zarr"
+    _interrupted_write(movie, path, fail_after=2)
+    assert not is_complete(path)
+    with pytest.raises(IncompleteStoreError, match="incomplete"):
+        temflow.open_zarr(path)
+    with pytest.raises(MovieFileError, match="already exists"):
+        temflow.save_zarr(movie, path, chunks=2)
+    # resuming writes only the three missing chunks
+    written = []
+    from temflow.io import store
+
+    original = store._write_block
+
+    def counting(block, p, index, slices):
+        written.append(index)
+        return original(block, p, index, slices)
+
+    store._write_block = counting
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            temflow.save_zarr(movie, path, chunks=2, resume=True)
+    finally:
+        store._write_block = original
+    assert len(written) == 3
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, movie.values)
+
+
+def test_resume_with_other_shape_is_refused(tmp_path):
+    movie = make_movie(frames=6, size=24, seed=3).movie
+    path = tmp_path / "m.zarr"
+    _interrupted_write(movie, path, fail_after=1)
+    with pytest.raises(MovieFileError, match="cannot be resumed"):
+        temflow.save_zarr(movie[:4], path, chunks=2, resume=True)
+
+
+def test_overwrite(tmp_path):
+    a = make_movie(frames=2, size=16, seed=1).movie
+    b = make_movie(frames=3, size=16, seed=2).movie
+    path = temflow.save_zarr(a, tmp_path / "m.zarr")
+    temflow.save_zarr(b, path, overwrite=True)
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, b.values)
+
+
+def test_opening_builds_no_compute_on_a_multi_gb_store(tmp_path, no_compute):
+    # a 4 GB movie whose chunks are all zero: metadata only, nothing rendered
+    big = temflow.as_movie(da.zeros((1000, 1024, 2048), dtype="uint16", chunks=(50, 1024, 2048)), pixel_size_nm=0.5)
+    path = tmp_path / "big.zarr"
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("0", shape=big.shape, dtype="uint16", chunks=(50, 1024, 2048), dimension_names=big.dims)
+    temflow.save_zarr(big[:1], tmp_path / "template.zarr")
+    meta = json.loads((tmp_path / "template.zarr" / "zarr.json").read_text())
+    meta["attributes"]["temflow"]["complete"] = True
+    meta["attributes"]["temflow"]["coords"] = []
+    (path / "zarr.json").write_text(json.dumps(meta))
+    with no_compute():
+        movie = temflow.open_zarr(path)
+        assert movie.nbytes > 4e9
+        graph = (movie.astype("float32") - movie.mean("time")).std("time")
+    assert graph.shape == (1024, 2048)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: p / "missing.zarr", "no such file"),
+        (lambda p: (p / "file.zarr").write_text("x") and p / "file.zarr", "is a file"),
+        (lambda p: (p / "empty.zarr").mkdir() or p / "empty.zarr", "not a temflow zarr store"),
+    ],
+)
+def test_bad_stores_name_the_path(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(MovieFileError, match=match) as info:
+        temflow.open_zarr(path)
+    assert str(path) in str(info.value)
+
+
+def test_bad_arguments(tmp_path):
+    movie = make_movie(frames=2, size=16, seed=1).movie
+    with pytest.raises(ValueError, match="compressor"):
+        temflow.save_zarr(movie, tmp_path / "a.zarr", compressor="gzip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dims"):
+        temflow.save_zarr(movie.rename(time="frame"), tmp_path / "b.zarr")
+    with pytest.raises(TypeError, match="DataArray"):
+        temflow.save_zarr(movie.values, tmp_path / "c.zarr")  # type: ignore[arg-type]
