@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from temflow.segmentation.training import TrainConfig
+    from temflow.segmentation._train_config import TrainConfig
 
 _CHECKPOINT_KEY = "temflow_checkpoint"
 

@@ -26,7 +26,7 @@ from temflow.segmentation.models import _ARCHITECTURES
 from temflow.segmentation.tiles import TileDataset
 
 if TYPE_CHECKING:
-    from temflow.segmentation.training import TrainConfig
+    from temflow.segmentation._train_config import TrainConfig
 
 
 def _resolve_device(device: str, rank: int = 0) -> torch.device:

@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-    from temflow.segmentation.inference import _Plan
+    from temflow.segmentation._plan import _Plan
 
 
 def _taper_px(halo: int, size_multiple: int) -> int:

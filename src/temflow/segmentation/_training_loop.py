@@ -31,7 +31,7 @@ from temflow.segmentation.models import _BatchNorm2d
 from temflow.segmentation.tiles import TileDataset
 
 if TYPE_CHECKING:
-    from temflow.segmentation.training import TrainConfig
+    from temflow.segmentation._train_config import TrainConfig
 
 class _Progress:
     """A one-line text progress bar on a stream (rank 0 only)."""

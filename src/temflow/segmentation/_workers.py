@@ -29,7 +29,7 @@ from temflow.analysis.threshold import _recorded
 if TYPE_CHECKING:
     from torch import nn
 
-    from temflow.segmentation.inference import _Plan
+    from temflow.segmentation._plan import _Plan
 
 _MODEL_CACHE_SIZE = 4
 _MODEL_CACHE: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()

@@ -58,6 +58,7 @@ import numpy as np
 import xarray as xr
 
 from temflow.segmentation import _seamless
+from temflow.segmentation._plan import _Plan
 
 from temflow.segmentation import _workers
 from temflow.movie import DIMS, TIME, check_movie
@@ -88,22 +89,6 @@ _PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _BORDER_SAMPLE = 16  # frames whose typical intensity sets the black-border level of a reconstruction
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a block task needs besides the frames and the weights (small, picklable)."""
-
-    sha256: str
-    normalisation: tuple[tuple[str, Any], ...]
-    output_kind: str
-    size_multiple: int
-    tile: int | None
-    halo: int
-    taper: int
-    batch_size: int
-    device: str
-    precision: str
-    torch_threads: int | None
-    host_threads: tuple[tuple[str, int], ...]
 
 
 # -- public API --------------------------------------------------------------------------------
@@ -148,7 +133,7 @@ def predict(
         halo, around every pixel); the time chunks are kept, so pick them to
         hold a few frames each (a chunk's frames are in memory together).
     model : temflow.segmentation.models.UNet or Autoencoder, or path
-        A model (e.g. from :func:`temflow.segmentation.models.load_model`) or its
+        A model (e.g. from :func:`temflow.segmentation.model_files.load_model`) or its
         ``.safetensors`` file. A path is opened by every worker, so it must be
         visible to them; an in-memory model is shipped once as bytes (one key
         of the graph; for a model of tens of MB prefer the path, which keeps

@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 from temflow.segmentation._normalisation import _parse_normalisation
+from temflow.segmentation.models import _ARCHITECTURES, _check_int
+
+__all__ = ["save_model", "load_model", "read_card"]
 
 _CARD_KEY = "temflow_card"
 _CARD_VERSION = 1
@@ -101,7 +104,6 @@ def save_model(
     """
     from safetensors.torch import save_file
 
-    from temflow.segmentation.models import _ARCHITECTURES, _check_int  # not at the top: temflow.segmentation.models imports this module
 
     name = type(model).__name__
     net: Any = model  # UNet or Autoencoder: their attributes are plain ints and dicts
@@ -148,7 +150,7 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     source = Path(path)
     if not source.is_file():
-        raise ValueError(f"cannot load model {str(source)!r}: no such file; save one with temflow.segmentation.models.save_model")
+        raise ValueError(f"cannot load model {str(source)!r}: no such file; save one with temflow.segmentation.model_files.save_model")
     try:
         with safe_open(str(source), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -156,7 +158,7 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"cannot load model {str(source)!r}: not a readable safetensors file ({exc})") from None
     if _CARD_KEY not in metadata:
         raise ValueError(
-            f"cannot load model {str(source)!r}: it has no temflow model card; it was not written by temflow.segmentation.models.save_model"
+            f"cannot load model {str(source)!r}: it has no temflow model card; it was not written by temflow.segmentation.model_files.save_model"
         )
     try:
         card = json.loads(metadata[_CARD_KEY])
@@ -194,7 +196,6 @@ def load_model(path: str | os.PathLike[str]) -> nn.Module:
     """
     from safetensors.torch import load_file
 
-    from temflow.segmentation.models import _ARCHITECTURES  # not at the top: temflow.segmentation.models imports this module
 
     source = Path(path)
     card = read_card(source)

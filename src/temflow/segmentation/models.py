@@ -45,9 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from temflow.segmentation.model_files import load_model, read_card, save_model
 
-__all__ = ["UNet", "Autoencoder", "save_model", "load_model", "read_card", "OutputKind"]
+__all__ = ["UNet", "Autoencoder", "OutputKind"]
 
 OutputKind = Literal["probability_logits", "reconstruction"]
 

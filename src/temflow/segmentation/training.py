@@ -52,37 +52,12 @@ from temflow.segmentation._collectives import _distributed
 from temflow.segmentation._data_parallel import _resolve_device, _train_here, _train_on_cluster
 from temflow.segmentation._losses import dice_loss, iou_from_histograms
 from temflow.segmentation.models import _ARCHITECTURES, Autoencoder, UNet
+from temflow.segmentation._train_config import TrainConfig
 from temflow.segmentation.tiles import TileDataset
 
 __all__ = ["train", "TrainConfig", "dice_loss", "iou_from_histograms"]
 
 Device = Literal["auto", "cpu", "cuda"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (everything :func:`train` needs on every rank)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    schedule: str
-    weight_decay: float
-    optimizer: str
-    seed: int
-    patience: int | None
-    min_delta: float
-    restore_best: bool
-    device: str
-    checkpoint_dir: str | None
-    resume: bool
-    num_workers: int
-    threads: int | None
-    progress: bool
-    sync_batch_norm: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _check_inputs(model: Any, dataset: Any, validation: Any) -> None:
@@ -201,7 +176,7 @@ def train(
         One row per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_iou``
         (NaN without masks), ``seconds``, ``tiles_per_s``, ``lr``;
         ``history.attrs`` holds the provenance to pass to
-        :func:`temflow.segmentation.models.save_model` as ``training``.
+        :func:`temflow.segmentation.model_files.save_model` as ``training``.
 
     Raises
     ------
