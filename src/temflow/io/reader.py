@@ -42,7 +42,7 @@ import xarray as xr
 from temflow.movie import DIMS, TIME, X, Y, as_movie, check_movie
 from temflow.errors import MovieFileError
 from temflow.io.formats import emd, gatan, mrc, npy, tia, tiff
-from temflow.io.formats._common import PIXEL_FALLBACK, RawMovie, frames_per_chunk, jsonable
+from temflow.io.formats._common import RawMovie, frames_per_chunk, jsonable
 from temflow.io.store import open_zarr
 
 __all__ = ["open_movie", "describe", "READERS", "SUFFIXES", "detect_format"]
@@ -305,11 +305,15 @@ def open_movie(
 
 def _override(movie: xr.DataArray, *, frame_interval_s: float | None,
               pixel_size_nm: float | tuple[float, float] | None) -> xr.DataArray:
-    """Replace the calibrations of an already-assembled movie (a zarr store) by the user's."""
+    """Replace the calibrations of an already-assembled movie (a zarr store) by the user's, noting it."""
+    notes = list(movie.attrs.get("notes", []))
+    calibration = dict(movie.attrs.get("calibration", {}))
     if frame_interval_s is not None:
         times = np.arange(movie.sizes[TIME]) * float(frame_interval_s)
         movie = movie.assign_coords({TIME: (TIME, times, dict(movie[TIME].attrs))})
         movie.attrs.update(frame_interval_s=float(frame_interval_s), time_calibrated=True)
+        notes.append(f"time between frames {float(frame_interval_s):.6g} s given by the user, overriding the store's")
+        calibration["time"] = "user"
     if pixel_size_nm is not None:
         dy, dx = (float(v) for v in np.broadcast_to(np.asarray(pixel_size_nm, dtype=float), (2,)))
         for dim, step in ((Y, dy), (X, dx)):
@@ -317,43 +321,82 @@ def _override(movie: xr.DataArray, *, frame_interval_s: float | None,
             values = start + np.arange(movie.sizes[dim]) * step
             movie = movie.assign_coords({dim: (dim, values, dict(movie[dim].attrs) if dim in movie.coords else {})})
         movie.attrs.update(pixel_size_nm=[dy, dx], pixel_calibrated=True)
+        notes.append(f"pixel size {dy:.6g} x {dx:.6g} nm (y x x) given by the user, overriding the store's")
+        calibration["pixel_size"] = "user"
+    if frame_interval_s is not None or pixel_size_nm is not None:
+        movie.attrs.update(notes=notes, calibration=calibration)
     return movie
+
+
+#: How to give a calibration, in every message that asks for one.
+PIXEL_HOW = ("give the pixel size: open_movie(..., pixel_size_nm=...), the CLI's --pixel-size-nm, "
+             "or pixel_size_nm under [input] in the run file")
+TIME_HOW = ("give the time between frames: open_movie(..., frame_interval_s=...), the CLI's --frame-interval-s, "
+            "or frame_interval_s under [input] in the run file")
 
 
 def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s: float | None,
               pixel_size_nm: float | tuple[float, float] | None) -> xr.DataArray:
-    pixel_calibrated = pixel_size_nm is not None or raw.pixel_size_nm is not None
-    if pixel_size_nm is None:
-        pixel_size_nm = raw.pixel_size_nm
-    already_warned = any(PIXEL_FALLBACK in note for note in raw.notes)
-    if pixel_size_nm is None and not already_warned:
-        warnings.warn(
-            f"{raw.sources[0]}: the file has no pixel-size calibration; using 1 px = 1 nm. "
-            "Pass pixel_size_nm=... to open_movie to set it.",
-            UserWarning,
-            stacklevel=3,
-        )
-    if pixel_size_nm is None:
-        pixel_size_nm = 1.0
+    """Attach coordinates; apply (and record) the user's calibrations; refuse what is not a movie."""
+    where = raw.sources[0] if len(raw.sources) == 1 else f"{raw.sources[0]} (+ {len(raw.sources) - 1} more files)"
+    if raw.pixel_refusal and pixel_size_nm is None:
+        raise MovieFileError(
+            raw.sources[0], raw.format,
+            f"{raw.pixel_refusal}; temflow refuses it rather than label reciprocal-space pixels nm",
+            "open a real-space image or movie; if this file is real space and only its calibration is wrong, "
+            + PIXEL_HOW)
+    if raw.time_refusal and frame_interval_s is None:
+        raise MovieFileError(raw.sources[0], raw.format, f"{raw.time_refusal}; it is not a movie in time",
+                             "if the frames are in fact a time series, " + TIME_HOW)
+    notes = list(raw.notes)
+    if pixel_size_nm is not None:
+        dy, dx = (float(v) for v in np.broadcast_to(np.asarray(pixel_size_nm, dtype=float), (2,)))
+        if raw.pixel_size_nm is not None:
+            found = f"{raw.pixel_size_nm[0]:.6g} x {raw.pixel_size_nm[1]:.6g} nm"
+        else:
+            found = raw.pixel_refusal or "; ".join(raw.pixel_notes) or "no pixel size"
+        notes.append(f"pixel size {dy:.6g} x {dx:.6g} nm (y x x) given by the user, overriding the file ({found})")
+        pixel, pixel_source = (dy, dx), "user"
+    elif raw.pixel_size_nm is not None:
+        pixel, pixel_source = raw.pixel_size_nm, "file"
+    else:
+        reasons = "; ".join(raw.pixel_notes) or "the file has no pixel-size calibration"
+        message = f"{where}: {reasons}; using 1 px = 1 nm, so every length is in pixels. To fix it, {PIXEL_HOW}"
+        notes.append(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+        pixel, pixel_source = (1.0, 1.0), "default"
+    n_frames = raw.data.shape[0]
     times = None
-    interval = frame_interval_s
-    if interval is None:
-        times = raw.times_s
-        interval = raw.frame_interval_s
-    time_calibrated = frame_interval_s is not None or times is not None or interval is not None
-    if raw.data.shape[0] == 1 and interval is None and times is None:
-        interval, time_calibrated = 1.0, False  # one image: no time axis to calibrate
+    interval: float | None
+    if frame_interval_s is not None:
+        interval, time_source = float(frame_interval_s), "user"
+        found_time = ("per-frame times" if raw.times_s is not None else f"{raw.frame_interval_s:.6g} s"
+                      if raw.frame_interval_s is not None else raw.time_refusal or "no time step")
+        notes.append(f"time between frames {interval:.6g} s given by the user, overriding the file ({found_time})")
+    elif raw.times_s is not None:
+        times, interval, time_source = raw.times_s, None, "file"
+    elif raw.frame_interval_s is not None:
+        interval, time_source = raw.frame_interval_s, "file"
+    elif n_frames == 1:
+        interval, time_source = 1.0, "default"  # one image: no time axis to calibrate
+    else:
+        message = (f"{where}: the movie has no time calibration; using the frame index as time in s. "
+                   f"To fix it, {TIME_HOW}")
+        notes.append(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+        interval, time_source = 1.0, "default"
     attrs = {
         "source": list(raw.sources),
         "format": raw.format,
         "instrument": jsonable(raw.instrument),
         "metadata": jsonable(raw.metadata),
-        "time_calibrated": bool(time_calibrated),
-        "pixel_calibrated": bool(pixel_calibrated),
+        "time_calibrated": time_source != "default",
+        "pixel_calibrated": pixel_source != "default",
+        "calibration": {"pixel_size": pixel_source, "time": time_source},
     }
-    if raw.notes:
-        attrs["notes"] = list(raw.notes)
-    movie = as_movie(raw.data, pixel_size_nm=pixel_size_nm, frame_interval_s=interval, times_s=times, attrs=attrs)
+    if notes:
+        attrs["notes"] = notes
+    movie = as_movie(raw.data, pixel_size_nm=pixel, frame_interval_s=interval, times_s=times, attrs=attrs)
     if chunks:
         movie = movie.chunk(chunks)
     return movie
@@ -400,7 +443,7 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
     times = np.asarray(movie[TIME].values, dtype=float) if TIME in movie.coords else np.arange(movie.sizes[TIME])
     dy, dx = _pixel(movie)
     known = {"source", "format", "instrument", "pixel_size_nm", "frame_interval_s", "time_calibrated",
-             "pixel_calibrated"}
+             "pixel_calibrated", "calibration"}
     return jsonable({
         "dims": list(movie.dims),
         "shape": list(map(int, movie.shape)),

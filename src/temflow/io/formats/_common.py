@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,6 @@ from dask.base import tokenize
 
 from temflow.movie import length_to_nm
 from temflow.errors import MovieFileError
-
-#: Words every "calibration ignored" note contains (open_movie then skips its generic warning).
-PIXEL_FALLBACK = "using pixels"
 
 #: Default size of one time chunk, whole frames (bytes); the store uses the same order.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
@@ -55,7 +51,17 @@ class RawMovie:
     metadata : dict
         Raw metadata worth keeping, JSON-serialisable.
     notes : list of str
-        Calibrations the reader ignored and why (kept in the movie's attrs).
+        What the reader decided about the calibrations and why (kept in the movie's attrs).
+    pixel_notes : list of str
+        Why the file gives no usable pixel size (unknown unit, a scale without a
+        unit...); ``open_movie`` warns with them only when the user gives none.
+    pixel_refusal : str or None
+        Why the file's pixel calibration is not a real-space length (a diffraction
+        pattern in 1/nm...). ``open_movie`` refuses the file unless the user gives
+        ``pixel_size_nm``, never labelling such pixels nm.
+    time_refusal : str or None
+        Why the frame axis is not time (a through-focus or depth series calibrated
+        as a length...). ``open_movie`` refuses unless the user gives ``frame_interval_s``.
     """
 
     data: da.Array
@@ -67,6 +73,9 @@ class RawMovie:
     instrument: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pixel_notes: list[str] = field(default_factory=list)
+    pixel_refusal: str | None = None
+    time_refusal: str | None = None
 
 
 def fail(path: str | os.PathLike[str], fmt: str, problem: str, fix: str | None = None) -> MovieFileError:
@@ -174,34 +183,188 @@ def check_extent(path: Path, fmt: str, needed: int, size: int, what: str = "the 
         )
 
 
-def calibrated_length_nm(
-    path: Path, fmt: str, scale: float, unit: str, notes: list[str], axis: str
-) -> float | None:
-    """A pixel size in nm, or ``None`` (with a note and a warning) when it is not a length.
+_ENERGY_UNITS = {"ev": 1.0, "kev": 1e3, "mev": 1e6}
+_NO_UNIT = {"", "px", "pixel", "pixels", "unit1", "unit2", "unit3", "[]", "none", "<auto>"}
 
-    Diffraction calibrations (``1/nm``, ``1/m``...) are reciprocal lengths: the
-    movie then falls back to pixels (1 px = 1 nm) rather than mislabel them.
+
+def unit_kind(unit: str) -> str:
+    """What an axis unit measures: ``"none"``, ``"length"``, ``"reciprocal"``, ``"energy"``, ``"time"`` or ``"unknown"``.
+
+    Examples
+    --------
+    >>> [unit_kind(u) for u in ("nm", "µm", "1/nm", "1 / nm", "nm^-1", "eV", "s", "", "furlong")]
+    ['length', 'length', 'reciprocal', 'reciprocal', 'reciprocal', 'energy', 'time', 'none', 'unknown']
     """
-    unit = (unit or "").strip()
-    if not unit or unit.lower() in ("px", "pixel", "pixels", "unit1", "unit2", "unit3"):
+    from temflow.movie import time_to_s
+
+    text = (unit or "").strip()
+    compact = text.replace(" ", "")
+    if compact.lower() in _NO_UNIT:
+        return "none"
+    if compact.startswith("1/") or compact.endswith(("^-1", "-1")):
+        return "reciprocal"
+    if compact.lower() in _ENERGY_UNITS:
+        return "energy"
+    if length_to_nm(1.0, compact) is not None:
+        return "length"
+    if time_to_s(1.0, compact) is not None:
+        return "time"
+    return "unknown"
+
+
+def per_nm(scale: float, unit: str) -> float | None:
+    """A reciprocal-space step (``1/m``, ``1/Å``, ``nm^-1``...) in 1/nm; ``None`` if the unit is not reciprocal.
+
+    Examples
+    --------
+    >>> round(per_nm(42464134.61, "1/m"), 6), per_nm(0.5, "1/nm"), per_nm(2.0, "nm")
+    (0.042464, 0.5, None)
+    """
+    compact = (unit or "").replace(" ", "")
+    if compact.startswith("1/"):
+        length = length_to_nm(1.0, compact[2:])
+    elif compact.endswith("^-1"):
+        length = length_to_nm(1.0, compact[:-3])
+    elif compact.endswith("-1"):
+        length = length_to_nm(1.0, compact[:-2])
+    else:
         return None
-    if unit.startswith("1/") or unit.lower().endswith("^-1"):
-        message = (
-            f"{path}: the {axis} calibration is reciprocal ({scale:g} {unit}, a diffraction pattern), not a "
-            "length; using pixels (1 px = 1 nm). Pass pixel_size_nm=... if you know the real-space size"
-        )
-        notes.append(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
-        return None
-    value = length_to_nm(scale, unit)
+    return float(scale) / length if length else None
+
+
+def describe_reciprocal(scale: float, unit: str) -> str:
+    """``"0.0425 1/nm per pixel (stored as 4.246e+07 1/m)"``."""
+    value = per_nm(scale, unit)
     if value is None:
-        message = f"{path}: unknown {axis} length unit {unit!r}; using pixels. Pass pixel_size_nm=... to set it"
-        notes.append(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
-        return None
-    if not math.isfinite(value) or value <= 0:
-        return None
-    return value
+        return f"{scale:g} {unit} per pixel"
+    stored = "" if unit.replace(" ", "") == "1/nm" else f" (stored as {scale:g} {unit})"
+    return f"{value:.6g} 1/nm per pixel{stored}"
+
+
+def pixel_calibration(
+    y: tuple[float, str], x: tuple[float, str]
+) -> tuple[tuple[float, float] | None, str | None, list[str], list[str]]:
+    """The pixel size from the ``(scale, unit)`` of the y and x axes.
+
+    Returns
+    -------
+    pixel : (float, float) or None
+        ``(dy, dx)`` in nm when both axes are lengths.
+    refusal : str or None
+        Set when an axis is in reciprocal space (a diffraction pattern): the caller
+        puts it in :attr:`RawMovie.pixel_refusal`.
+    pixel_notes : list of str
+        Why there is no pixel size (no unit, an unknown unit), for the warning.
+    notes : list of str
+        Facts to keep (non-square pixels).
+
+    Examples
+    --------
+    >>> pixel_calibration((0.2, "nm"), (0.0002, "µm"))[0]
+    (0.2, 0.2)
+    >>> pixel_calibration((0.17, "1/nm"), (0.17, "1/nm"))[1]
+    'the image is calibrated in reciprocal space (0.17 1/nm per pixel): a diffraction pattern, not a real-space image'
+    >>> pixel_calibration((0.03125, ""), (0.03125, ""))[2]
+    ['the y and x axes have a scale (0.03125) but no unit']
+    """
+    kinds = [unit_kind(unit) for _, unit in (y, x)]
+    if "reciprocal" in kinds:
+        parts = [describe_reciprocal(s, u) for (s, u), k in zip((y, x), kinds) if k == "reciprocal"]
+        text = parts[0] if len(set(parts)) == 1 else "y " + parts[0] + ", x " + parts[-1]
+        return None, (f"the image is calibrated in reciprocal space ({text}): a diffraction pattern, "
+                      "not a real-space image"), [], []
+    if kinds == ["length", "length"]:
+        dy, dx = length_to_nm(y[0], y[1]), length_to_nm(x[0], x[1])
+        if dy is not None and dx is not None and math.isfinite(dy) and math.isfinite(dx) and dy > 0 and dx > 0:
+            notes = []
+            if not math.isclose(dy, dx, rel_tol=1e-3):
+                notes.append(f"the pixels are not square: {dy:.6g} nm (y) x {dx:.6g} nm (x), both kept "
+                             f"({y[0]:g} {y[1]} and {x[0]:g} {x[1]} in the file)")
+            return (dy, dx), None, [], notes
+        return None, None, [f"the pixel size in the file is not positive ({y[0]:g} {y[1]}, {x[0]:g} {x[1]})"], []
+    pixel_notes = []
+    if kinds == ["none", "none"]:
+        scales = {s for s, _ in (y, x)}
+        if scales - {0.0, 1.0}:
+            pixel_notes.append(f"the y and x axes have a scale ({', '.join(f'{s:g}' for s in sorted(scales))}) but no unit")
+    else:
+        for (scale, unit), kind, axis in zip((y, x), kinds, ("y", "x")):
+            if kind == "none":
+                pixel_notes.append(f"the {axis} axis has no unit (scale {scale:g})")
+            elif kind != "length":
+                pixel_notes.append(f"the {axis} axis is calibrated in {unit!r} ({kind}), not a length")
+    return None, None, pixel_notes, []
+
+
+def frame_times(
+    stamps_s: Sequence[float] | np.ndarray | None,
+    *,
+    resolution_s: float,
+    candidate_s: float | None,
+    candidate: str,
+    stamps: str,
+) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Frame times from per-frame time stamps, a nominal frame time, or both.
+
+    Microscope files often stamp frames in whole seconds (TIA, Velox), stamp them
+    all alike, or not at all, while their header gives a precise nominal frame time
+    (a STEM frame time, a camera exposure). The nominal time is used when the
+    stamps agree with it (within their resolution); stamps that disagree win (the
+    series paused, or the nominal time is not the frame period); equal stamps
+    defer to the nominal time.
+
+    Parameters
+    ----------
+    stamps_s : sequence of float or None
+        One time stamp per frame, in s (any origin); ``None`` when the file has none.
+    resolution_s : float
+        Resolution of the stamps, s (1.0 for whole seconds).
+    candidate_s : float or None
+        The nominal frame period from the header, s.
+    candidate, stamps : str
+        What the nominal time and the stamps are, for the note.
+
+    Returns
+    -------
+    times : numpy.ndarray or None
+        Times relative to the first frame, s, when the stamps are used as they are.
+    interval : float or None
+        The regular frame period, s, otherwise (``None``: unknown).
+    note : str or None
+        What was used and why.
+
+    Examples
+    --------
+    >>> frame_times([7, 7, 7], resolution_s=1.0, candidate_s=0.236, candidate="FrameTime", stamps="tags")[1:]
+    (0.236, 'the per-frame tags are all equal (7); time step = FrameTime, 0.236 s')
+    >>> frame_times([0, 1, 2, 4, 5], resolution_s=1.0, candidate_s=0.0416, candidate="FrameTime", stamps="tags")[1]
+    1.25
+    """
+    nominal = candidate_s if candidate_s is not None and math.isfinite(candidate_s) and candidate_s > 0 else None
+    values = None if stamps_s is None else np.asarray(stamps_s, dtype=float)
+    if values is None or values.size < 2 or not np.all(np.isfinite(values)):
+        if nominal is None:
+            return None, None, None
+        return None, nominal, f"time step = {candidate}, {nominal:g} s"
+    n = values.size
+    span = float(values[-1] - values[0])
+    if np.all(values == values[0]):
+        if nominal is None:
+            return None, None, (f"the per-frame {stamps} are all equal ({values[0]:g}) and the file gives no frame "
+                                "time; the time step is unknown")
+        return None, nominal, f"the per-frame {stamps} are all equal ({values[0]:g}); time step = {candidate}, {nominal:g} s"
+    slack = resolution_s + 1e-9 + 0.01 * abs(span)
+    if nominal is not None and abs(span - (n - 1) * nominal) <= slack:
+        return None, nominal, (f"time step = {candidate}, {nominal:g} s (the per-frame {stamps} agree: "
+                               f"{n} frames over {span:g} s)")
+    against = f"; {candidate} ({nominal:g} s) does not match them" if nominal is not None else ""
+    if np.all(np.diff(values) > 0) and resolution_s * 10 <= float(np.min(np.diff(values))):
+        return values - values[0], None, f"frame times from the per-frame {stamps}{against}"
+    if span > 0:
+        interval = span / (n - 1)
+        return None, interval, (f"time step {interval:.6g} s from the per-frame {stamps} ({n} frames over {span:g} s, "
+                                f"resolution {resolution_s:g} s, so +/- {resolution_s / (n - 1):.3g} s){against}")
+    return None, nominal, f"the per-frame {stamps} decrease; time step = {candidate}" if nominal else None
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:

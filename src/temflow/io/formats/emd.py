@@ -28,13 +28,14 @@ from temflow.movie import time_to_s
 from temflow.errors import MovieFileError
 from temflow.io.formats._common import (
     RawMovie,
-    calibrated_length_nm,
     check_file,
     fail,
     first_number,
+    frame_times,
     frames_per_chunk,
     jsonable,
     lazy_frames,
+    pixel_calibration,
 )
 
 __all__ = ["read_emd"]
@@ -74,62 +75,127 @@ def _read_emd_block(path: str, dataset: str, frame_axis_last: bool, start: int, 
     return np.ascontiguousarray(block)
 
 
+def _velox_meta(group: Any, column: int = 0) -> dict[str, Any] | None:
+    """The JSON metadata of one frame (one column of ``Metadata``), or ``None`` if absent or unreadable."""
+    if "Metadata" not in group or column >= group["Metadata"].shape[1]:
+        return None
+    raw = np.asarray(group["Metadata"][:, column], dtype=np.uint8)
+    try:
+        meta = json.loads(raw[raw > 0].tobytes().decode("utf-8", "ignore"))
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _detector(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``Detectors`` entry of the detector that made this image (``{}`` if unknown)."""
+    name = meta.get("BinaryResult", {}).get("Detector")
+    for detector in meta.get("Detectors", {}).values():
+        if isinstance(detector, dict) and detector.get("DetectorName") == name:
+            return detector
+    return {}
+
+
+#: Velox image detectors by preference: a movie is a scanning (HAADF, DF, BF) or camera image, never an
+#: element map (an "AnalyticalDetector" image: EDS, EELS).
+_VELOX_KINDS = {"ScanningDetector": 0, "ImagingDetector": 0, "": 1, "AnalyticalDetector": 2}
+
+
+def _velox_choice(path: Path, images: Any, notes: list[str]) -> tuple[str, dict[str, Any]]:
+    """The image dataset to open: not an element map; the most frames; the largest; HAADF first."""
+    ranked = []
+    for name in sorted(images.keys()):
+        group = images[name]
+        if "Data" not in group or group["Data"].ndim not in (2, 3) or group["Data"].dtype.kind not in "biuf":
+            continue
+        meta = _velox_meta(group) or {}
+        kind = str(_detector(meta).get("DetectorType", ""))
+        shape = group["Data"].shape
+        frames = shape[2] if len(shape) == 3 else 1
+        detector = str(meta.get("BinaryResult", {}).get("Detector", ""))
+        ranked.append(((_VELOX_KINDS.get(kind, 1), -frames, -shape[0] * shape[1], detector != "HAADF"), name, meta,
+                       f"{name} ({detector or 'unknown detector'}, {shape[0]}x{shape[1]}, {frames} frame(s))"))
+    if not ranked:
+        raise fail(path, _FMT, "the Velox file holds no real-valued 2-D image dataset under /Data/Image",
+                   "open a file that holds an image or movie")
+    ranked.sort(key=lambda item: item[0])
+    _, name, meta, label = ranked[0]
+    if len(ranked) > 1:
+        notes.append(f"the Velox file holds {len(ranked)} images; opened {label}; the others: "
+                     + "; ".join(item[3] for item in ranked[1:]))
+    return name, meta
+
+
+def _velox_times(group: Any, n_frames: int, meta: dict[str, Any], scanning: bool,
+                 exposure: float | None) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Frame times: per-frame camera time stamps (µs), else the nominal frame time checked against the
+    per-frame acquisition start times (whole seconds)."""
+    nominal = first_number(meta.get("Scan", {}).get("FrameTime")) if scanning else exposure
+    what = "Scan.FrameTime" if scanning else "the camera's ExposureTime"
+    if n_frames < 2:
+        return None, nominal, None
+    columns = [_velox_meta(group, j) or {} for j in range(min(n_frames, group["Metadata"].shape[1]))]
+    detector = meta.get("BinaryResult", {}).get("Detector", "")
+    precise = [first_number(c.get("CustomProperties", {}).get(f"Detectors[{detector}].TimeStamp", {}).get("value"))
+               for c in columns]
+    if len(precise) == n_frames and all(v is not None for v in precise):
+        return frame_times(np.asarray(precise, dtype=float) * 1e-6, resolution_s=1e-6, candidate_s=nominal,
+                           candidate=what, stamps=f"{detector} time stamps")
+    starts = [first_number(c.get("Acquisition", {}).get("AcquisitionStartDatetime", {}).get("DateTime"))
+              for c in columns]
+    stamps = np.asarray(starts, dtype=float) if len(starts) == n_frames and None not in starts else None
+    return frame_times(stamps, resolution_s=1.0, candidate_s=nominal, candidate=what,
+                       stamps="acquisition start times (whole seconds)")
+
+
 def _velox(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     images = f["Data/Image"]
     if not len(images):
         raise fail(path, _FMT, "the Velox file holds no image datasets (/Data/Image is empty)")
-    names = sorted(images.keys())
-    name = names[0]
+    name, meta = _velox_choice(path, images, notes)
     group = images[name]
-    if len(names) > 1:
-        notes.append(f"{path}: the Velox file holds {len(names)} image datasets ({', '.join(names)}); "
-                     f"reading the first, {name}")
-    if "Data" not in group:
-        raise fail(path, _FMT, f"/Data/Image/{name} has no Data dataset", "the file is damaged")
     data = group["Data"]
     shape = data.shape
-    if len(shape) == 3:
-        frame_shape, n_frames = (shape[0], shape[1]), shape[2]
-    elif len(shape) == 2:
-        frame_shape, n_frames = (shape[0], shape[1]), 1
-    else:
-        raise fail(path, _FMT, f"the Velox image has shape {shape}; expected (y, x, frame)")
-    meta: dict[str, Any] = {}
-    if "Metadata" in group:
-        column = np.asarray(group["Metadata"][:, 0], dtype=np.uint8)
-        raw = column[column > 0].tobytes()
-        try:
-            meta = json.loads(raw.decode("utf-8", "ignore"))
-        except ValueError:
-            notes.append(f"{path}: the Velox metadata JSON could not be parsed")
-    pixel = None
+    frame_shape, n_frames = (shape[0], shape[1]), (shape[2] if len(shape) == 3 else 1)
+    if not meta:
+        notes.append(f"{path}: the Velox metadata JSON is missing or could not be parsed")
     binary = meta.get("BinaryResult", {})
     size = binary.get("PixelSize", {})
+    pixel, refusal, pixel_notes, pixel_facts = None, None, [], []
     if size:
-        dx = calibrated_length_nm(path, _FMT, float(size.get("width", 0)), binary.get("PixelUnitX", ""), notes, "x")
-        dy = calibrated_length_nm(path, _FMT, float(size.get("height", 0)), binary.get("PixelUnitY", ""), notes, "y")
-        pixel = (dy, dx) if dx and dy else None
+        pixel, refusal, pixel_notes, pixel_facts = pixel_calibration(
+            (first_number(size.get("height")) or 0.0, str(binary.get("PixelUnitY", ""))),
+            (first_number(size.get("width")) or 0.0, str(binary.get("PixelUnitX", ""))))
+    else:
+        pixel_notes = ["the Velox metadata gives no PixelSize for this image"]
+    notes.extend(pixel_facts)
+    optics = meta.get("Optics", {})
     instrument: dict[str, Any] = {}
-    voltage = first_number(meta.get("Optics", {}).get("AccelerationVoltage"))
+    voltage = first_number(optics.get("AccelerationVoltage"))
     if voltage is not None:
         instrument["voltage_kV"] = voltage / 1000.0
-    magnification = first_number(meta.get("Optics", {}).get("NominalMagnification"))
+    magnification = first_number(optics.get("NominalMagnification"))
     if magnification is not None:
         instrument["magnification"] = magnification
     if binary.get("Detector"):
         instrument["camera"] = str(binary["Detector"])
-    for detector in meta.get("Detectors", {}).values():
-        if isinstance(detector, dict) and detector.get("DetectorName") == binary.get("Detector"):
-            exposure = first_number(detector.get("ExposureTime"))
-            if exposure is not None:
-                instrument["exposure_s"] = exposure
+    detector = _detector(meta)
+    scanning = detector.get("DetectorType") == "ScanningDetector" or (
+        not detector and str(optics.get("OperatingMode")) == "2")
+    instrument["mode"] = "STEM" if scanning else "TEM"
+    exposure = first_number(detector.get("ExposureTime"))
+    if exposure is not None and not scanning:
+        instrument["exposure_s"] = exposure
     model = meta.get("Instrument", {}).get("InstrumentModel")
     if model:
         instrument["microscope"] = str(model)
-    interval = first_number(meta.get("Scan", {}).get("FrameTime"))
-    return {"dataset": group["Data"].name, "frame_shape": frame_shape, "n_frames": n_frames, "dtype": data.dtype,
-            "frame_axis_last": True, "pixel": pixel, "interval": interval if interval and interval > 0 else None,
-            "instrument": instrument, "metadata": {"velox": jsonable({k: meta[k] for k in list(meta)[:40]})}}
+    times, interval, time_note = _velox_times(group, n_frames, meta, scanning, exposure)
+    if time_note:
+        notes.append(time_note)
+    return {"dataset": data.name, "frame_shape": frame_shape, "n_frames": n_frames, "dtype": data.dtype,
+            "frame_axis_last": True, "pixel": pixel, "pixel_refusal": refusal, "pixel_notes": pixel_notes,
+            "times": times, "interval": interval, "instrument": instrument,
+            "metadata": {"velox": jsonable({k: meta[k] for k in list(meta)[:40]})}}
 
 
 def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
@@ -161,12 +227,9 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     def step(vector: np.ndarray | None) -> float | None:
         return float(vector[1] - vector[0]) if vector is not None and vector.size > 1 else None
 
-    pixel = None
     sy, sx = step(dims[-2][0]), step(dims[-1][0])
-    if sy and sx:
-        dy = calibrated_length_nm(path, _FMT, sy, dims[-2][2], notes, "y")
-        dx = calibrated_length_nm(path, _FMT, sx, dims[-1][2], notes, "x")
-        pixel = (dy, dx) if dy and dx else None
+    pixel, refusal, pixel_notes, facts = pixel_calibration((sy or 0.0, dims[-2][2]), (sx or 0.0, dims[-1][2]))
+    notes.extend(facts)
     times = None
     if ndim == 3 and dims[0][0] is not None:
         unit = dims[0][2]
@@ -176,7 +239,8 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
             times = (vector - vector[0]) * factor
     attrs = {k: jsonable(v) for k, v in list(group.attrs.items())[:40]}
     return {"dataset": data.name, "frame_shape": tuple(data.shape[-2:]), "n_frames": data.shape[0] if ndim == 3 else 1,
-            "dtype": data.dtype, "frame_axis_last": False, "pixel": pixel, "times": times, "instrument": {},
+            "dtype": data.dtype, "frame_axis_last": False, "pixel": pixel, "pixel_refusal": refusal,
+            "pixel_notes": pixel_notes, "times": times, "instrument": {},
             "metadata": {"emd_group": group.name, "dims": [[d[1], d[2]] for d in dims], "attrs": attrs}}
 
 
@@ -224,4 +288,5 @@ def read_emd(path: Path, *, chunks: Any = None) -> RawMovie:
                     dataset=info["dataset"])
     return RawMovie(data=data, format=_FMT, sources=[str(path)], pixel_size_nm=info["pixel"],
                     times_s=info.get("times"), frame_interval_s=info.get("interval"), instrument=info["instrument"],
-                    metadata=metadata, notes=notes)
+                    metadata=metadata, notes=notes, pixel_notes=info["pixel_notes"],
+                    pixel_refusal=info["pixel_refusal"])

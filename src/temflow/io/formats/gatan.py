@@ -40,7 +40,6 @@ import numpy as np
 
 from temflow.io.formats._common import (
     RawMovie,
-    calibrated_length_nm,
     check_extent,
     check_file,
     fail,
@@ -49,7 +48,10 @@ from temflow.io.formats._common import (
     jsonable,
     lazy_frames,
     natural_key,
+    per_nm,
+    pixel_calibration,
     read_contiguous,
+    unit_kind,
 )
 
 __all__ = ["read_dm", "read_dm_series", "read_insitu", "is_insitu_folder"]
@@ -153,6 +155,13 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
     dims: list[int] = []
     while base + f"Dimensions.{len(dims) + 1}" in tags:
         dims.append(int(first_number(tags[base + f"Dimensions.{len(dims) + 1}"]) or 0))
+    scale, units = [], []
+    for d in range(1, len(dims) + 1):
+        key = base + f"Calibrations.Dimension.{d}."
+        scale.append(first_number(tags.get(key + "Scale")) or 1.0)
+        unit = tags.get(key + "Units", "")
+        units.append(unit.strip() if isinstance(unit, str) else "")
+    _refuse_spectra(path, fmt, dims, scale, units)
     ndim = len([d for d in dims if d > 1]) if len(dims) > 2 else len(dims)
     if len(dims) < 2 or ndim > 3 or min(dims) <= 0:
         raise fail(path, fmt, f"the dataset has dimensions {dims}; temflow reads 2-D images and 3-D stacks",
@@ -166,12 +175,6 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
     if declared is not None and int(declared) < n_frames * int(np.prod(frame_shape)) * dtype.itemsize:
         raise fail(path, fmt, f"the data array holds {int(declared)} bytes, less than its dimensions {dims} need",
                    "the file is damaged")
-    scale, units = [], []
-    for d in range(1, len(dims) + 1):
-        key = base + f"Calibrations.Dimension.{d}."
-        scale.append(first_number(tags.get(key + "Scale")) or 1.0)
-        unit = tags.get(key + "Units", "")
-        units.append(unit if isinstance(unit, str) else "")
     prefix = f".ImageList.{entry}.ImageTags."
     image_tags = {k[len(prefix):]: v for k, v in tags.items() if k.startswith(prefix)}
     return {
@@ -228,15 +231,51 @@ def _metadata(tags: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pixel_size(path: Path, fmt: str, info: dict[str, Any], notes: list[str]) -> tuple[float, float] | None:
+def _refuse_spectra(path: Path, fmt: str, dims: list[int], scale: list[float], units: list[str]) -> None:
+    """A spectrum (an energy axis, in eV) or a spectrum image is not a movie: say which axis and unit."""
+    energy = [i for i, unit in enumerate(units) if unit_kind(unit) == "energy" and i < len(dims)]
+    if not energy:
+        return
+    i = energy[0]
+    axis = f"DM dimension {i + 1} ({dims[i]} channels, {scale[i]:g} {units[i]} per channel)"
+    spatial = [d for j, d in enumerate(dims) if j != i and d > 1]
+    if len(spatial) >= 2:
+        what = f"a spectrum image ({' x '.join(map(str, spatial))} positions, EELS/EDS)"
+    elif spatial:
+        what = f"a line of {spatial[0]} spectra"
+    else:
+        what = "a single spectrum"
+    raise fail(path, fmt, f"{what}: {axis} is an energy axis in {units[i]}, so this is not an image series",
+               "open the image or movie acquired beside it (e.g. the HAADF or survey image)")
+
+
+def _pixel_size(info: dict[str, Any]) -> tuple[tuple[float, float] | None, str | None, list[str], list[str]]:
     scale, units = info["scale"], info["units"]
-    if len(scale) < 2:
-        return None
-    dx = calibrated_length_nm(path, fmt, scale[0], units[0], notes, "x")
-    dy = calibrated_length_nm(path, fmt, scale[1], units[1], notes, "y")
-    if dx is None or dy is None:
-        return None
-    return (dy, dx)
+    return pixel_calibration((scale[1], units[1]), (scale[0], units[0]))
+
+
+def _frame_axis(info: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
+    """The third axis: (frame interval s, time refusal, note)."""
+    from temflow.movie import time_to_s
+
+    if info["n_frames"] < 2 or len(info["scale"]) < 3:
+        return None, None, None
+    scale, unit = info["scale"][2], info["units"][2]
+    kind = unit_kind(unit)
+    if kind == "time":
+        value = time_to_s(scale, unit)
+        if value is not None and value > 0:
+            return value, None, None
+        return None, None, f"the frame axis has a non-positive time step ({scale:g} {unit}); ignored"
+    if kind == "length":
+        return None, (f"the stack's third axis is calibrated as a length ({scale:g} {unit} per slice): a "
+                      "through-focus, tilt or depth series"), None
+    if kind == "reciprocal":
+        return None, (f"the stack's third axis is in reciprocal space ({per_nm(scale, unit) or scale:g} 1/nm per "
+                      "slice)"), None
+    if kind == "unknown":
+        return None, None, f"the frame axis is calibrated in an unknown unit {unit!r}; no time step taken from it"
+    return None, None, None
 
 
 def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
@@ -264,22 +303,17 @@ def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
         If the file is missing, empty, truncated or damaged.
     """
     info = _parse(path, fmt)
-    notes: list[str] = []
-    pixel = _pixel_size(path, fmt, info, notes)
-    interval = None
-    if info["n_frames"] > 1 and len(info["scale"]) >= 3:
-        from temflow.movie import time_to_s
-
-        value = time_to_s(info["scale"][2], info["units"][2]) if info["units"][2] else None
-        if value is not None and value > 0:
-            interval = value
+    pixel, refusal, pixel_notes, notes = _pixel_size(info)
+    interval, time_refusal, time_note = _frame_axis(info)
+    if time_note:
+        notes.append(time_note)
     per = frames_per_chunk(chunks, info["n_frames"], info["frame_shape"], info["dtype"])
     data = lazy_frames(read_contiguous, (str(path), fmt, info["offset"], info["dtype"].str, info["frame_shape"]),
                        info["n_frames"], info["frame_shape"], info["dtype"], per, fmt)
     tags = info["image_tags"]
     return RawMovie(data=data, format=fmt, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
                     instrument=_instrument(tags), metadata={"dm_version": info["version"], "image_tags": _metadata(tags)},
-                    notes=notes)
+                    notes=notes, pixel_notes=pixel_notes, pixel_refusal=refusal, time_refusal=time_refusal)
 
 
 # --------------------------------------------------------------------------- In-Situ trees
@@ -403,15 +437,15 @@ def _frame_files(files: list[Path], fmt: str, chunks: Any) -> RawMovie:
                 raise fail(file, fmt, f"frames differ: this one is {info['frame_shape']} {info['dtype']}, "
                            f"{files[0].name} is {first['frame_shape']} {first['dtype']}",
                            "keep one acquisition per folder")
-    notes: list[str] = []
-    pixel = _pixel_size(files[0], fmt, first, notes)
+    pixel, refusal, pixel_notes, notes = _pixel_size(first)
     per = frames_per_chunk(chunks, len(files), first["frame_shape"], first["dtype"])
     data = lazy_frames(_read_dm_files, (fmt, first["dtype"].str, first["frame_shape"]), len(files),
                        first["frame_shape"], first["dtype"], per, fmt, files=[str(f) for f in files])
     tags = first["image_tags"]
     return RawMovie(data=data, format=fmt, sources=[str(f) for f in files], pixel_size_nm=pixel,
                     instrument=_instrument(tags), metadata={"dm_version": first["version"],
-                                                            "image_tags": _metadata(tags)}, notes=notes)
+                                                            "image_tags": _metadata(tags)}, notes=notes,
+                    pixel_notes=pixel_notes, pixel_refusal=refusal)
 
 
 def read_dm_series(path: Path | str, *, chunks: Any = None, fmt: str = "dm-series") -> RawMovie:

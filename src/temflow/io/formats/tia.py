@@ -19,7 +19,6 @@ same second.
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from temflow.io.formats._common import (
     check_file,
     fail,
     first_number,
+    frame_times,
     frames_per_chunk,
     jsonable,
     lazy_frames,
@@ -128,6 +128,104 @@ def _instrument(emi: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _mode(emi: dict[str, Any]) -> str:
+    """TIA's mode string, e.g. ``" STEM nP SA Zoom Diffraction"`` (key ``"Mode []"`` or ``"Mode"``)."""
+    for key, value in emi.items():
+        if key.lower().split(" [")[0] == "mode" and isinstance(value, str):
+            return value.strip()
+    return ""
+
+
+def _number(emi: dict[str, Any], *names: str) -> float | None:
+    for key, value in emi.items():
+        if key.lower().split(" [")[0] in names:
+            number = first_number(value)
+            if number is not None:
+                return number
+    return None
+
+
+def _pixel_size(step_y: float, step_x: float, emi: dict[str, Any]) -> tuple[tuple[float, float] | None, str | None,
+                                                                           str | None]:
+    """Real or reciprocal space, from what the metadata says, not from a word in the mode string.
+
+    TIA labels every calibration "m". The mode string's first word says how the
+    image was formed: ``STEM`` images are scanned, so they are real space even
+    though the projector is in "Diffraction" (FEI's STEM mode strings end in
+    "Diffraction"); ``TEM ... Diffraction`` is a camera image of the back focal
+    plane (reciprocal space); ``TEM ... Image`` is real space. The calibration's
+    magnitude must agree: a real-space pixel is below 1 mm (TIA's reciprocal
+    steps, in 1/m, are 1e5 and up), and the pixel times the magnification is the
+    pixel's size at the detector or scan display, between 1 µm and 10 cm.
+
+    Returns ``(pixel nm, refusal, note)``.
+    """
+    mode = _mode(emi)
+    words = mode.split()
+    scanned = bool(words) and words[0].upper() == "STEM"
+    diffraction_camera = bool(words) and words[0].upper() == "TEM" and words[-1].lower().startswith("diffraction")
+    step = max(abs(step_x), abs(step_y))
+    magnification = _number(emi, "magnification")
+    camera_length = _number(emi, "camera length")
+    where = f"TIA mode {mode!r}" if mode else "no TIA mode string"
+    if step <= 0 or step == 1.0:
+        return None, None, f"the TIA series is not calibrated (step {step:g}); {where}"
+    if step >= 1e-3 or diffraction_camera:
+        length = f", camera length {camera_length:g} m" if camera_length else ""
+        value = f"{step * 1e-9:.6g} 1/nm per pixel (stored as {step:g} in TIA's 'm', i.e. 1/m)"
+        why = ("TEM diffraction mode" if diffraction_camera else
+               "a step of 1 mm or more cannot be a real-space pixel")
+        return None, (f"this is a diffraction pattern (reciprocal space): {value}; {why} ({where}{length})"), None
+    if abs(abs(step_x) - abs(step_y)) > 1e-3 * step:
+        pixel = (abs(step_y) * 1e9, abs(step_x) * 1e9)
+    else:
+        pixel = (step * 1e9, step * 1e9)
+    how = "scanned (STEM) image" if scanned else "TEM image" if words else "image"
+    note = f"real space: {how}, {where}"
+    if magnification and magnification > 1:
+        product = step * magnification
+        if not 1e-6 <= product <= 0.1:
+            note += (f"; note the pixel ({step * 1e9:.4g} nm) times the magnification ({magnification:g}x) is "
+                     f"{product:.3g} m, outside 1 µm..10 cm: check the calibration")
+        else:
+            note += f"; pixel x magnification = {product * 1e6:.3g} µm, consistent"
+    return pixel, None, note
+
+
+def _times(path: Path, size: int, emi: dict[str, Any], head: dict[str, Any], tag_offsets: list[int], n_frames: int,
+           real_space: bool) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Frame times: the series' time axis, else the tag times checked against the EMI frame time."""
+    if n_frames < 2:
+        return None, _number(emi, "frametime"), None
+    dimensions = head.get("Dimensions") or ()
+    if dimensions:
+        first = dimensions[0]
+        units = str(first.get("Units", "")).strip().lower()
+        delta = float(first.get("CalibrationDelta", 0.0))
+        if units in ("s", "sec", "second", "seconds") and delta > 0:
+            return None, delta, f"time step {delta:g} s from the series' time axis"
+    stamps = None
+    if len(tag_offsets) == n_frames and min(tag_offsets) > 0 and max(tag_offsets) + 8 <= size:
+        values = []
+        with open(path, "rb") as fh:
+            for offset in tag_offsets:
+                fh.seek(offset)
+                values.append(int(np.frombuffer(fh.read(8), "<i4")[1]))
+        stamps = np.asarray(values, dtype=float)
+    elif tag_offsets and (min(tag_offsets) <= 0):
+        stamps = np.zeros(n_frames)  # TIA leaves the tags of a stopped series' later frames unwritten
+    # A STEM frame's time is the scan's FrameTime; a camera's exposure is not its frame period.
+    nominal = _number(emi, "frametime")
+    times, interval, note = frame_times(stamps, resolution_s=1.0, candidate_s=nominal, candidate="the EMI FrameTime",
+                                        stamps="tag times (whole seconds)")
+    if interval is None and times is None and real_space:
+        exposure = _number(emi, "dwelltimepath", "exposure time", "integration time")
+        if exposure:
+            note = (note or "no frame times in the file") + (f"; the camera exposure ({exposure:g} s) is not the "
+                                                             "frame period, so it is not used")
+    return times, interval, note
+
+
 def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
     """Open a TIA ``.ser`` image series lazily.
 
@@ -182,31 +280,20 @@ def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
     notes: list[str] = []
     if emi_error:
         notes.append(f"{path}: the .emi metadata file could not be read ({emi_error}); instrument settings are missing")
-    pixel = None
-    mode = str(emi.get("Mode", "")) + " " + " ".join(str(v) for k, v in emi.items() if k.lower().startswith("mode"))
-    if step_x > 1e-3 or step_y > 1e-3 or "diffraction" in mode.lower():
-        message = (f"{path}: the TIA calibration ({step_x:g} per pixel) is a diffraction (1/m) calibration, not a "
-                   "length; using pixels (1 px = 1 nm). Pass pixel_size_nm=... if you know the real-space size")
-        notes.append(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
-    elif step_x > 0 and step_y > 0:
-        pixel = (step_y * 1e9, step_x * 1e9)
-    times = None
-    if len(tag_offsets) == len(data_offsets) > 1 and min(tag_offsets) > 0 and max(tag_offsets) + 8 <= size:
-        stamps = []
-        with open(path, "rb") as fh:
-            for offset in tag_offsets:
-                fh.seek(offset)
-                stamps.append(int(np.frombuffer(fh.read(8), "<i4")[1]))
-        stamps_array = np.asarray(stamps, dtype=float)
-        if np.all(np.diff(stamps_array) > 0):
-            times = stamps_array - stamps_array[0]
-        else:
-            notes.append(f"{path}: the TIA frame times repeat (whole seconds); pass frame_interval_s=...")
+    elif not emi:
+        notes.append(f"{path}: no .emi metadata file beside the series; real space is inferred from the "
+                     "calibration's magnitude alone")
+    pixel, refusal, space_note = _pixel_size(step_y, step_x, emi)
+    if space_note:
+        notes.append(space_note)
+    times, interval, time_note = _times(path, size, emi, head, tag_offsets, len(data_offsets), refusal is None)
+    if time_note:
+        notes.append(time_note)
     per = frames_per_chunk(chunks, len(data_offsets), frame_shape, dtype)
     data = lazy_frames(_read_ser_block, (str(path), frame_shape, dtype.str), len(data_offsets), frame_shape,
                        dtype.newbyteorder("="), per, _FMT)
     metadata = {"series_version": hex(int(head["SeriesVersion"])), "total_elements": total, "valid_elements": valid,
                 "emi": jsonable(emi)}
     return RawMovie(data=data, format=_FMT, sources=[str(path)], pixel_size_nm=pixel, times_s=times,
-                    instrument=_instrument(emi), metadata=metadata, notes=notes)
+                    frame_interval_s=interval, instrument=_instrument(emi), metadata=metadata, notes=notes,
+                    pixel_refusal=refusal)
