@@ -276,6 +276,88 @@ def write_ser(
     return path
 
 
+def write_emi(
+    ser_path: str | Path,
+    *,
+    mode: str | None = " STEM nP SA Zoom Diffraction",
+    magnification: float | None = 1300000.0,
+    camera_length_m: float | None = 0.135,
+    frame_time_s: float | None = None,
+    dwell_time_s: float | None = None,
+    camera: str | None = None,
+    high_tension_kv: float = 300.0,
+) -> Path:
+    """Write the ``.emi`` metadata beside a TIA series ``<name>_1.ser`` (as ``<name>.emi``).
+
+    TIA's EMI holds an XML ``ObjectInfo`` block: ``ExperimentalDescription`` rows
+    (``Label``, ``Value``, ``Unit``: the microscope's state, its ``Mode`` string such
+    as FEI's STEM strings ending in "Diffraction") and ``AcquireInfo`` (the scan's
+    ``FrameTime`` and ``DwellTimePath``, or the camera's).
+    """
+    rows = [("High tension", high_tension_kv, "kV"), ("Microscope", "Titan", "")]
+    if mode is not None:
+        rows.append(("Mode", mode, ""))
+    if magnification is not None:
+        rows.append(("Magnification", magnification, "x"))
+    if camera_length_m is not None:
+        rows.append(("Camera length", camera_length_m, "m"))
+    description = "".join(f"<Data><Label>{label}</Label><Value>{value}</Value><Unit>{unit}</Unit></Data>"
+                          for label, value, unit in rows)
+    acquire = ""
+    if frame_time_s is not None:
+        acquire += f"<FrameTime>{frame_time_s}</FrameTime>"
+    if dwell_time_s is not None:
+        acquire += f"<DwellTimePath>{dwell_time_s}</DwellTimePath>"
+    if camera is not None:
+        acquire += f"<CameraNamePath>{camera}</CameraNamePath>"
+    xml = (f"<ObjectInfo><Uuid>x</Uuid><AcquireDate>Mon Jan 01 10:00:00 2024</AcquireDate><Manufacturer>FEI"
+           f"</Manufacturer><DetectorPixelHeight>1</DetectorPixelHeight><DetectorPixelWidth>1</DetectorPixelWidth>"
+           f"<ExperimentalConditions><MicroscopeConditions><Tilt1>0</Tilt1></MicroscopeConditions>"
+           f"</ExperimentalConditions><ExperimentalDescription><Root>{description}</Root></ExperimentalDescription>"
+           f"<AcquireInfo>{acquire}</AcquireInfo><DetectorRange><StartX>0</StartX></DetectorRange></ObjectInfo>")
+    ser_path = Path(ser_path)
+    stem = ser_path.stem.rsplit("_", 1)[0]
+    out = ser_path.with_name(stem + ".emi")
+    out.write_bytes(xml.encode("utf-8"))
+    return out
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def write_dm_tiff(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    pixel_size: tuple[float, float] = (0.16867, 0.16867),
+    unit: str = "µm",
+    frame_interval: float | None = None,
+    time_unit: str = "s",
+) -> Path:
+    """A TIFF as DigitalMicrograph exports it: private tags 65003-65011 (x/y/z unit, origin, scale).
+
+    ``pixel_size`` is ``(dy, dx)`` in ``unit`` (latin-1 encoded, as DM writes µm);
+    ``frame_interval`` calibrates the frame axis (tag 65011, unit in 65005). The
+    resolution tags hold a meaningless 72 dpi, as in DM's exports.
+    """
+    import tifffile
+
+    frames = np.asarray(frames)
+    dy, dx = pixel_size
+    encoded = unit.encode("latin-1")
+    extratags = [
+        (65003, "s", 0, encoded, False), (65004, "s", 0, encoded, False),
+        (65006, "d", 1, 0.0, False), (65007, "d", 1, 0.0, False),
+        (65009, "d", 1, float(dx), False), (65010, "d", 1, float(dy), False),
+    ]
+    if frames.ndim == 3 and frame_interval is not None:
+        extratags += [(65005, "s", 0, time_unit.encode("latin-1"), False), (65008, "d", 1, 0.0, False),
+                      (65011, "d", 1, float(frame_interval), False)]
+    tifffile.imwrite(path, frames, extratags=extratags, resolution=(72, 72), resolutionunit="INCH",
+                     photometric="minisblack", metadata=None)
+    return Path(path)
+
+
 # --------------------------------------------------------------------------- Velox EMD
 
 
@@ -287,31 +369,65 @@ def write_velox_emd(
     unit: str = "m",
     voltage_v: float = 300000.0,
     frame_time_s: float | None = None,
+    detector: str = "BM-Ceta",
+    exposure_s: float = 0.05,
+    start_seconds: Sequence[int] | None = None,
+    timestamps_us: Sequence[int] | None = None,
+    extra_images: Mapping[str, tuple[np.ndarray, str]] | None = None,
 ) -> Path:
-    """Write a Velox-layout EMD: ``/Data/Image/<uuid>/Data`` as ``(y, x, frame)``."""
+    """Write a Velox-layout EMD: ``/Data/Image/<uuid>/Data`` as ``(y, x, frame)``.
+
+    ``detector`` ``"HAADF"`` (or another scanning detector) makes a STEM image whose
+    frame time is ``Scan.FrameTime``; a camera (``"BM-Ceta"``) has its ``ExposureTime``.
+    ``start_seconds`` (whole seconds) and ``timestamps_us`` (the camera's
+    microsecond stamps) go into each frame's metadata column, as Velox writes them.
+    ``extra_images`` adds more datasets: ``{uuid: (frames, detector)}`` (an EDS map's
+    detector is ``"SuperXG2"``).
+    """
     import h5py
 
     frames = np.asarray(frames)
-    meta: dict[str, Any] = {
-        "BinaryResult": {
-            "PixelSize": {"width": str(pixel_size_m), "height": str(pixel_size_m)},
-            "PixelUnitX": unit,
-            "PixelUnitY": unit,
-            "Detector": "BM-Ceta",
-        },
-        "Optics": {"AccelerationVoltage": str(voltage_v), "NominalMagnification": "88000"},
-        "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "1700000000"}},
-        "Instrument": {"InstrumentModel": "Talos F200X"},
-        "Detectors": {"Detector-0": {"DetectorName": "BM-Ceta", "ExposureTime": "0.05"}},
-    }
-    if frame_time_s is not None:
-        meta["Scan"] = {"FrameTime": str(frame_time_s)}
-    raw = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+
+    def metadata(frame: int, detector_name: str) -> dict[str, Any]:
+        scanning = detector_name in ("HAADF", "DF2", "DF4", "BF", "DF-S", "BF-S")
+        meta: dict[str, Any] = {
+            "BinaryResult": {
+                "PixelSize": {"width": str(pixel_size_m), "height": str(pixel_size_m)},
+                "PixelUnitX": unit,
+                "PixelUnitY": unit,
+                "Detector": detector_name,
+            },
+            "Optics": {"AccelerationVoltage": str(voltage_v), "NominalMagnification": "88000",
+                       "OperatingMode": "2" if scanning else "1", "ProjectorMode": "1" if scanning else "2"},
+            "Acquisition": {"AcquisitionStartDatetime": {
+                "DateTime": str(start_seconds[frame] if start_seconds is not None else 1700000000)}},
+            "Instrument": {"InstrumentModel": "Talos F200X"},
+            "Detectors": {
+                "Detector-0": {"DetectorName": "BM-Ceta", "DetectorType": "ImagingDetector",
+                               "ExposureTime": str(exposure_s)},
+                "Detector-1": {"DetectorName": "HAADF", "DetectorType": "ScanningDetector"},
+                "Detector-2": {"DetectorName": "SuperXG2", "DetectorType": "AnalyticalDetector"},
+            },
+            "CustomProperties": {},
+        }
+        if frame_time_s is not None:
+            meta["Scan"] = {"FrameTime": str(frame_time_s)}
+        if timestamps_us is not None:
+            meta["CustomProperties"][f"Detectors[{detector_name}].TimeStamp"] = {
+                "type": "int64", "value": str(timestamps_us[frame])}
+        return meta
+
     with h5py.File(path, "w") as f:
         f.create_dataset("Version", data=np.array([b'{"format": "Velox", "version": "3"}']))
-        group = f.create_group("Data/Image/0a1b2c3d4e5f")
-        group.create_dataset("Data", data=np.moveaxis(frames, 0, -1), chunks=(frames.shape[1], frames.shape[2], 1))
-        metadata = np.zeros((raw.size + 16, frames.shape[0]), dtype=np.uint8)
-        metadata[: raw.size, :] = raw[:, None]
-        group.create_dataset("Metadata", data=metadata)
+        images = {"0a1b2c3d4e5f": (frames, detector), **dict(extra_images or {})}
+        for name, (stack, detector_name) in images.items():
+            stack = np.asarray(stack)
+            group = f.create_group(f"Data/Image/{name}")
+            group.create_dataset("Data", data=np.moveaxis(stack, 0, -1), chunks=(stack.shape[1], stack.shape[2], 1))
+            columns = [np.frombuffer(json.dumps(metadata(j, detector_name)).encode("utf-8"), dtype=np.uint8)
+                       for j in range(stack.shape[0])]
+            table = np.zeros((max(c.size for c in columns) + 16, stack.shape[0]), dtype=np.uint8)
+            for j, column in enumerate(columns):
+                table[: column.size, j] = column
+            group.create_dataset("Metadata", data=table)
     return Path(path)

@@ -63,8 +63,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s, if the file has none.")
-@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm, if the file has none.")
+@click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
+@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, as_json: bool) -> None:
     """Describe a movie: dims, dtype, chunks, pixel size, time axis, size, metadata."""
@@ -79,8 +79,8 @@ def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--frames-per-chunk", type=int, default=None, help="zarr chunk length along time.")
-@click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s, if the file has none.")
-@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm, if the file has none.")
+@click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
+@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 def convert(
     path: Path,
@@ -150,8 +150,11 @@ def synth(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (default: a LocalCluster).")
 @click.option("--overwrite", is_flag=True, help="Replace existing stores.")
+@click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
+@click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
 def predict(
-    movie: Path, model: Path, store: Path, masks: Path | None, tile: int, device: str, scheduler: str | None, overwrite: bool
+    movie: Path, model: Path, store: Path, masks: Path | None, tile: int, device: str, scheduler: str | None,
+    overwrite: bool, frame_interval_s: float | None, pixel_size_nm: float | None,
 ) -> None:
     """Run a trained model over every frame of MOVIE into the zarr STORE."""
     from temflow.cluster import connect, dashboard_link
@@ -160,7 +163,7 @@ def predict(
     from temflow.io.reader import open_movie
     from temflow.io.store import open_zarr, save_zarr
 
-    frames = open_movie(movie)
+    frames = open_movie(movie, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     with connect(scheduler) as client:
         link = dashboard_link(client)
         if link:

@@ -110,16 +110,15 @@ def test_dm_single_image(tmp_path, thumbnail, dtype):
     np.testing.assert_allclose(movie.attrs["pixel_size_nm"], [0.2, 0.3], rtol=1e-6)
 
 
-def test_dm_diffraction_calibration_falls_back_to_pixels(tmp_path):
+def test_dm_diffraction_is_refused_unless_the_user_gives_the_pixel_size(tmp_path):
     path = write_dm(tmp_path / "diff.dm4", frames(), pixel_size=0.01, unit="1/nm", frame_interval=0.1)
-    with pytest.warns(UserWarning, match="reciprocal"):
-        movie = open_movie(path)
-    assert movie.attrs["pixel_calibrated"] is False and "notes" in movie.attrs
-    np.testing.assert_allclose(np.diff(movie.x.values), 1.0)
-    # the user can give the real-space size
-    with pytest.warns(UserWarning, match="reciprocal"):
-        movie = open_movie(path, pixel_size_nm=0.3)
+    with pytest.raises(MovieFileError, match=r"diff\.dm4.*reciprocal space \(0\.01 1/nm per pixel\).*pixel_size_nm"):
+        open_movie(path)
+    # the user can say it is real space after all: no warning, and the override is recorded
+    movie = open_movie(path, pixel_size_nm=0.3)
     np.testing.assert_allclose(np.diff(movie.x.values), 0.3)
+    assert movie.attrs["calibration"] == {"pixel_size": "user", "time": "file"}
+    assert any("given by the user" in note and "1/nm" in note for note in movie.attrs["notes"])
 
 
 @pytest.mark.parametrize("chunks", [None, 2, 5])
@@ -167,14 +166,13 @@ def test_ser_with_damaged_emi_still_reads(tmp_path):
     assert "emi" in movie.attrs["notes"][0] and movie.attrs["instrument"] == {}
 
 
-def test_ser_repeated_times_and_diffraction(tmp_path):
+def test_ser_repeated_times_without_frame_time(tmp_path):
     data = frames("uint16", n=3)
-    path = write_ser(tmp_path / "d_1.ser", data, pixel_size_m=5e7, times=[7, 7, 7], version=0x0210)
-    with pytest.warns(UserWarning) as record:
+    path = write_ser(tmp_path / "d_1.ser", data, pixel_size_m=5e-10, times=[7, 7, 7], version=0x0210)
+    with pytest.warns(UserWarning, match="no time calibration"):
         movie = open_movie(path)
-    messages = " ".join(str(w.message) for w in record)
-    assert "diffraction" in messages and "no time calibration" in messages
     assert movie.attrs["time_calibrated"] is False
+    assert any("all equal (7)" in note for note in movie.attrs["notes"])
     np.testing.assert_array_equal(movie.values, data)
 
 
@@ -193,19 +191,17 @@ def test_berkeley_emd_round_trip(tmp_path, chunks):
 @pytest.mark.parametrize("chunks", [None, 2])
 def test_velox_emd_frame_axis_last(tmp_path, chunks):
     data = frames()
-    path = write_velox_emd(tmp_path / "velox.emd", data, pixel_size_m=3e-10, frame_time_s=0.1)
+    path = write_velox_emd(tmp_path / "velox.emd", data, pixel_size_m=3e-10, frame_time_s=0.1, detector="HAADF")
     movie = open_movie(path, chunks=chunks)
     assert_movie(movie, data, pixel_nm=0.3, interval_s=0.1, fmt="emd")
     assert movie.attrs["instrument"]["voltage_kV"] == 300.0
-    assert movie.attrs["instrument"]["camera"] == "BM-Ceta"
+    assert movie.attrs["instrument"]["camera"] == "HAADF"
 
 
-def test_velox_diffraction_unit(tmp_path):
+def test_velox_diffraction_unit_is_refused(tmp_path):
     path = write_velox_emd(tmp_path / "velox.emd", frames(n=2), pixel_size_m=1e8, unit="1/m")
-    with pytest.warns(UserWarning) as record:
-        movie = open_movie(path, frame_interval_s=1.0)
-    assert any("reciprocal" in str(w.message) for w in record)
-    assert movie.attrs["pixel_calibrated"] is False
+    with pytest.raises(MovieFileError, match=r"reciprocal space \(0\.1 1/nm per pixel \(stored as 1e\+08 1/m\)\)"):
+        open_movie(path, frame_interval_s=1.0)
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)

@@ -8,7 +8,8 @@ Example ``run.toml``::
 
     [input]
     path = "experiment/Hour_00"      # a file, folder of frames, or .zarr store
-    frame_interval_s = 0.5           # only used when the file has no time calibration
+    frame_interval_s = 0.5           # optional: overrides the file's time step (noted in provenance)
+    pixel_size_nm = 0.384            # optional: overrides the file's pixel size; [dy, dx] if not square
 
     [output]
     folder = "results"
@@ -63,10 +64,16 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Where the movie comes from: ``path``, or ``synthetic`` for a built-in movie."""
+    """Where the movie comes from: ``path``, or ``synthetic`` for a built-in movie.
+
+    ``frame_interval_s`` (s) and ``pixel_size_nm`` (nm, or ``[dy, dx]``) override the
+    file's calibrations (the override is noted in the movie's attrs and the run's
+    provenance); they are needed where the file has none.
+    """
 
     path: str = ""
     frame_interval_s: float | None = None
+    pixel_size_nm: float | list[float] | None = None
     frames_per_chunk: int = 0
     synthetic: SyntheticConfig | None = None
 
@@ -293,6 +300,16 @@ def _check(config: Config) -> None:
     if bool(inp.path) == (inp.synthetic is not None):
         raise ValueError(f"{src}: [input] needs exactly one of 'path' or a [input.synthetic] table")
     _positive(src, "input.frame_interval_s", inp.frame_interval_s)
+    if isinstance(inp.pixel_size_nm, list):
+        if len(inp.pixel_size_nm) != 2:
+            raise ValueError(f"{src}: input.pixel_size_nm must be one number or [dy, dx]; got {inp.pixel_size_nm!r}")
+        for value in inp.pixel_size_nm:
+            _positive(src, "input.pixel_size_nm", value)
+    else:
+        _positive(src, "input.pixel_size_nm", inp.pixel_size_nm)
+    if inp.synthetic is not None and (inp.pixel_size_nm is not None or inp.frame_interval_s is not None):
+        raise ValueError(f"{src}: input.pixel_size_nm and input.frame_interval_s are for files; a synthetic movie "
+                         "sets them in [input.synthetic]")
     _positive(src, "input.frames_per_chunk", inp.frames_per_chunk, allow_zero=True)
     if inp.synthetic is not None:
         syn = inp.synthetic

@@ -212,6 +212,8 @@ def _run_stages(state: Run) -> dict[str, Any]:
     write_json(state.folder / "summary.json", summary)
     provenance = json.loads((state.folder / "provenance.json").read_text())
     provenance["stage_seconds"] = state.times
+    if "calibration" in state.results.get("load", {}):
+        provenance["calibration"] = state.results["load"]["calibration"]  # the file's, the run file's or a default
     provenance["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(state.folder / "provenance.json", provenance)
     return summary

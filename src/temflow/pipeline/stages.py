@@ -112,10 +112,19 @@ def _load(run_state: Run, resume: bool) -> dict[str, Any]:
     source = Path(config.input.path)
     if source.suffix == ".zarr" and is_complete(source):
         return {"movie": str(source), "source": str(source)}
-    movie = open_movie(source, frame_interval_s=config.input.frame_interval_s)
+    pixel = config.input.pixel_size_nm
+    movie = open_movie(source, frame_interval_s=config.input.frame_interval_s,
+                       pixel_size_nm=tuple(pixel) if isinstance(pixel, list) else pixel)  # type: ignore[arg-type]
     if config.input.frames_per_chunk:
         movie = movie.chunk({"time": config.input.frames_per_chunk, "y": -1, "x": -1})
-    return {"movie": _save_array(run_state, movie, "raw.zarr", resume), "source": str(source)}
+    calibration = {
+        "pixel_size_nm": list(movie.attrs["pixel_size_nm"]),
+        "frame_interval_s": float(movie.attrs["frame_interval_s"]),
+        "source": dict(movie.attrs.get("calibration", {})),  # "file", "user" (the run file) or "default"
+        "notes": list(movie.attrs.get("notes", [])),
+    }
+    return {"movie": _save_array(run_state, movie, "raw.zarr", resume), "source": str(source),
+            "calibration": calibration}
 
 
 def _drift(state: Run, resume: bool) -> dict[str, Any]:
@@ -381,6 +390,7 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
     notes = [
         f"temflow {provenance['temflow']}, Python {provenance['python']}",
         f"input: {config.input.path or 'synthetic movie'}",
+        *_calibration_lines(r["load"].get("calibration")),
         f"configuration: {config.source}",
         "stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in state.times.items()),
     ]
@@ -395,6 +405,18 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
         notes=notes,
     )
     return {"report": str(path), "figures": [f for _, f in figures]}
+
+
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    """The input's calibration and where it came from, for the report's provenance."""
+    if not calibration:
+        return []
+    names = {"file": "from the file", "user": "from the run file", "default": "DEFAULT, not calibrated"}
+    dy, dx = calibration["pixel_size_nm"]
+    source = calibration.get("source", {})
+    return [f"pixel size {dy:.6g} x {dx:.6g} nm ({names.get(source.get('pixel_size'), '?')}); time step "
+            f"{calibration['frame_interval_s']:.6g} s ({names.get(source.get('time'), '?')})",
+            *(f"calibration note: {note}" for note in calibration.get("notes", []))]
 
 
 def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, str]]:

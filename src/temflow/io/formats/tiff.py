@@ -4,19 +4,29 @@ A multi-page TIFF is read page by page with tifffile (``TiffFile.asarray(key=...
 inside each task, the file opened by path and closed again), so only the pages
 of a chunk are decoded. The byte range of every page is checked against the
 file's size when opening: a truncated stack is refused before any task runs.
+Compressed pages (LZW, deflate, JPEG, ...) are decoded by imagecodecs; a
+compression that no installed codec decodes is refused when opening.
 
-Calibration comes from ImageJ metadata (``unit``, ``finterval``) with the
-resolution tags, or from the resolution tags in centimetres; a resolution in
-inches is a print DPI, not a pixel size, and is ignored.
+Calibration, in order of trust: DigitalMicrograph's private tags (65003-65011:
+unit, origin and scale of x, y and the frame axis, so the pixel size in µm and
+the frame time in s; non-square pixels are kept as they are), JEOL SightX's
+``TemReporter`` XML (pixels per metre at the camera and the magnification;
+diffraction is refused as reciprocal space), FEI's metadata (``Scan.PixelWidth``),
+OME-XML, ImageJ's ``unit``/``finterval`` with the resolution tags, and resolution
+tags in centimetres. A resolution in inches is a print DPI, not a pixel size,
+and is ignored.
 
 A frame folder (or glob) is sorted naturally (``f2`` before ``f10``); every frame
 must have the same shape and dtype, checked from the headers at opening.
-Colour images are refused: a movie is grey-level.
+Grey-level frames saved as RGB or RGBA (red = green = blue, as many tools write
+them) are read as grey, the alpha channel dropped; a frame whose channels differ is
+a colour image and is refused (the first frame when opening, others when read).
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -30,10 +40,14 @@ from temflow.io.formats._common import (
     check_extent,
     check_file,
     fail,
+    first_number,
     frames_per_chunk,
+    jsonable,
     lazy_frames,
     natural_key,
+    pixel_calibration,
     read_contiguous,
+    unit_kind,
 )
 
 __all__ = ["read_tiff", "read_frames"]
@@ -49,18 +63,45 @@ def _unit_text(unit: Any) -> str:
     return text.replace("\\u00B5", "µ").replace("\\u00b5", "µ").replace("micron", "µm").strip()
 
 
-def _tiff_calibration(tif: Any, page: Any) -> tuple[tuple[float, float] | None, float | None, dict[str, Any]]:
-    """Pixel size (nm), frame interval (s) and metadata from one TIFF's tags."""
-    meta: dict[str, Any] = {}
+def _tiff_calibration(tif: Any, page: Any, n_frames: int) -> dict[str, Any]:
+    """Calibrations of one TIFF: ``pixel`` (nm), ``interval`` (s), ``refusal``, ``time_refusal``,
+    ``pixel_notes``, ``notes``, ``instrument`` and ``metadata``.
+
+    In order of trust: DigitalMicrograph's private tags, JEOL SightX's XML, FEI's
+    metadata, OME-XML, ImageJ's ``unit`` with the resolution tags, and resolution
+    tags in centimetres. A resolution in inches is a print DPI, not a pixel size.
+    """
+    out: dict[str, Any] = {"pixel": None, "interval": None, "refusal": None, "time_refusal": None,
+                           "pixel_notes": [], "notes": [], "instrument": {}, "metadata": {}}
+    meta = out["metadata"]
+    tags = page.tags
+    for name in ("Software", "DateTime", "Make", "Model"):
+        tag = tags.get(name)
+        if tag is not None and isinstance(tag.value, str) and len(tag.value) < 2000:
+            meta[name] = tag.value
+    if any(code in tags for code in _DM_TAGS.values()):
+        meta["calibration_source"] = "DigitalMicrograph TIFF tags"
+        _dm_tags(tags, n_frames, out)
+        return out
+    make = tags.get("Make")
+    description = tags.get("ImageDescription")
+    if (make is not None and str(make.value).startswith("JEOL") and description is not None
+            and "TemReporter" in str(description.value)):
+        meta["calibration_source"] = "JEOL SightX XML"
+        _jeol_sightx(str(description.value), page, out)
+        return out
+    fei = getattr(tif, "fei_metadata", None)
+    if fei:
+        meta["calibration_source"] = "FEI TIFF metadata"
+        _fei(fei, out)
+        if out["pixel"] is not None:
+            return out
     imagej = tif.imagej_metadata or {}
     unit = _unit_text(imagej.get("unit", "")) if imagej else ""
-    tags = page.tags
-    interval = None
     if imagej:
         meta["imagej"] = {k: v for k, v in imagej.items() if isinstance(v, (str, int, float, bool))}
         if isinstance(imagej.get("finterval"), (int, float)) and imagej["finterval"] > 0:
-            interval = float(imagej["finterval"])
-    pixel = None
+            out["interval"] = float(imagej["finterval"])
     xres, yres = tags.get("XResolution"), tags.get("YResolution")
     resunit = tags.get("ResolutionUnit")
     resunit_value = int(resunit.value) if resunit is not None else 2
@@ -70,23 +111,164 @@ def _tiff_calibration(tif: Any, page: Any) -> tuple[tuple[float, float] | None, 
         py = yv[0] / yv[1] if isinstance(yv, tuple) and yv[1] else float(yv) if not isinstance(yv, tuple) else 0
         if px > 0 and py > 0:
             if unit and unit.lower() not in ("pixel", "pixels", "px"):
-                dx, dy = length_to_nm(1.0 / px, unit), length_to_nm(1.0 / py, unit)
-                if dx is not None and dy is not None:
-                    pixel = (dy, dx)
-                else:
-                    meta["ignored_unit"] = unit
+                pixel, refusal, notes, facts = pixel_calibration((1.0 / py, unit), (1.0 / px, unit))
+                out.update(pixel=pixel, refusal=refusal, pixel_notes=notes)
+                out["notes"].extend(facts)
+                meta["calibration_source"] = "ImageJ unit and resolution tags"
             elif resunit_value == 3:  # centimetres
-                pixel = (1e7 / py, 1e7 / px)
+                out["pixel"] = (1e7 / py, 1e7 / px)
+                meta["calibration_source"] = "resolution tags (pixels per cm)"
     if getattr(tif, "is_ome", False) and tif.ome_metadata:
         ome_pixel, ome_interval = _ome_calibration(tif.ome_metadata)
-        pixel = ome_pixel or pixel
-        interval = ome_interval or interval
+        if ome_pixel:
+            out["pixel"], out["refusal"], out["pixel_notes"] = ome_pixel, None, []
+            meta["calibration_source"] = "OME-XML"
+        out["interval"] = ome_interval or out["interval"]
         meta["ome"] = True
-    for name in ("Software", "DateTime", "Make", "Model"):
-        tag = tags.get(name)
-        if tag is not None and isinstance(tag.value, str) and len(tag.value) < 2000:
-            meta[name] = tag.value
-    return pixel, interval, meta
+    return out
+
+
+#: DigitalMicrograph's private TIFF tags (as DM and rosettasciio write them): scale, unit, origin per axis
+_DM_TAGS = {"x_unit": 65003, "y_unit": 65004, "z_unit": 65005, "x_origin": 65006, "y_origin": 65007,
+            "z_origin": 65008, "x_scale": 65009, "y_scale": 65010, "z_scale": 65011}
+
+
+def _dm_tags(tags: Any, n_frames: int, out: dict[str, Any]) -> None:
+    """Pixel size and frame time from DigitalMicrograph's TIFF tags (65003..65011)."""
+    from temflow.movie import time_to_s
+
+    def value(name: str) -> Any:
+        tag = tags.get(_DM_TAGS[name])
+        if tag is None:
+            return None
+        v = tag.value
+        if isinstance(v, bytes):
+            v = v.decode("latin-1")
+        if isinstance(v, tuple):
+            v = v[0] if v else None
+        return v.strip("\x00 ") if isinstance(v, str) else v
+
+    xs, ys = first_number(value("x_scale")), first_number(value("y_scale"))
+    xu, yu = _unit_text(value("x_unit") or ""), _unit_text(value("y_unit") or "")
+    out["metadata"]["dm_tags"] = {k: jsonable(value(k)) for k in _DM_TAGS if value(k) is not None}
+    if xs is None or ys is None:
+        out["pixel_notes"].append("the DigitalMicrograph tags give no pixel scale")
+    else:
+        pixel, refusal, notes, facts = pixel_calibration((ys, yu), (xs, xu))
+        out.update(pixel=pixel, refusal=refusal, pixel_notes=notes)
+        out["notes"].extend(facts)
+    zs, zu = first_number(value("z_scale")), _unit_text(value("z_unit") or "")
+    if n_frames > 1 and zs is not None:
+        kind = unit_kind(zu)
+        if kind == "time" and zs > 0:
+            out["interval"] = time_to_s(zs, zu)
+        elif kind == "length":
+            out["time_refusal"] = (f"the stack's third axis is calibrated as a length ({zs:g} {zu} per slice): a "
+                                   "through-focus, tilt or depth series")
+        elif kind != "none":
+            out["notes"].append(f"the stack's third axis is in {zu!r}; no time step taken from it")
+
+
+def _xml_text(root: Any, path: str) -> str | None:
+    element = root.find(path)
+    return element.text.strip() if element is not None and element.text else None
+
+
+def _jeol_sightx(description: str, page: Any, out: dict[str, Any]) -> None:
+    """JEOL SightX ``TemReporter`` XML: pixel size = 1 / (pixels per metre at the camera x magnification).
+
+    SightX records the image's pixels per metre at the detector plane
+    (``Measurement/.../DrawImageInformation/PixelsPerMeter``; the resolution tags
+    hold the same figure rounded to whole dots per inch) and the magnification
+    (``ImageFormingSystem/SelectorValue``). Its own measurements use exactly this
+    scale. Diffraction (``ModeString`` DIFF) is reciprocal space; an image taken on
+    the camera in STEM mode (``EosMode`` ASID, a Ronchigram) has no specimen scale.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(description.strip(" \r\n\t\x00\x01"))
+    except ET.ParseError as exc:
+        out["pixel_notes"].append(f"the JEOL SightX XML cannot be parsed ({exc})")
+        return
+    eos = _xml_text(root, "Eos/EosMode") or ""
+    mode = _xml_text(root, "ImageFormingSystem/ModeString") or ""
+    selector = first_number(_xml_text(root, "ImageFormingSystem/SelectorValue"))
+    selector_unit = _xml_text(root, "ImageFormingSystem/SelectorUnitString") or ""
+    voltage = first_number(_xml_text(root, "ElectronGun/AccelerationVoltage"))
+    exposure_us = first_number(_xml_text(root, "JemBaumerCamera/Parameter/ExposureTimeValue"))
+    instrument = out["instrument"]
+    if voltage:
+        instrument["voltage_kV"] = voltage / 1000.0
+    if exposure_us:
+        instrument["exposure_s"] = exposure_us * 1e-6
+    model = _xml_text(root, "Instruments")
+    if model:
+        instrument["microscope"] = model
+    instrument["mode"] = f"{eos} {mode}".strip()
+    out["metadata"]["jeol"] = {"EosMode": eos, "ModeString": mode, "SelectorValue": selector,
+                               "SelectorUnitString": selector_unit}
+    ppm = None
+    info = root.find("Measurement/MeasurementFormat/DrawImageInformation")
+    shape = tuple(int(v) for v in page.shape[:2])
+    if info is not None:
+        width = first_number(_xml_text(info, "ImageSize/Width"))
+        height = first_number(_xml_text(info, "ImageSize/Height"))
+        horizontal = first_number(_xml_text(info, "PixelsPerMeter/Horizontal"))
+        vertical = first_number(_xml_text(info, "PixelsPerMeter/Vertical"))
+        if horizontal and vertical and (height, width) == shape:
+            ppm = (vertical, horizontal)
+    if ppm is None:
+        xres, yres, unit = page.tags.get("XResolution"), page.tags.get("YResolution"), page.tags.get("ResolutionUnit")
+        if xres is not None and yres is not None:
+            per = 0.0254 if unit is None or int(unit.value) == 2 else 0.01
+            ppm = (yres.value[0] / yres.value[1] / per, xres.value[0] / xres.value[1] / per)
+    if ppm is None or not selector:
+        out["pixel_notes"].append("the JEOL SightX metadata gives no pixels per metre or no magnification")
+        return
+    if eos == "eosASID":
+        out["pixel_notes"].append(f"a JEOL SightX camera image taken in STEM mode (EosMode {eos}, e.g. a "
+                                  "Ronchigram): the magnification does not give its scale")
+        return
+    if mode.upper().startswith("DIFF"):
+        length_m = selector * {"mm": 1e-3, "cm": 1e-2, "m": 1.0}.get(selector_unit.lower(), 1e-3)
+        if voltage:
+            wavelength = _electron_wavelength_m(voltage)
+            step = 1.0 / (ppm[1] * length_m * wavelength) * 1e-9
+            detail = f"{step:.6g} 1/nm per pixel at camera length {length_m:g} m"
+        else:
+            detail = f"camera length {length_m:g} m"
+        out["refusal"] = f"this is a diffraction pattern (reciprocal space): JEOL SightX ModeString DIFF, {detail}"
+        return
+    if selector_unit.upper() != "X":
+        out["pixel_notes"].append(f"the JEOL SightX selector is {selector:g} {selector_unit!r}, not a magnification")
+        return
+    instrument["magnification"] = selector
+    out["pixel"] = (1e9 / (ppm[0] * selector), 1e9 / (ppm[1] * selector))
+    out["notes"].append(f"pixel size from JEOL SightX: 1 / ({ppm[1]:g} pixels per metre x magnification {selector:g})")
+
+
+def _electron_wavelength_m(voltage_v: float) -> float:
+    """Relativistic electron wavelength, m."""
+    m_e, e, c, h = 9.1093837015e-31, 1.602176634e-19, 299792458.0, 6.62607015e-34
+    momentum = 2 * m_e * e * voltage_v * (1 + e * voltage_v / (2 * m_e * c**2))
+    return h / math.sqrt(momentum)
+
+
+def _fei(fei: dict[str, Any], out: dict[str, Any]) -> None:
+    """FEI/Thermo Fisher TIFF metadata (tag 34682): ``Scan.PixelWidth/PixelHeight`` in m."""
+    scan = fei.get("Scan", {}) if isinstance(fei, dict) else {}
+    width, height = first_number(scan.get("PixelWidth")), first_number(scan.get("PixelHeight"))
+    if width and height and width > 0 and height > 0:
+        pixel, refusal, notes, facts = pixel_calibration((height, "m"), (width, "m"))
+        out.update(pixel=pixel, refusal=refusal, pixel_notes=notes)
+        out["notes"].extend(facts)
+    else:
+        out["pixel_notes"].append("the FEI metadata gives no valid Scan PixelWidth/PixelHeight")
+    beam = fei.get("Beam", {}) if isinstance(fei, dict) else {}
+    voltage = first_number(beam.get("HV"))
+    if voltage:
+        out["instrument"]["voltage_kV"] = voltage / 1000.0
 
 
 def _ome_calibration(xml: str) -> tuple[tuple[float, float] | None, float | None]:
@@ -115,22 +297,79 @@ def _ome_calibration(xml: str) -> tuple[tuple[float, float] | None, float | None
     return pixel, interval if interval and interval > 0 else None
 
 
-def _read_tiff_block(path: str, paged: bool, start: int, stop: int) -> np.ndarray:
+def _grey(block: np.ndarray, samples_axis: int | None, path: str, fmt: str, first: int) -> np.ndarray:
+    """Grey-level frames from colour-encoded ones whose R, G and B are equal; refuse real colour.
+
+    ``block`` is ``(frames, y, x)`` or has a samples axis (RGB, RGBA, grey + alpha).
+    Alpha is dropped: a movie frame is opaque. ``first`` is the index of the block's
+    first frame, for the message.
+    """
+    if samples_axis is None:
+        return block
+    block = np.moveaxis(block, samples_axis, -1)
+    channels = block.shape[-1]
+    if channels in (3, 4):
+        red, green, blue = block[..., 0], block[..., 1], block[..., 2]
+        same = np.all(red == green, axis=(-2, -1)) & np.all(red == blue, axis=(-2, -1))
+        if not np.all(same):
+            bad = first + int(np.flatnonzero(~np.atleast_1d(same))[0])
+            raise fail(path, fmt, f"frame {bad} is a colour image (its red, green and blue differ); a movie is "
+                       "grey-level", "convert the frames to grey-level (one channel) before opening them")
+    elif channels not in (1, 2):
+        raise fail(path, fmt, f"the image has {channels} samples per pixel; temflow reads grey-level images "
+                   "(also stored as RGB or RGBA with equal channels)")
+    return np.ascontiguousarray(block[..., 0])
+
+
+def _read_tiff_block(path: str, paged: bool, samples_axis: int | None, start: int, stop: int) -> np.ndarray:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             if paged:
                 block = tif.asarray(key=range(start, stop), series=0)
-                block = block.reshape((stop - start,) + block.shape[-2:])
+                if stop - start == 1 or block.ndim == (3 if samples_axis is None else 4) - 1:
+                    block = block[None]
             else:
                 whole = tif.asarray(series=0)
-                block = whole.reshape((-1,) + whole.shape[-2:])[start:stop]
+                frame_ndim = 2 if samples_axis is None else 3
+                block = whole.reshape((-1,) + whole.shape[-frame_ndim:])[start:stop]
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types
         raise fail(path, _TIFF, f"reading frames {start}..{stop - 1} failed ({type(exc).__name__}: {exc})") from None
+    block = _grey(block, None if samples_axis is None else samples_axis + 1, path, _TIFF, start)
     return np.ascontiguousarray(block).astype(block.dtype.newbyteorder("="), copy=False)
+
+
+def _check_codec(path: Path, fmt: str, page: Any) -> None:
+    """Refuse at opening a compression this installation cannot decode (not at the first compute)."""
+    import tifffile
+
+    compression = int(page.compression)
+    if compression == 1:
+        return
+    name = getattr(page.compression, "name", str(compression))
+    try:
+        available = compression in tifffile.TIFF.DECOMPRESSORS
+        if available:
+            tifffile.TIFF.DECOMPRESSORS[compression]
+    except Exception:  # noqa: BLE001 - a missing codec raises KeyError, ValueError or ImportError
+        available = False
+    if not available:
+        raise fail(path, fmt, f"the pages are compressed with {name} (TIFF compression {compression}), which "
+                   "this installation cannot decode", "install imagecodecs (pip install imagecodecs) or save the "
+                   "stack uncompressed")
+
+
+def _samples_axis(axes: str, shape: tuple[int, ...]) -> int | None:
+    """Position of the samples (colour) axis within one frame's axes, or ``None`` for grey-level."""
+    if "S" not in axes:
+        return None
+    frame_axes = axes[-3:]
+    if "S" not in frame_axes:
+        return None
+    return frame_axes.index("S")
 
 
 def _check_pages(path: Path, fmt: str, pages: Any, size: int) -> None:
@@ -146,7 +385,10 @@ def _check_pages(path: Path, fmt: str, pages: Any, size: int) -> None:
 def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
     """Open a (multi-page) TIFF stack lazily, page by page.
 
-    Lazy: parses headers only; each dask task opens the file(s) by path and reads its frames.
+    Lazy: parses headers only (and decodes the first frame of a colour-encoded
+    stack, to refuse real colour at opening); each dask task opens the file by path
+    and reads its frames. Compressed stacks (LZW, deflate, JPEG... via imagecodecs)
+    are read; a compression no installed codec decodes is refused at opening.
 
     Parameters
     ----------
@@ -163,7 +405,8 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
     Raises
     ------
     MovieFileError
-        If the file is missing, empty, truncated or damaged.
+        If the file is missing, empty, truncated, damaged, compressed with a codec
+        that is not installed, or a colour image.
     """
     import tifffile
 
@@ -177,40 +420,54 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
             pages = series.pages
             n_pages = len(pages)
             _check_pages(path, _TIFF, [p for p in (pages[0], pages[-1]) if p is not None], size)
-            contiguous = getattr(series, "dataoffset", None)
+            first_page = tif.pages.first
+            _check_codec(path, _TIFF, first_page)
+            samples = _samples_axis(axes, shape)
+            frame_ndim = 2 if samples is None else 3
+            if len(shape) < frame_ndim:
+                raise fail(path, _TIFF, f"the image has shape {shape} (axes {axes!r})")
+            n_frames = int(np.prod(shape[:-frame_ndim])) if len(shape) > frame_ndim else 1
+            contiguous = getattr(series, "dataoffset", None) if samples is None else None
             if contiguous is not None:
                 check_extent(path, _TIFF, int(contiguous) + int(series.nbytes), size)
                 file_dtype = dtype.newbyteorder(tif.byteorder)
-            pixel, interval, meta = _tiff_calibration(tif, tif.pages.first)
+            calibration = _tiff_calibration(tif, first_page, n_frames)
+            if samples is not None:  # refuse real colour now, not at the first compute
+                _grey(np.asarray(first_page.asarray())[None], samples + 1, str(path), _TIFF, 0)
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _TIFF, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})",
                    "copy the file again") from None
-    if "S" in axes:
-        raise fail(path, _TIFF, f"the image is colour (axes {axes!r}); a movie is grey-level",
-                   "convert the frames to grey-level first")
-    if len(shape) < 2:
-        raise fail(path, _TIFF, f"the image has shape {shape}")
-    frame_shape = (int(shape[-2]), int(shape[-1]))
-    n_frames = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    frame_axes = [i for i, axis in enumerate(axes[-frame_ndim:]) if axis != "S"]
+    frame_shape = tuple(int(shape[len(shape) - frame_ndim + i]) for i in frame_axes)
+    frame_shape = (frame_shape[0], frame_shape[1])
     per = frames_per_chunk(chunks, n_frames, frame_shape, dtype)
     if contiguous is not None:
         # uncompressed and contiguous (tifffile's own test): read the bytes directly, no IFD walk per task
         data = lazy_frames(read_contiguous, (str(path), _TIFF, int(contiguous), file_dtype.str, frame_shape), n_frames,
                            frame_shape, dtype.newbyteorder("="), per, _TIFF)
     else:
-        data = lazy_frames(_read_tiff_block, (str(path), n_pages == n_frames), n_frames, frame_shape,
+        data = lazy_frames(_read_tiff_block, (str(path), n_pages == n_frames, samples), n_frames, frame_shape,
                            dtype.newbyteorder("="), per, _TIFF)
+    meta = calibration["metadata"]
     meta["axes"] = axes
-    return RawMovie(data=data, format=_TIFF, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
-                    metadata=meta)
+    notes = list(calibration["notes"])
+    if samples is not None:
+        notes.append(f"the frames are stored as colour (axes {axes!r}) with equal red, green and blue; read as grey")
+    return RawMovie(data=data, format=_TIFF, sources=[str(path)], pixel_size_nm=calibration["pixel"],
+                    frame_interval_s=calibration["interval"], instrument=calibration["instrument"], metadata=meta,
+                    notes=notes, pixel_notes=calibration["pixel_notes"], pixel_refusal=calibration["refusal"],
+                    time_refusal=calibration["time_refusal"])
 
 
 # --------------------------------------------------------------------------- frame folders
 
+#: PNG colour types: 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA
+_PNG_COLOUR = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
 
-def _png_header(path: Path, size: int) -> tuple[tuple[int, int], np.dtype]:
+
+def _png_header(path: Path, size: int) -> tuple[tuple[int, int], np.dtype, int]:
     with open(path, "rb") as f:
         head = f.read(33)
         f.seek(max(0, size - 12))
@@ -220,15 +477,35 @@ def _png_header(path: Path, size: int) -> tuple[tuple[int, int], np.dtype]:
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
     if b"IEND" not in tail:
         raise fail(path, _FRAMES, "the file is truncated: the PNG has no end chunk (IEND)", "copy the file again")
-    if colour != 0:
-        raise fail(path, _FRAMES, "the PNG is colour or palette-based; a movie is grey-level",
-                   "save the frames as grey-level images")
+    if colour not in _PNG_COLOUR:
+        raise fail(path, _FRAMES, f"the PNG has an unknown colour type {colour}", "the file is damaged")
+    if colour == 3:
+        depth = 8  # palette indices map to 8-bit colours
     if depth not in _PNG_DTYPES:
-        raise fail(path, _FRAMES, f"the PNG has {depth}-bit pixels; temflow reads 8- and 16-bit grey-level PNGs")
-    return (height, width), _PNG_DTYPES[depth].newbyteorder("=")
+        raise fail(path, _FRAMES, f"the PNG has {depth}-bit pixels; temflow reads 8- and 16-bit PNGs")
+    return (height, width), _PNG_DTYPES[depth].newbyteorder("="), colour
 
 
-def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
+def _read_png(file: str, colour: int) -> np.ndarray:
+    """One PNG as a grey-level frame (colour-encoded grey is reduced; real colour is refused)."""
+    from PIL import Image
+
+    if colour == 0:
+        with Image.open(file) as image:
+            return np.asarray(image)
+    import imagecodecs
+
+    with open(file, "rb") as f:
+        frame = imagecodecs.png_decode(f.read())  # keeps 16-bit colour, which Pillow would cut to 8 bits
+    if frame.ndim == 2:
+        return frame
+    if colour == 3 and frame.shape[-1] == 1:
+        return frame[..., 0]
+    return _grey(frame[None], 3, file, _FRAMES, 0)[0]
+
+
+def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype, int | None]:
+    """Shape, dtype and the colour layout (PNG colour type, TIFF samples axis or ``None``) of one frame file."""
     import tifffile
 
     size = check_file(path, _FRAMES)
@@ -238,30 +515,35 @@ def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             _check_pages(path, _FRAMES, [page], size)
-            shape, dtype = tuple(tif.series[0].shape), np.dtype(page.dtype)
+            _check_codec(path, _FRAMES, page)
+            series = tif.series[0]
+            shape, dtype, axes = tuple(series.shape), np.dtype(page.dtype), series.axes
     except MovieFileError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise fail(path, _FRAMES, f"the TIFF structure is damaged ({type(exc).__name__}: {exc})") from None
-    if len(shape) != 2:
+    samples = _samples_axis(axes, shape)
+    if len(shape) != (2 if samples is None else 3):
         raise fail(path, _FRAMES, f"a frame file must hold one grey-level image; this one holds shape {shape}",
                    "open a multi-page stack as one file (format 'tiff'), not as a frame folder")
-    return (int(shape[0]), int(shape[1])), dtype.newbyteorder("=")
+    grid = [int(n) for n, axis in zip(shape, axes) if axis != "S"]
+    return (grid[0], grid[1]), dtype.newbyteorder("="), samples
 
 
-def _read_frame_files(paths: tuple[str, ...], dtype: str, frame_shape: tuple[int, int], start: int,
-                      stop: int) -> np.ndarray:
+def _read_frame_files(paths: tuple[str, ...], dtype: str, frame_shape: tuple[int, int], colour: int | None,
+                      start: int, stop: int) -> np.ndarray:
     import tifffile
-    from PIL import Image
 
     out = np.empty((stop - start, *frame_shape), dtype=dtype)
     for i, file in enumerate(paths[start:stop]):
         try:
             if file.lower().endswith(".png"):
-                with Image.open(file) as image:
-                    frame = np.asarray(image)
+                frame = _read_png(file, colour or 0)
             else:
                 frame = tifffile.imread(file)
+                frame = _grey(frame[None], None if colour is None else colour + 1, file, _FRAMES, 0)[0]
+        except MovieFileError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise fail(file, _FRAMES, f"reading the frame failed ({type(exc).__name__}: {exc})") from None
         if frame.shape != tuple(frame_shape):
@@ -307,22 +589,30 @@ def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
         raise fail(text, _FRAMES, f"{where} matches no .tif, .tiff or .png frames (empty folder?)",
                    "check the folder or pattern; a stack file can be opened directly")
     files.sort(key=lambda p: natural_key(p.name))
-    shape, dtype = _frame_header(files[0])
+    shape, dtype, colour = _frame_header(files[0])
     for file in files[1:]:
-        other_shape, other_dtype = _frame_header(file)
-        if other_shape != shape or other_dtype != dtype:
+        other_shape, other_dtype, other_colour = _frame_header(file)
+        if other_shape != shape or other_dtype != dtype or other_colour != colour:
             raise fail(file, _FRAMES, f"frames differ: this one is {other_shape} {other_dtype}, {files[0].name} is "
                        f"{shape} {dtype}", "keep frames of one acquisition (same size and bit depth) in one folder")
-    pixel: tuple[float, float] | None = None
-    interval: float | None = None
-    meta: dict[str, Any] = {}
+    calibration: dict[str, Any] = {"pixel": None, "refusal": None, "pixel_notes": [], "notes": [],
+                                   "instrument": {}, "metadata": {}}
     if files[0].suffix.lower() != ".png":
         import tifffile
 
         with tifffile.TiffFile(files[0]) as tif:
-            pixel, _, meta = _tiff_calibration(tif, tif.pages.first)
+            calibration = _tiff_calibration(tif, tif.pages.first, 1)
+    notes = list(calibration["notes"])
+    grey_coded = colour != 0 if files[0].suffix.lower() == ".png" else colour is not None
+    if grey_coded:
+        # decode the first frame now: a colour movie is refused at opening, not at the first compute
+        _read_frame_files((str(files[0]),), dtype.str, shape, colour, 0, 1)
+        kind = _PNG_COLOUR.get(colour, "colour") if files[0].suffix.lower() == ".png" else "colour samples"
+        notes.append(f"the frames are stored as {kind} with equal channels; read as grey (alpha dropped)")
     per = frames_per_chunk(chunks, len(files), shape, dtype)
-    data = lazy_frames(_read_frame_files, (dtype.str, shape), len(files), shape, dtype, per, _FRAMES,
+    data = lazy_frames(_read_frame_files, (dtype.str, shape, colour), len(files), shape, dtype, per, _FRAMES,
                        files=[str(f) for f in files])
-    return RawMovie(data=data, format=_FRAMES, sources=[str(f) for f in files], pixel_size_nm=pixel,
-                    frame_interval_s=interval, metadata=meta)
+    return RawMovie(data=data, format=_FRAMES, sources=[str(f) for f in files],
+                    pixel_size_nm=calibration["pixel"], instrument=calibration["instrument"],
+                    metadata=calibration["metadata"], notes=notes, pixel_notes=calibration["pixel_notes"],
+                    pixel_refusal=calibration["refusal"])
