@@ -92,3 +92,17 @@ def test_predict_command_writes_probabilities_and_masks(tmp_path):
     expected = predict(temflow.open_zarr(movie_store).compute(), model, tile=64)
     np.testing.assert_allclose(temflow.open_zarr(out).values, expected.values, atol=1e-5)
     np.testing.assert_array_equal(temflow.open_zarr(masks).values, expected.values > 0.5)
+
+
+def test_pixel_size_flag_silences_the_default_pixel_warning(tmp_path):
+    tif = tmp_path / "bare.tif"
+    tifffile.imwrite(tif, np.zeros((1, 8, 8), "uint16"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["info", str(tif), "--json"])
+    assert result.exit_code == 0
+    assert "1 px = 1 nm" in result.output and "--pixel-size-nm" in result.output and "[input]" in result.output
+    result = runner.invoke(main, ["info", str(tif), "--json", "--pixel-size-nm", "0.2"])
+    assert result.exit_code == 0 and "warning" not in result.output
+    info = json.loads(result.output)
+    assert info["pixel_size_nm"] == [0.2, 0.2]
+    assert not any("1 px = 1 nm" in note for note in info["metadata"].get("notes", []))

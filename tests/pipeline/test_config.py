@@ -85,3 +85,53 @@ def test_bad_files_name_the_key_and_the_file(tmp_path, text, match):
 def test_missing_file():
     with pytest.raises(ValueError, match="does not exist"):
         load_config("no/such/run.toml")
+
+
+@pytest.mark.parametrize("value, expected", [("0.384", 0.384), ("[0.5, 0.25]", [0.5, 0.25])])
+def test_the_run_file_sets_the_calibration(tmp_path, value, expected):
+    (tmp_path / "m.tif").write_bytes(b"")
+    config = load_config(_write(tmp_path, f"[input]\npath='m.tif'\npixel_size_nm = {value}\nframe_interval_s = 2\n"))
+    assert config.input.pixel_size_nm == expected and config.input.frame_interval_s == 2.0
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[input]\npath='m.tif'\npixel_size_nm = -1\n", "input.pixel_size_nm must be positive"),
+        ("[input]\npath='m.tif'\npixel_size_nm = [1, 2, 3]\n", r"input.pixel_size_nm must be one number or \[dy, dx\]"),
+        ("[input]\npath='m.tif'\npixel_size_nm = 'big'\n", "input.pixel_size_nm must be"),
+        ("[input.synthetic]\nframes = 4\n[input]\npixel_size_nm = 1\n", "are for files"),
+    ],
+)
+def test_bad_calibration_keys(tmp_path, text, match):
+    (tmp_path / "m.tif").write_bytes(b"")
+    with pytest.raises(ValueError, match=match):
+        load_config(_write(tmp_path, text))
+
+
+def test_run_file_calibration_reaches_the_movie_and_its_provenance(tmp_path):
+    """An uncalibrated file: the run file's keys calibrate it, no "1 px = 1 nm" warning, provenance says "user"."""
+    import warnings
+
+    import numpy as np
+    import tifffile
+
+    from temflow.io.store import open_zarr
+    from temflow.pipeline.stages import STAGE_FUNCTIONS, Run
+
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((3, 8, 8), "uint16"), photometric="minisblack")
+    config = load_config(_write(tmp_path, "[input]\npath='m.tif'\npixel_size_nm = [0.5, 0.25]\n"
+                                          "frame_interval_s = 2\n[output]\nfolder = 'out'\n"))
+    config.folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = STAGE_FUNCTIONS["load"](Run(config=config, folder=config.folder, echo=lambda line: None), False)
+    movie = open_zarr(result["movie"])
+    np.testing.assert_allclose(np.diff(movie.y.values), 0.5)
+    np.testing.assert_allclose(np.diff(movie.x.values), 0.25)
+    np.testing.assert_allclose(np.diff(movie.time.values), 2.0)
+    calibration = result["calibration"]
+    assert calibration["source"] == {"pixel_size": "user", "time": "user"}
+    assert calibration["pixel_size_nm"] == [0.5, 0.25] and calibration["frame_interval_s"] == 2.0
+    assert not any("1 px = 1 nm" in note for note in calibration["notes"])
+    assert any("given by the user" in note for note in calibration["notes"])
