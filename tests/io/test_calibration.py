@@ -358,3 +358,33 @@ def test_velox_opens_the_image_not_an_element_map(tmp_path):
     np.testing.assert_array_equal(movie.values, data)
     assert any("holds 2 images; opened" in note and "HAADF" in note for note in movie.attrs["notes"])
     json.dumps(movie.attrs)
+
+
+# --------------------------------------------------------------------------- MRC (Direct Electron sidecar)
+
+
+def _de_movie(tmp_path, *, scan: bool):
+    import mrcfile
+
+    path = tmp_path / "20241021_00405_movie.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(frames(4))
+        mrc.voxel_size = -10.0  # DE's simulator writes a negative cell: not a calibration
+    lines = {"Camera Model": "DE-16", "Frames Per Second": "700", "Frame Time (nanoseconds)": "1428500",
+             "Specimen Pixel Size X (nanometers)": "0.1", "Specimen Pixel Size Y (nanometers)": "0.2",
+             "Scan - Enable": "Enable" if scan else "Disable", "Scan - Points": "32" if scan else "0",
+             "Scan - Size X": "8", "Scan - Size Y": "4"}
+    (tmp_path / "20241021_00405_info.txt").write_text("".join(f"{k:<64}= {v}\n" for k, v in lines.items()))
+    return path
+
+
+def test_direct_electron_movie_calibrated_by_its_sidecar(tmp_path):
+    movie = no_warnings(open_movie, _de_movie(tmp_path, scan=False))
+    assert movie.attrs["pixel_size_nm"] == pytest.approx([0.2, 0.1])
+    np.testing.assert_allclose(np.diff(movie.time.values), 1 / 700)
+    assert any("negative voxel size" in note for note in movie.attrs["notes"])
+
+
+def test_direct_electron_4d_stem_scan_is_refused(tmp_path):
+    with pytest.raises(MovieFileError, match=r"_movie\.mrc.*4D-STEM scan \(Scan - Enable, 8 x 4 scan, 32 points\)"):
+        open_movie(_de_movie(tmp_path, scan=True), pixel_size_nm=1.0, frame_interval_s=1.0)

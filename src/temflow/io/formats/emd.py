@@ -8,9 +8,16 @@
 *Velox EMD*: ``/Data/Image/<uuid>/Data`` is stored ``(y, x, frame)`` (the frame
 axis last, as ncempy's ``emdVelox`` returns it too); each task reads its frames
 ``[:, :, start:stop]`` and moves the frame axis first. Calibration and
-instrument settings come from the JSON in ``Metadata`` (first frame's column).
-Velox pixel sizes are in metres; reciprocal units are diffraction and fall
-back to pixels with a warning.
+instrument settings come from the JSON in ``Metadata`` (one column per frame).
+Of several images, the one opened is a scanning or camera image (never an EDS or
+EELS element map), the one with most frames, then the largest, HAADF first; the
+others are listed in the notes. Velox pixel sizes are in metres; reciprocal
+units (``1/m``) are diffraction patterns and are refused. Frame times: a camera
+stack's per-frame microsecond time stamps when present, else the nominal frame
+period (``Scan.FrameTime`` for a scanning detector, the camera's
+``ExposureTime`` otherwise), checked against each frame's acquisition start
+time (whole seconds); when they disagree the start times win (an EDS spectrum
+image's HAADF frames are seconds apart whatever the scan's frame time is).
 
 Every task opens the file by path with h5py and closes it: no h5py object is
 ever captured in the graph.
@@ -161,7 +168,10 @@ def _velox(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
         notes.append(f"{path}: the Velox metadata JSON is missing or could not be parsed")
     binary = meta.get("BinaryResult", {})
     size = binary.get("PixelSize", {})
-    pixel, refusal, pixel_notes, pixel_facts = None, None, [], []
+    pixel: tuple[float, float] | None = None
+    refusal: str | None = None
+    pixel_notes: list[str] = []
+    pixel_facts: list[str] = []
     if size:
         pixel, refusal, pixel_notes, pixel_facts = pixel_calibration(
             (first_number(size.get("height")) or 0.0, str(binary.get("PixelUnitY", ""))),

@@ -13,6 +13,15 @@ the root length the header promises against the file's size), the image, its
 dimensions and calibrations are taken from the tag tree by name, and the end
 of the data block is checked against the file's size.
 
+Calibrations: x and y must both be lengths (nm, µm as U+00B5 or U+03BC, Å, pm...)
+to give a pixel size, kept as ``(dy, dx)`` when the pixels are not square. An
+image calibrated in reciprocal space (``1/nm``: a diffraction pattern) is refused,
+unless the user gives ``pixel_size_nm``. A dataset with an energy axis (eV: an
+EELS/EDS spectrum, line or spectrum image) is refused, naming the axis and unit.
+A stack's third axis gives the frame time when it is in a time unit; calibrated
+as a length (a focal or depth series) it is refused unless the user gives
+``frame_interval_s``; without a calibration the frames are uncalibrated in time.
+
 A Gatan In-Situ movie is a folder tree ``Hour_HH/Minute_MM/Second_SS/*.dm4``
 with one frame per file. Frames are ordered by (hour, minute, second, file
 name in natural order). Their times come from the folder names, which resolve

@@ -7,6 +7,13 @@ the header promises (1024 + extended header + nx*ny*nz*itemsize bytes) is
 checked against the file. Voxel sizes are in Å and converted to nm; a voxel
 size of 0 means "not calibrated". FEI/EPU extended headers give the voltage,
 magnification and exposure where present. Sections (z) are the frames.
+
+Direct Electron cameras write ``<name>_movie.mrc`` with a ``<name>_info.txt``
+sidecar (``key = value`` lines): its ``Frames Per Second`` gives the time step
+and ``Specimen Pixel Size X/Y (nanometers)`` the pixel size when positive. A
+sidecar with ``Scan - Enable = Enable`` describes a 4D-STEM scan (one
+diffraction pattern per scan point), which is refused: it is not a movie. A
+negative cell size (DE's simulator writes one) is not a calibration.
 """
 
 from __future__ import annotations
@@ -76,6 +83,48 @@ def _instrument(mrc: Any) -> dict[str, Any]:
     return out
 
 
+def _sidecar(path: Path) -> tuple[Path | None, dict[str, str]]:
+    """A Direct Electron ``<name>_info.txt`` beside ``<name>_movie.mrc`` (or ``<name>.mrc``), parsed."""
+    stem = path.stem[: -len("_movie")] if path.stem.endswith("_movie") else path.stem
+    info = path.with_name(stem + "_info.txt")
+    if not info.is_file():
+        return None, {}
+    values: dict[str, str] = {}
+    for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    return info, values
+
+
+def _de_calibration(path: Path, n_frames: int) -> tuple[tuple[float, float] | None, float | None, dict[str, Any],
+                                                         list[str]]:
+    """Pixel size (nm) and frame interval (s) from a DE sidecar; refuses a 4D-STEM scan."""
+    info, values = _sidecar(path)
+    if info is None:
+        return None, None, {}, []
+    scan_points = first_number(values.get("Scan - Points"))
+    if values.get("Scan - Enable", "").lower() == "enable" and scan_points and scan_points > 1:
+        size = f"{values.get('Scan - Size X', '?')} x {values.get('Scan - Size Y', '?')}"
+        raise fail(path, _FMT, f"its sidecar {info.name} describes a 4D-STEM scan (Scan - Enable, {size} scan, "
+                   f"{int(scan_points)} points): each frame is a diffraction pattern at one scan point, not a "
+                   "movie frame", "open the in-situ movie itself (a camera acquisition without a scan)")
+    notes = [f"calibration from the Direct Electron sidecar {info.name}"]
+    fps = first_number(values.get("Frames Per Second"))
+    frame_ns = first_number(values.get("Frame Time (nanoseconds)"))
+    interval = 1.0 / fps if fps and fps > 0 else frame_ns * 1e-9 if frame_ns and frame_ns > 0 else None
+    sx = first_number(values.get("Specimen Pixel Size X (nanometers)"))
+    sy = first_number(values.get("Specimen Pixel Size Y (nanometers)"))
+    pixel = (sy, sx) if sx and sy and sx > 0 and sy > 0 else None
+    instrument: dict[str, Any] = {}
+    if values.get("Camera Model"):
+        instrument["camera"] = values["Camera Model"]
+    exposure = first_number(values.get("Exposure Time (seconds)"))
+    if exposure:
+        instrument["exposure_s"] = exposure
+    return pixel, interval if n_frames > 1 else None, instrument, notes
+
+
 def read_mrc(path: Path, *, chunks: Any = None) -> RawMovie:
     """Open an ``.mrc``/``.mrcs`` stack lazily (memory-mapped per task).
 
@@ -139,8 +188,15 @@ def read_mrc(path: Path, *, chunks: Any = None) -> RawMovie:
     finally:
         mrc.close()
     pixel = (dy, dx) if dx > 0 and dy > 0 else None
+    notes: list[str] = []
+    if dx < 0 or dy < 0:
+        notes.append(f"the MRC cell gives a negative voxel size ({dx * 10:g} x {dy * 10:g} Å): not a calibration")
+    de_pixel, interval, de_instrument, de_notes = _de_calibration(path, nz)
+    notes.extend(de_notes)
+    pixel = de_pixel or pixel
+    instrument.update(de_instrument)
     frame_shape = (ny, nx)
     per = frames_per_chunk(chunks, nz, frame_shape, dtype)
     data = lazy_frames(_read_mrc_block, (str(path),), nz, frame_shape, dtype.newbyteorder("="), per, _FMT)
-    return RawMovie(data=data, format=_FMT, sources=[str(path)], pixel_size_nm=pixel, instrument=instrument,
-                    metadata=metadata)
+    return RawMovie(data=data, format=_FMT, sources=[str(path)], pixel_size_nm=pixel, frame_interval_s=interval,
+                    instrument=instrument, metadata=metadata, notes=notes)

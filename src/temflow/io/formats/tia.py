@@ -8,12 +8,21 @@ with ``fileSER.getDataset``, so pixels come out exactly as ncempy gives them
 Checked at opening: the offset arrays and the last valid frame must lie inside
 the file (a truncated series is refused); only the ``ValidNumberElements``
 frames count (TIA allocates more when a series is stopped early); spectra
-(``0x4120``) are refused. TIA stores calibrations in metres whatever they are:
-a step larger than 1 mm per pixel cannot be a real-space pixel, so it is taken
-as a diffraction calibration (1/m), noted, warned about, and the movie falls
-back to pixels. Frame times are the per-frame tag times (whole seconds); they
-are used only when they strictly increase, since fast series often repeat the
-same second.
+(``0x4120``) are refused.
+
+Real or reciprocal space: TIA labels every calibration "m", a diffraction
+pattern's 1/m too. The EMI's mode string says how the image was formed (its
+first word: ``STEM`` is a scanned, real-space image, although FEI's STEM mode
+strings end in "Diffraction"; ``TEM ... Diffraction`` is a camera image of the
+diffraction plane), and the calibration's magnitude must agree (a real-space
+pixel is below 1 mm; pixel x magnification is checked and noted). Reciprocal
+space is refused, saying so and giving the value in 1/nm.
+
+Frame times: a time axis in the series header if there is one; else the
+per-frame tag times (whole seconds), checked against the EMI ``FrameTime`` of a
+STEM series: when the tags are all equal or zero (TIA often writes them so) or
+agree with it, the ``FrameTime`` is the time step; a camera's exposure is not
+its frame period and is never used as one.
 """
 
 from __future__ import annotations
@@ -260,7 +269,11 @@ def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
         raise fail(path, _FMT, f"the series header is damaged ({type(exc).__name__}: {exc})",
                    "copy the file again (and its .emi)") from None
     if int(head["DataTypeID"]) != 0x4122:
-        raise fail(path, _FMT, "the series holds spectra (1-D data), not images", "open image series only")
+        sizes = [int(d.get("DimensionSize", 0)) for d in head.get("Dimensions") or ()]
+        what = (f"a {' x '.join(map(str, sizes))} spectrum image" if len(sizes) >= 2 else
+                f"a series of {sizes[0]} spectra" if sizes else "spectra")
+        raise fail(path, _FMT, f"the series holds 1-D spectra ({what}; TIA data type 0x4120), not images",
+                   "open an image series (e.g. the HAADF image acquired with it)")
     offset_size = 4 if int(head["SeriesVersion"]) == 0x0210 else 8
     total, valid = int(head["TotalNumberElements"]), int(head["ValidNumberElements"])
     check_extent(path, _FMT, int(head["OffsetArrayOffset"]) + 2 * total * offset_size, size, "the offset arrays")

@@ -607,7 +607,7 @@ def read_frames(path: Path | str, *, chunks: Any = None) -> RawMovie:
     if grey_coded:
         # decode the first frame now: a colour movie is refused at opening, not at the first compute
         _read_frame_files((str(files[0]),), dtype.str, shape, colour, 0, 1)
-        kind = _PNG_COLOUR.get(colour, "colour") if files[0].suffix.lower() == ".png" else "colour samples"
+        kind = _PNG_COLOUR.get(colour or 0, "colour") if files[0].suffix.lower() == ".png" else "colour samples"
         notes.append(f"the frames are stored as {kind} with equal channels; read as grey (alpha dropped)")
     per = frames_per_chunk(chunks, len(files), shape, dtype)
     data = lazy_frames(_read_frame_files, (dtype.str, shape, colour), len(files), shape, dtype, per, _FRAMES,
