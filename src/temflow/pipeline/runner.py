@@ -119,9 +119,14 @@ def run(
     state = Run(config=config, folder=folder, echo=say, client=client)
     if client is not None:
         return _run_stages(state)
-    from temflow.cluster import connect, dashboard_link
+    from temflow.cluster import check_scheduler, connect, dashboard_link
 
     c = config.cluster
+    if c.scheduler:  # a clear error naming the key in 5 s, not a traceback after 30
+        try:
+            check_scheduler(c.scheduler)
+        except ValueError as exc:
+            raise ValueError(f"{config.source}: cluster.scheduler: {exc}") from None
     with connect(
         c.scheduler or None,
         n_workers=c.n_workers or None,
