@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from temflow.pipeline._folder import check_output_folder
 from temflow.pipeline.config import Config, SyntheticConfig, load_config
 from temflow.pipeline.stages import STAGE_FUNCTIONS, Run, write_json, model_path
 
@@ -116,6 +117,7 @@ def run(
     say = echo or (lambda line: None)
     folder = config.folder
     folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(folder, source=config.source)
     state = Run(config=config, folder=folder, echo=say, client=client)
     if client is not None:
         return _run_stages(state)
