@@ -131,6 +131,18 @@ def tiff_odd_page(tmp: Path) -> Path:
     return path
 
 
+def png_size(tmp: Path, width: int, height: int) -> Path:
+    """A grey 8-bit PNG of 6 x 8 px whose IHDR claims ``height`` x ``width`` (CRC left stale)."""
+    from PIL import Image
+
+    path = tmp / "lying.png"
+    Image.fromarray(SMALL[0].astype("uint8")).save(path)
+    raw = bytearray(path.read_bytes())
+    raw[16:24] = struct.pack(">II", width, height)
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def ser_frame(tmp: Path, nx: int, ny: int) -> Path:
     """A TIA series (version 0x0220) whose first element declares ``ny`` x ``nx`` px."""
     path = write_ser(tmp / "lying.ser", SMALL)
@@ -169,6 +181,8 @@ CASES = {
     "tiff cut mid-page imagej": (lambda t: tiff_cut(t, compression=None, imagej=True), "truncated"),
     "tiff cut mid-page zlib": (lambda t: tiff_cut(t, compression="zlib"), "truncated"),
     "tiff page of another shape": (tiff_odd_page, "pages but its stack holds only"),
+    "png 10^6 x 10^6": (lambda t: png_size(t, 10**6, 10**6), "larger than any detector"),
+    "png zero height": (lambda t: png_size(t, 8, 0), "empty shape"),
     "ser frame 2^31-1 squared": (lambda t: ser_frame(t, 2**31 - 1, 2**31 - 1), "larger than any detector"),
     "ser frame 4096 squared": (lambda t: ser_frame(t, 4096, 4096), "truncated"),
 }

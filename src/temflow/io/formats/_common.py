@@ -225,7 +225,7 @@ def check_shape(path: Path | str, fmt: str, n_frames: Any, frame_shape: Sequence
         raise fail(path, fmt, f"the header declares a shape that is not whole numbers ({n_frames!r}, "
                    f"{tuple(frame_shape)!r}); the header is damaged", fix) from None
     if frames <= 0 or ny <= 0 or nx <= 0:
-        raise fail(path, fmt, f"the header declares an empty shape: {frames} frames of ({ny}, {nx}) px; "
+        raise fail(path, fmt, f"the header declares an empty shape (frames, y, x) = ({frames}, {ny}, {nx}); "
                    "the header is damaged", fix)
     if max(ny, nx) > MAX_FRAME_SIDE or ny * nx > MAX_FRAME_PIXELS:
         raise fail(path, fmt, f"the header declares frames of ({ny}, {nx}) px, larger than any detector (at most "
