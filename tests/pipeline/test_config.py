@@ -172,7 +172,10 @@ def test_hostile_values_name_the_key_and_the_file(tmp_path, text, match):
     "synthetic, match",
     [("size = 100000", "input.synthetic.size must be at most 8192"),
      ("size = 4096\nframes = 1000", "input.synthetic.frames must be at most 256"),
-     ("frames = 10000000", "input.synthetic.frames must be at most")],
+     ("frames = 10000000", "input.synthetic.frames must be at most"),
+     ("radius_nm = [1e-6, 1e-6]", "radius_nm must lie between one pixel"),
+     ("size = 64\nradius_nm = [2.0, 1e6]", "radius_nm must lie between .* half the field of view \\(16 nm\\)"),
+     ("pixel_size_nm = 1e9", "radius_nm must lie between one pixel")],
 )
 def test_absurd_synthetic_sizes_are_refused(tmp_path, synthetic, match):
     path = _write(tmp_path, f"[input.synthetic]\n{synthetic}\n")

@@ -361,6 +361,12 @@ def _check(config: Config) -> None:
                  f"{_MAX_SYNTHETIC_PIXELS} px in all for frames of {syn.size}^2 px")
         if len(syn.radius_nm) != 2 or not 0 < syn.radius_nm[0] <= syn.radius_nm[1]:
             raise ValueError(f"{src}: input.synthetic.radius_nm must be [smallest, largest]; got {syn.radius_nm!r}")
+        # particles below one pixel are invisible and their number (area / radius^2) explodes;
+        # one wider than the frame cannot be placed
+        field_nm = syn.size * syn.pixel_size_nm
+        if syn.radius_nm[0] < syn.pixel_size_nm or syn.radius_nm[1] > field_nm / 2:
+            raise ValueError(f"{src}: input.synthetic.radius_nm must lie between one pixel ({syn.pixel_size_nm:g} nm) "
+                             f"and half the field of view ({field_nm / 2:g} nm); got {syn.radius_nm!r}")
     if not config.output.folder:
         raise ValueError(f"{src}: output.folder must not be empty")
     _inside(src, "output.report", config.output.report)
