@@ -112,10 +112,11 @@ def _tags_from_mapping(tags: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _image_entry(
-    data: np.ndarray, scales: Sequence[float], units: Sequence[str], tags: Mapping[str, Any] | None
+    data: np.ndarray, scales: Sequence[float], units: Sequence[str], tags: Mapping[str, Any] | None,
+    dimensions: Sequence[int] | None = None,
 ) -> list[tuple[str, Any]]:
     # DM orders dimensions fastest first: x, y, then z (the frames)
-    dims = list(reversed(data.shape))
+    dims = list(dimensions) if dimensions is not None else list(reversed(data.shape))
     dimension = [
         ("", [("Origin", np.float32(0.0)), ("Scale", np.float32(s)), ("Units", dm_string(u))]) for s, u in zip(scales, units)
     ]
@@ -147,12 +148,15 @@ def write_dm(
     time_unit: str = "s",
     tags: Mapping[str, Any] | None = None,
     thumbnail: bool = True,
+    dimensions: Sequence[int] | None = None,
 ) -> Path:
     """Write ``data`` (2-D image or ``(frames, y, x)`` stack) as a DM3 or DM4 file.
 
     ``pixel_size`` is ``dy, dx`` (or square) in ``unit``; ``frame_interval`` calibrates
     the third dimension in ``time_unit``. ``tags`` become ``ImageTags`` (nested dicts are
     groups). With ``thumbnail`` a small RGB thumbnail comes first, as DigitalMicrograph writes.
+    ``dimensions`` (x, y[, frames], DM order) replaces the true ones in the header, to make
+    hostile files whose header lies about their size.
     """
     data = np.asarray(data)
     dy, dx = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
@@ -168,7 +172,7 @@ def write_dm(
         entry = _image_entry(thumb, [1.0, 1.0], ["", ""], {})
         entry[0][1][2] = ("DataType", np.int32(23))  # RGBA thumbnail
         images.append(("", entry))
-    images.append(("", _image_entry(data, scales, units, tags)))
+    images.append(("", _image_entry(data, scales, units, tags, dimensions)))
     root = [
         ("ApplicationBounds", DMArray(np.array([0, 0, 800, 600], dtype="<u4"), 5)),
         ("ImageList", images),

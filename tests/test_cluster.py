@@ -85,3 +85,55 @@ def test_bad_cluster_arguments(tmp_path):
     with pytest.raises(ValueError, match="n_workers"):
         with connect(n_workers=0):
             pass
+
+
+def _listening(pid_root):
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process(pid_root)
+    found = []
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            found += [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("processes", [True, False])
+def test_every_socket_of_a_local_cluster_is_on_loopback(processes):
+    import os
+
+    before = set(_listening(os.getpid()))
+    with connect(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=":0") as client:
+        opened = [address for address in _listening(os.getpid()) if address not in before]
+        assert opened, "the cluster should listen somewhere (dashboard, worker HTTP server)"
+        assert all(ipaddress.ip_address(a.ip).is_loopback for a in opened), opened
+        assert dashboard_link(client).startswith("http://127.0.0.1:")
+        assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_a_dashboard_off_loopback_is_honoured_with_a_warning():
+    import os
+
+    with pytest.warns(UserWarning, match="no authentication"):
+        with connect(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="0.0.0.0:0") as client:
+            hosts = {a.ip for a in _listening(os.getpid())}
+            assert "0.0.0.0" in hosts
+            assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_an_unreachable_scheduler_is_refused_quickly():
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot reach the Dask scheduler"):
+        with connect(f"tcp://127.0.0.1:{port}"):
+            pass
+    with pytest.raises(ValueError, match="must look like"):
+        with connect("tcp://127.0.0.1"):
+            pass
+    assert time.perf_counter() - started < 10

@@ -10,6 +10,7 @@ certificates).
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,64 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # distributed is imported lazily: importing temflow must not start anything
     from distributed import Client
 
-__all__ = ["connect", "dashboard_link", "worker_threads"]
+__all__ = ["connect", "dashboard_link", "worker_threads", "check_scheduler"]
+
+_NO_AUTH = ("Dask has no authentication: anyone who can reach it can run code as you. Keep it on "
+            "127.0.0.1, or use a tls:// scheduler with certificates (tls_ca_file, tls_cert, tls_key)")
+
+
+def _split_address(address: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``"tcp://host:port"``, ``"host:port"`` or ``":port"``."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if not _:  # no port
+        host, port = rest, ""
+    return scheme or "tcp", host.strip("[]"), int(port) if port.isdigit() else None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
+    """Refuse a scheduler address that does not answer within ``timeout_s``.
+
+    ``distributed.Client`` waits 30 s on an unreachable address and ends in a
+    traceback; this opens one TCP connection first and says what is wrong.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port`` or ``tls://host:port`` (``host:port`` means tcp).
+    timeout_s : float
+        How long to wait for the host to answer, s.
+
+    Raises
+    ------
+    ValueError
+        If the address has no port, or nothing answers there in time.
+    """
+    import socket
+
+    scheme, host, port = _split_address(address)
+    if scheme not in ("tcp", "tls") or port is None or not host or not 0 < port < 65536:
+        raise ValueError(f"the scheduler address must look like 'tcp://host:port' or 'tls://host:port'; got {address!r}")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except socket.timeout:
+        raise ValueError(f"cannot reach the Dask scheduler at {address!r}: no answer within {timeout_s:g} s; check "
+                         "the address and that a firewall lets the port through") from None
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Dask scheduler at {address!r} ({exc.strerror or exc}); check the address "
+                         "and that the scheduler is running there") from None
 
 
 def _default_workers() -> tuple[int, int]:
@@ -68,10 +126,12 @@ def connect(
     memory_limit : str or float
         Memory limit per local worker (``"4GiB"``, bytes, or ``"auto"``).
     dashboard_address : str
-        Where the local dashboard listens; loopback by default. ``":0"`` picks
-        a free port on all interfaces — avoid it outside a trusted network.
+        Where the local dashboard listens, ``"host:port"``; ``":port"`` (``":0"``:
+        a free port) stays on loopback. Any other host than loopback (such as
+        ``"0.0.0.0:8787"``, all interfaces) exposes the cluster: it is honoured, with a warning.
     processes : bool
-        Local workers as processes (default) or threads.
+        Local workers as processes (default) or threads; either way every worker
+        socket and HTTP server listens on loopback only.
     tls_ca_file, tls_cert, tls_key : str, optional
         TLS files for a ``tls://`` scheduler.
 
@@ -85,7 +145,13 @@ def connect(
     ------
     ValueError
         For inconsistent arguments (TLS files without a ``tls://`` address,
-        non-positive worker counts).
+        non-positive worker counts), or a scheduler that does not answer
+        within 5 s (:func:`check_scheduler`).
+
+    Warns
+    -----
+    UserWarning
+        When a dashboard or an unencrypted (``tcp://``) scheduler is off loopback.
     """
     from distributed import Client, LocalCluster
     from distributed.security import Security
@@ -108,31 +174,57 @@ def connect(
             tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key, require_encryption=True
         )
     if scheduler:
-        client = Client(scheduler, security=security, set_as_default=True)
+        check_scheduler(scheduler)
+        scheme, host, _ = _split_address(scheduler)
+        if scheme == "tcp" and not _is_loopback(host):
+            warnings.warn(f"the scheduler {scheduler!r} is reached without TLS: traffic is unencrypted and "
+                          f"{_NO_AUTH}", UserWarning, stacklevel=3)
+        try:
+            client = Client(scheduler, security=security, set_as_default=True, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(f"cannot connect to the Dask scheduler at {scheduler!r} ({exc})") from None
         try:
             yield client
         finally:
             client.close()
         return
+    _, dashboard_host, dashboard_port = _split_address(dashboard_address)
+    if dashboard_port is None:
+        raise ValueError(f"dashboard_address must look like 'host:port' or ':port'; got {dashboard_address!r}")
+    if not dashboard_host:  # ":port": distributed would listen on every interface
+        dashboard_host = "127.0.0.1"
+    elif not _is_loopback(dashboard_host):
+        warnings.warn(f"the Dask dashboard listens on {dashboard_host} (port {dashboard_port}), reachable from "
+                      f"other machines; {_NO_AUTH}", UserWarning, stacklevel=3)
+    bind = f"[{dashboard_host}]" if ":" in dashboard_host else dashboard_host
     default_workers, default_threads = _default_workers()
     workers = n_workers or default_workers
     threads = threads_per_worker or (max(1, (os.cpu_count() or 1) // workers) if n_workers else default_threads)
-    # worker processes talk over TCP on loopback; threaded workers share this process
-    network = {"host": "127.0.0.1"} if processes else {}
+    # worker processes talk over TCP on loopback; threaded workers share this process (inproc://)
+    # but each still starts an HTTP server, which distributed binds to every interface unless told
+    network = {"host": "127.0.0.1"} if processes else {"worker_dashboard_address": "127.0.0.1:0"}
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
         processes=processes,
         memory_limit=memory_limit,
-        dashboard_address=dashboard_address,
+        dashboard_address=f"{bind}:{dashboard_port}",
         silence_logs=40,
         **network,
     )
-    client = Client(cluster, set_as_default=True)
+    # the link distributed prints names the machine's address for an inproc:// scheduler
+    link = {"distributed.dashboard.link": "{scheme}://" + bind + ":{port}/status"} if _is_loopback(
+        dashboard_host) else {}
     try:
-        yield client
+        import dask
+
+        with dask.config.set(link):
+            client = Client(cluster, set_as_default=True)
+            try:
+                yield client
+            finally:
+                client.close()
     finally:
-        client.close()
         cluster.close()
 
 

@@ -94,6 +94,60 @@ def test_the_run_file_sets_the_calibration(tmp_path, value, expected):
     assert config.input.pixel_size_nm == expected and config.input.frame_interval_s == 2.0
 
 
+# --------------------------------------------------------------------------- hostile run files
+
+
+def _float_keys():
+    """Every float-valued key of every section (``section.key`` or ``input.synthetic.key``)."""
+    import dataclasses
+    import typing
+
+    from temflow.pipeline import config as module
+
+    sections = {"input": module.InputConfig, "input.synthetic": module.SyntheticConfig,
+                "output": module.OutputConfig, "cluster": module.ClusterConfig, "drift": module.DriftConfig,
+                "segmentation": module.SegmentationConfig, "training": module.TrainingConfig,
+                "inference": module.InferenceConfig, "analysis": module.AnalysisConfig}
+    keys = []
+    for section, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            tp = hints[field.name]
+            if tp is float or float in typing.get_args(tp) or typing.get_args(tp) == (float,):
+                keys.append(f"{section}.{field.name}")
+    return keys
+
+
+FLOAT_KEYS = _float_keys()
+
+
+def test_the_float_keys_are_all_found():
+    # the parametrisation below must cover every float key, including lists of floats
+    assert {"input.frame_interval_s", "input.synthetic.radius_nm", "training.learning_rate",
+            "segmentation.threshold", "analysis.max_step_nm"} <= set(FLOAT_KEYS)
+    assert len(FLOAT_KEYS) >= 10
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_nan_and_inf_are_refused_for_every_float_key(tmp_path, key, value):
+    section, name = key.rsplit(".", 1)
+    literal = f"[{value}, 2.0]" if name == "radius_nm" else value
+    base = "[input.synthetic]\nframes = 4\n" if section == "input.synthetic" else "[input]\npath = 'm.tif'\n"
+    if section == "input.synthetic":
+        text = base + f"{name} = {literal}\n"
+    elif section == "input":
+        text = base + f"{name} = {literal}\n"
+    else:
+        text = base + f"[{section}]\n{name} = {literal}\n"
+    (tmp_path / "m.tif").write_bytes(b"")
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match="must be a finite number") as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and name in message
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
@@ -135,3 +189,71 @@ def test_run_file_calibration_reaches_the_movie_and_its_provenance(tmp_path):
     assert calibration["pixel_size_nm"] == [0.5, 0.25] and calibration["frame_interval_s"] == 2.0
     assert not any("1 px = 1 nm" in note for note in calibration["notes"])
     assert any("given by the user" in note for note in calibration["notes"])
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('[output]\nreport = "rep\\u0000ort.html"\n', "NUL character"),
+        ('[output]\nfolder = "res\\u0000ults"\n', "NUL character"),
+        ("[output]\nreport = 'sub/report.html'\n", "file name without folders"),
+        ("[output]\nreport = 'sub\\\\report.html'\n", "file name without folders"),
+        ("[cluster]\nn_workers = 10000\n", "cluster.n_workers must be at most"),
+        ("[cluster]\nthreads_per_worker = 100000\n", "cluster.threads_per_worker must be at most"),
+        ("[cluster]\nmemory_limit = 'lots'\n", "cluster.memory_limit must be 'auto' or a size"),
+        ("[cluster]\nmemory_limit = '0.5'\n", "between 128 MiB and 1 PiB"),
+        ("[cluster]\nmemory_limit = '1kB'\n", "between 128 MiB and 1 PiB"),
+        ("[cluster]\nmemory_limit = '99999 PB'\n", "between 128 MiB and 1 PiB"),
+        ("[cluster]\nscheduler = 'http://10.0.0.1:8786'\n", "cluster.scheduler must look like"),
+        ("[cluster]\nscheduler = 'tcp://10.0.0.1'\n", "cluster.scheduler must look like"),
+        ("[cluster]\ndashboard_address = 'http://0.0.0.0:8787'\n", "cluster.dashboard_address must look like"),
+        ("[drift]\nupsample = 99999999999999999\n", "drift.upsample must be an integer of at most"),
+    ],
+)
+def test_hostile_values_name_the_key_and_the_file(tmp_path, text, match):
+    (tmp_path / "m.tif").write_bytes(b"")
+    path = _write(tmp_path, "[input]\npath = 'm.tif'\n" + text)
+    with pytest.raises(ValueError, match=match) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "synthetic, match",
+    [("size = 100000", "input.synthetic.size must be at most 8192"),
+     ("size = 4096\nframes = 1000", "input.synthetic.frames must be at most 256"),
+     ("frames = 10000000", "input.synthetic.frames must be at most"),
+     ("radius_nm = [1e-6, 1e-6]", "radius_nm must lie between one pixel"),
+     ("size = 64\nradius_nm = [2.0, 1e6]", "radius_nm must lie between .* half the field of view \\(16 nm\\)"),
+     ("pixel_size_nm = 1e9", "radius_nm must lie between one pixel")],
+)
+def test_absurd_synthetic_sizes_are_refused(tmp_path, synthetic, match):
+    path = _write(tmp_path, f"[input.synthetic]\n{synthetic}\n")
+    with pytest.raises(ValueError, match=match) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_sane_cluster_values_pass(tmp_path):
+    path = _write(tmp_path, "[input.synthetic]\nframes = 4\n[cluster]\nn_workers = 2\nmemory_limit = '4 GiB'\n"
+                  "dashboard_address = ':0'\n")
+    assert load_config(path).cluster.memory_limit == "4 GiB"
+    path = _write(tmp_path, "[input.synthetic]\nframes = 4\n[cluster]\nscheduler = 'tls://10.1.2.3:8786'\n")
+    assert load_config(path).cluster.scheduler == "tls://10.1.2.3:8786"
+
+
+def test_an_unreachable_scheduler_fails_early_naming_the_key_and_the_file(tmp_path):
+    import socket
+    import time
+
+    from temflow.pipeline.runner import run
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = _write(tmp_path, f"[input.synthetic]\nframes = 4\nsize = 32\n[cluster]\nscheduler = 'tcp://127.0.0.1:{port}'\n")
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="cluster.scheduler: cannot reach the Dask scheduler") as info:
+        run(path)
+    assert str(path) in str(info.value)
+    assert time.perf_counter() - started < 10

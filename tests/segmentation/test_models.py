@@ -173,3 +173,103 @@ def test_save_model_checks_its_arguments(tmp_path):
         save_model(torch.nn.Conv2d(1, 1, 3), tmp_path / "a.safetensors", normalisation=NORM, tile_size=32)
     with pytest.raises(TypeError, match="JSON"):
         save_model(net, tmp_path / "a.safetensors", normalisation=NORM, tile_size=32, training={"when": object()})
+
+
+# --------------------------------------------------------------------------- hostile model cards
+
+
+def _edit(card: dict, path: str, value) -> dict:
+    """``card`` with the dotted ``path`` set to ``value`` (``...`` removes it)."""
+    card = json.loads(json.dumps(card))
+    *parents, last = path.split(".")
+    target = card
+    for key in parents:
+        target = target[key]
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    return card
+
+
+def _nested(depth: int):
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_CARDS = {
+    "width 1e6": ("arguments.width", 10**6, "argument width must be an integer from 1 to 1024"),
+    "width float": ("arguments.width", 1e6, "argument width must be an integer"),
+    "width bool": ("arguments.width", True, "argument width must be an integer"),
+    "width 0": ("arguments.width", 0, "argument width must be an integer from 1"),
+    "depth 1e3": ("arguments.depth", 1000, "argument depth must be an integer from 1 to 8"),
+    "convs_per_block 1e7": ("arguments.convs_per_block", 10**7, "argument convs_per_block must be an integer"),
+    "largest network in bounds": ("arguments", {"depth": 8, "width": 1024, "convs_per_block": 16}, "do not fit a UNet"),
+    "unknown argument": ("arguments.evil", 1, "unknown argument 'evil'"),
+    "arguments not a table": ("arguments", [2, 4], "arguments must be a table"),
+    "size_multiple 0": ("size_multiple", 0, "size_multiple is 0"),
+    "size_multiple -8": ("size_multiple", -8, "size_multiple is -8"),
+    "size_multiple 3": ("size_multiple", 3, "size_multiple is 3"),
+    "receptive field 0": ("receptive_field_px", 0, "receptive_field_px is 0"),
+    "unknown output_kind": ("output_kind", "logits?", "output_kind is 'logits\\?'"),
+    "missing hash": ("weights_sha256", ..., "no valid weights_sha256"),
+    "hash not hex": ("weights_sha256", "z" * 64, "no valid weights_sha256"),
+    "tile_size 0": ("tile_size", 0, "tile_size must be a multiple of 4"),
+    "tile_size 30": ("tile_size", 30, "tile_size must be a multiple of 4"),
+    "tile_size huge": ("tile_size", 2**40, "tile_size must be a multiple of 4"),
+    "normalisation NaN": ("normalisation.low", float("nan"), "normalisation is invalid"),
+    "normalisation missing": ("normalisation", ..., "normalisation is invalid"),
+    "card_version 2": ("card_version", 2, "version 2"),
+    "architecture os.system": ("architecture", "os.system", "unknown architecture 'os.system'"),
+    "training a list": ("training", [1, 2], "training must be a table"),
+    "nested 100 levels": ("training.deep", _nested(100), "nests 10[0-9] levels deep"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CARDS))
+def test_hostile_cards_are_refused_before_anything_is_built(tmp_path, case, monkeypatch):
+    import time
+
+    from temflow.segmentation import models
+
+    key, value, match = HOSTILE_CARDS[case]
+    _, path = _saved(tmp_path)
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"temflow_card": json.dumps(_edit(read_card(path), key, value))})
+    built = []
+    original = models.UNet.__init__
+
+    def spy(self, **kwargs):
+        built.append(torch.empty(0).device.type)  # the device real (non-meta) tensors would go to
+        original(self, **kwargs)
+
+    monkeypatch.setattr(models.UNet, "__init__", spy)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=match) as info:
+        load_model(path)
+    assert time.perf_counter() - started < 5
+    assert "net.safetensors" in str(info.value) and "\n" not in str(info.value)
+    assert "cpu" not in built, "a network was built on real memory before the card was refused"
+
+
+def test_deeply_nested_card_json_is_refused_cleanly(tmp_path):
+    _, path = _saved(tmp_path)
+    tensors = load_file(str(path))
+    text = json.dumps(read_card(path))[:-1] + ', "training_deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    save_file(tensors, str(path), metadata={"temflow_card": text})
+    with pytest.raises(ValueError, match="nests deeper than JSON can be read|nests .* levels deep|characters long"):
+        read_card(path)
+
+
+def test_a_hostile_card_fails_cleanly_in_inference_too(tmp_path):
+    from temflow.segmentation.inference import predict
+    from temflow.synthetic import make_movie
+
+    _, path = _saved(tmp_path)
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"temflow_card": json.dumps(_edit(read_card(path), "size_multiple", 0))})
+    movie = make_movie(frames=2, size=32, seed=0).movie
+    with pytest.raises(ValueError, match="size_multiple is 0"):
+        predict(movie, path)

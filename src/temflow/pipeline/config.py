@@ -25,7 +25,9 @@ Example ``run.toml``::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -46,6 +48,14 @@ __all__ = [
     "TrainingConfig",
     "load_config",
 ]
+
+
+# Bounds beyond which a value is a typo or a hostile file rather than a setting.
+_MAX_INT = 2**31 - 1
+_MAX_SYNTHETIC_SIDE = 8192  # px
+_MAX_SYNTHETIC_PIXELS = 2**32  # frames x size^2: 8 GiB of float16 frames
+_MIN_MEMORY_LIMIT = 128 * 2**20  # bytes: a dask worker below this pauses at once
+_ADDRESS = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]*):(?P<port>\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -247,14 +257,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where} must be an integer; got {value!r}")
+        if abs(value) > _MAX_INT:
+            raise ValueError(f"{where} must be an integer of at most {_MAX_INT}; got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where} must be a number; got {value!r}")
+        # nan and inf are valid TOML but pass every range check (nan < 0 is False)
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number; got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a string; got {value!r}")
+        if "\x00" in value:
+            raise ValueError(f"{where} must not contain a NUL character (\\x00); got {value!r}")
         return value
     raise ValueError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
@@ -292,6 +309,47 @@ def _inside(source: str, where: str, name: str) -> None:
     path = PurePath(name)
     if not name or path.is_absolute() or ".." in path.parts:
         raise ValueError(f"{source}: {where} must be a relative name inside the output folder; got {name!r}")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"{source}: {where} must be a file name without folders; got {name!r}")
+
+
+def _at_most(source: str, where: str, value: int, limit: int, why: str) -> None:
+    if value > limit:
+        raise ValueError(f"{source}: {where} must be at most {limit} ({why}); got {value!r}")
+
+
+def parse_memory_limit(source: str, value: str) -> int | None:
+    """``cluster.memory_limit`` in bytes (``None`` for ``"auto"``).
+
+    Examples
+    --------
+    >>> parse_memory_limit("run.toml", "4 GiB"), parse_memory_limit("run.toml", "auto")
+    (4294967296, None)
+    >>> parse_memory_limit("run.toml", "lots")
+    Traceback (most recent call last):
+    ...
+    ValueError: run.toml: cluster.memory_limit must be 'auto' or a size such as '4GiB' or '8 GB'; got 'lots'
+    """
+    from dask.utils import parse_bytes
+
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        number = parse_bytes(value) if re.fullmatch(r"\s*\d+(\.\d+)?\s*[a-zA-Z]*\s*", value) else None
+    except (ValueError, TypeError):
+        number = None
+    if number is None:
+        raise ValueError(f"{source}: cluster.memory_limit must be 'auto' or a size such as '4GiB' or '8 GB'; got {value!r}")
+    if not _MIN_MEMORY_LIMIT <= number <= 2**50:
+        raise ValueError(f"{source}: cluster.memory_limit must be between 128 MiB and 1 PiB per worker; got {value!r}")
+    return int(number)
+
+
+def _check_address(source: str, where: str, value: str, schemes: tuple[str, ...]) -> None:
+    match = _ADDRESS.match(value)
+    if match is None or (match["scheme"] or schemes[0]) not in schemes or int(match["port"]) > 65535:
+        example = f"{schemes[0]}://host:port" if schemes[0] else "host:port"
+        raise ValueError(f"{source}: {where} must look like {example!r}; got {value!r}")
 
 
 def _check(config: Config) -> None:
@@ -315,8 +373,17 @@ def _check(config: Config) -> None:
         syn = inp.synthetic
         for name in ("frames", "size", "pixel_size_nm", "frame_interval_s", "dose_e_per_px"):
             _positive(src, f"input.synthetic.{name}", getattr(syn, name))
+        _at_most(src, "input.synthetic.size", syn.size, _MAX_SYNTHETIC_SIDE, "px a side")
+        _at_most(src, "input.synthetic.frames", syn.frames, _MAX_SYNTHETIC_PIXELS // syn.size**2,
+                 f"{_MAX_SYNTHETIC_PIXELS} px in all for frames of {syn.size}^2 px")
         if len(syn.radius_nm) != 2 or not 0 < syn.radius_nm[0] <= syn.radius_nm[1]:
             raise ValueError(f"{src}: input.synthetic.radius_nm must be [smallest, largest]; got {syn.radius_nm!r}")
+        # particles below one pixel are invisible and their number (area / radius^2) explodes;
+        # one wider than the frame cannot be placed
+        field_nm = syn.size * syn.pixel_size_nm
+        if syn.radius_nm[0] < syn.pixel_size_nm or syn.radius_nm[1] > field_nm / 2:
+            raise ValueError(f"{src}: input.synthetic.radius_nm must lie between one pixel ({syn.pixel_size_nm:g} nm) "
+                             f"and half the field of view ({field_nm / 2:g} nm); got {syn.radius_nm!r}")
     if not config.output.folder:
         raise ValueError(f"{src}: output.folder must not be empty")
     _inside(src, "output.report", config.output.report)
@@ -325,8 +392,17 @@ def _check(config: Config) -> None:
     bad = [f for f in config.output.figure_formats if f not in ("png", "pdf", "svg")]
     if bad or not config.output.figure_formats:
         raise ValueError(f"{src}: output.figure_formats must be among 'png', 'pdf', 'svg'; got {config.output.figure_formats!r}")
+    cluster = config.cluster
+    cores = os.cpu_count() or 1
     for name in ("n_workers", "threads_per_worker"):
-        _positive(src, f"cluster.{name}", getattr(config.cluster, name), allow_zero=True)
+        _positive(src, f"cluster.{name}", getattr(cluster, name), allow_zero=True)
+        if not cluster.scheduler:  # sizes of the local cluster only
+            _at_most(src, f"cluster.{name}", getattr(cluster, name), max(8, 4 * cores),
+                     f"four per core of this machine's {cores}")
+    parse_memory_limit(src, cluster.memory_limit)
+    if cluster.scheduler:
+        _check_address(src, "cluster.scheduler", cluster.scheduler, ("tcp", "tls"))
+    _check_address(src, "cluster.dashboard_address", cluster.dashboard_address, ("",))
     _positive(src, "drift.upsample", config.drift.upsample)
     seg = config.segmentation
     if seg.threshold is not None and seg.method == "threshold":

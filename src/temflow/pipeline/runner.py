@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from temflow.pipeline._folder import check_output_folder
 from temflow.pipeline.config import Config, SyntheticConfig, load_config
 from temflow.pipeline.stages import STAGE_FUNCTIONS, Run, write_json, model_path
 
@@ -116,12 +117,18 @@ def run(
     say = echo or (lambda line: None)
     folder = config.folder
     folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(folder, source=config.source)
     state = Run(config=config, folder=folder, echo=say, client=client)
     if client is not None:
         return _run_stages(state)
-    from temflow.cluster import connect, dashboard_link
+    from temflow.cluster import check_scheduler, connect, dashboard_link
 
     c = config.cluster
+    if c.scheduler:  # a clear error naming the key in 5 s, not a traceback after 30
+        try:
+            check_scheduler(c.scheduler)
+        except ValueError as exc:
+            raise ValueError(f"{config.source}: cluster.scheduler: {exc}") from None
     with connect(
         c.scheduler or None,
         n_workers=c.n_workers or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,13 @@ __all__ = ["save_model", "load_model", "read_card"]
 _CARD_KEY = "temflow_card"
 _CARD_VERSION = 1
 _FORMAT = "temflow-model"
+_MAX_CARD_CHARS = 2**20
+_MAX_CARD_DEPTH = 32
+_MAX_TILE = 2**14  # px
+# architecture arguments: far above any trained temflow model, far below what hangs or exhausts memory
+_ARGUMENT_BOUNDS = {"depth": 8, "width": 1024, "convs_per_block": 16, "bottleneck_channels": 4096}
+_ARGUMENTS = {"UNet": ("depth", "width", "convs_per_block"),
+              "Autoencoder": ("depth", "width", "bottleneck_channels", "convs_per_block")}
 
 
 def _weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -141,10 +149,14 @@ def save_model(
 def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the model card of a saved model without loading its weights.
 
+    Every field of the card is checked against bounds, and the network it
+    describes against the number of weights stored, before anything is built.
+
     Raises
     ------
     ValueError
-        If the file does not exist or is not a temflow model file.
+        Naming the file, if it does not exist, is not a temflow model file, or
+        its card is damaged, edited, nested too deeply or out of bounds.
     """
     from safetensors import safe_open
 
@@ -154,19 +166,96 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with safe_open(str(source), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            # numbers stored (from the header, no tensor is read): bounds the network a card may describe
+            stored = sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
     except Exception as exc:  # safetensors raises its own error types for a damaged header
         raise ValueError(f"cannot load model {str(source)!r}: not a readable safetensors file ({exc})") from None
     if _CARD_KEY not in metadata:
         raise ValueError(
             f"cannot load model {str(source)!r}: it has no temflow model card; it was not written by temflow.segmentation.model_files.save_model"
         )
+    text = metadata[_CARD_KEY]
+    if len(text) > _MAX_CARD_CHARS:
+        raise ValueError(f"cannot load model {str(source)!r}: its model card is {len(text)} characters long; "
+                         f"a temflow card is a few kB (at most {_MAX_CARD_CHARS})")
     try:
-        card = json.loads(metadata[_CARD_KEY])
+        card = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"cannot load model {str(source)!r}: its model card nests deeper than JSON can be read") from None
     except ValueError as exc:
         raise ValueError(f"cannot load model {str(source)!r}: its model card is not valid JSON ({exc})") from None
     if not isinstance(card, dict) or card.get("format") != _FORMAT:
         raise ValueError(f"cannot load model {str(source)!r}: its model card is not a temflow model card")
+    _check_card(source, card, stored)
     return card
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON values, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack += [(v, level + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, level + 1) for v in item]
+    return deepest
+
+
+def _check_card(source: Path, card: dict[str, Any], stored: int) -> None:
+    """Every field of a card within bounds, and its network no larger than the weights stored.
+
+    Runs before anything is built: a card is untrusted input (``width: 1e6`` would
+    ask for terabytes, ``convs_per_block: 1e7`` for ten million layers), and the
+    weights' SHA-256 does not cover the card.
+    """
+    def refuse(problem: str) -> ValueError:
+        return ValueError(f"cannot load model {str(source)!r}: {problem}")
+
+    if _depth(card) > _MAX_CARD_DEPTH:
+        raise refuse(f"its model card nests {_depth(card)} levels deep; a temflow card has at most {_MAX_CARD_DEPTH}")
+    if card.get("card_version") != _CARD_VERSION:
+        raise refuse(f"its model card has version {card.get('card_version')!r}; this temflow reads version {_CARD_VERSION}")
+    name = card.get("architecture")
+    if not isinstance(name, str) or name not in _ARCHITECTURES:
+        raise refuse(f"unknown architecture {name!r}; expected one of {sorted(_ARCHITECTURES)}")
+    cls = _ARCHITECTURES[name]
+    arguments = card.get("arguments")
+    if not isinstance(arguments, dict):
+        raise refuse(f"its card's arguments must be a table of integers; got {arguments!r}")
+    allowed = {key: _ARGUMENT_BOUNDS[key] for key in _ARGUMENTS[name]}
+    for key, value in arguments.items():
+        if key not in allowed:
+            raise refuse(f"its card's arguments do not build a {name}: unknown argument {key!r}; "
+                         f"expected some of {sorted(allowed)}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= allowed[key]:
+            raise refuse(f"its card's argument {key} must be an integer from 1 to {allowed[key]}; got {value!r}")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        net: Any = cls(**arguments)
+    needed = sum(tensor.numel() for tensor in net.state_dict().values())
+    if needed != stored:
+        raise refuse(f"its weights do not fit a {name}({arguments}): the card's arguments need {needed} numbers, "
+                     f"the file holds {stored}")
+    for key, expected in (("output_kind", net.output_kind), ("size_multiple", net.size_multiple),
+                          ("receptive_field_px", net.receptive_field_px)):
+        if card.get(key) != expected or isinstance(card.get(key), bool):
+            raise refuse(f"its card's {key} is {card.get(key)!r}, but a {name}({arguments}) has {expected!r}; "
+                         "the card was edited")
+    tile = card.get("tile_size")
+    if isinstance(tile, bool) or not isinstance(tile, int) or not 1 <= tile <= _MAX_TILE or tile % net.size_multiple:
+        raise refuse(f"its card's tile_size must be a multiple of {net.size_multiple} from 1 to {_MAX_TILE} px; "
+                     f"got {tile!r}")
+    try:
+        _parse_normalisation(card.get("normalisation"))
+    except (TypeError, ValueError) as exc:
+        raise refuse(f"its card's normalisation is invalid ({exc})") from None
+    digest = card.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+        raise refuse(f"its card has no valid weights_sha256 (64 hex digits); got {digest!r}; "
+                     "the file was not written by save_model or was edited")
+    if card.get("training") is not None and not isinstance(card.get("training"), dict):
+        raise refuse(f"its card's training must be a table or null; got {type(card.get('training')).__name__}")
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:

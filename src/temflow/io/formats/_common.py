@@ -26,6 +26,20 @@ from temflow.errors import MovieFileError
 #: Default size of one time chunk, whole frames (bytes); the store uses the same order.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
+# Bounds on what a header may claim, checked before anything is allocated. They sit far
+# above any camera (16k x 16k sensors, 10^6-frame In-Situ recordings: 7 h at 400 fps) but
+# keep a lying header from asking for a time coordinate of 8 GB or a frame of 10^12 px;
+# formats whose bytes are stored raw are also held to the file's size (check_extent).
+#: Largest frame side (px) a header may declare.
+MAX_FRAME_SIDE = 2**18
+#: Largest frame (px) a header may declare.
+MAX_FRAME_PIXELS = 2**32
+#: Most frames a header may declare (the time coordinate then takes 80 MB).
+MAX_FRAMES = 10**7
+#: Largest ratio of decoded to stored bytes believed for compressed data (zlib's bound is
+#: about 10^3; zstd on dark frames reaches 10^4).
+MAX_COMPRESSION = 10**5
+
 
 @dataclass
 class RawMovie:
@@ -170,6 +184,65 @@ def check_file(path: Path, fmt: str) -> int:
     if size == 0:
         raise fail(path, fmt, "the file is empty (0 bytes)", "copy the file again from the acquisition computer")
     return size
+
+
+def check_shape(path: Path | str, fmt: str, n_frames: Any, frame_shape: Sequence[Any], itemsize: int) -> int:
+    """Refuse a header's shape that is empty, negative or absurd; return its size in bytes.
+
+    Sizes are computed with Python ints (``np.prod`` wraps around silently in int64:
+    dimensions of 2^32 - 1 multiply to a small or negative number), so the result can
+    be compared with the file's size by :func:`check_extent` before anything is allocated.
+
+    Parameters
+    ----------
+    path : path or str
+        The file (for the message).
+    fmt : str
+        Format name (for the message).
+    n_frames : int
+        Frames the header declares.
+    frame_shape : (int, int)
+        ``(y, x)`` the header declares, px.
+    itemsize : int
+        Bytes per pixel.
+
+    Returns
+    -------
+    int
+        ``n_frames * y * x * itemsize``, bytes.
+
+    Raises
+    ------
+    MovieFileError
+        For a zero or negative size, a frame side above :data:`MAX_FRAME_SIDE`, a frame above
+        :data:`MAX_FRAME_PIXELS` or more than :data:`MAX_FRAMES` frames.
+
+    Examples
+    --------
+    >>> check_shape("a.npy", "npy", 4, (8, 8), 2)
+    512
+    >>> check_shape("a.dm4", "dm4", 2**32 - 1, (2**32 - 1, 2**32 - 1), 2)
+    Traceback (most recent call last):
+    ...
+    temflow.errors.MovieFileError: cannot read 'a.dm4' as dm4: the header declares frames of (4294967295, 4294967295) px, larger than any detector (at most 262144 px a side, 4294967296 px in all); the header is damaged; copy the file again, or re-export it from the acquisition software
+    """
+    fix = "copy the file again, or re-export it from the acquisition software"
+    try:
+        frames = int(n_frames)
+        ny, nx = (int(v) for v in frame_shape)
+    except (TypeError, ValueError, OverflowError):
+        raise fail(path, fmt, f"the header declares a shape that is not whole numbers ({n_frames!r}, "
+                   f"{tuple(frame_shape)!r}); the header is damaged", fix) from None
+    if frames <= 0 or ny <= 0 or nx <= 0:
+        raise fail(path, fmt, f"the header declares an empty shape (frames, y, x) = ({frames}, {ny}, {nx}); "
+                   "the header is damaged", fix)
+    if max(ny, nx) > MAX_FRAME_SIDE or ny * nx > MAX_FRAME_PIXELS:
+        raise fail(path, fmt, f"the header declares frames of ({ny}, {nx}) px, larger than any detector (at most "
+                   f"{MAX_FRAME_SIDE} px a side, {MAX_FRAME_PIXELS} px in all); the header is damaged", fix)
+    if frames > MAX_FRAMES:
+        raise fail(path, fmt, f"the header declares {frames} frames, more than temflow accepts ({MAX_FRAMES}); "
+                   "the header is damaged", fix + " (or split the recording)")
+    return frames * ny * nx * int(itemsize)
 
 
 def check_extent(path: Path, fmt: str, needed: int, size: int, what: str = "the frames") -> None:

@@ -26,6 +26,7 @@ ever captured in the graph.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ from temflow.movie import time_to_s
 from temflow.errors import MovieFileError
 from temflow.io.formats._common import (
     RawMovie,
+    MAX_COMPRESSION,
+    check_extent,
     check_file,
+    check_shape,
     fail,
     first_number,
     frame_times,
@@ -63,6 +67,46 @@ def _unit(value: Any) -> str:
     return _text(value).strip().strip("[]").replace("_", "").replace("^", "")
 
 
+_MAX_METADATA_BYTES = 2**24  # a Velox metadata column is a few kB of JSON
+
+
+def _check_dataset(path: Path, data: Any, n_frames: int, frame_shape: tuple[int, int]) -> None:
+    """Refuse a dataset whose declared shape is absurd or larger than the bytes stored for it.
+
+    HDF5 lets a file declare any shape and allocate storage lazily: a dataset of
+    (10^9, 64, 64) can sit in a 2 kB file and reads back as fill values. Every
+    chunk of a real acquisition was written, so the stored chunks (or the
+    contiguous block) must cover the declared shape.
+    """
+    import h5py
+
+    needed = check_shape(path, _FMT, n_frames, frame_shape, data.dtype.itemsize)
+    fix = "the file is damaged or its writer stopped early; copy the file again"
+    dsid = data.id
+    plist = dsid.get_create_plist()
+    layout = plist.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = dsid.get_offset()
+        if offset is None or dsid.get_storage_size() < needed:
+            raise fail(path, _FMT, f"{data.name} declares {n_frames} frames of {frame_shape} px ({needed} bytes) but "
+                       f"only {dsid.get_storage_size()} bytes were written", fix)
+        check_extent(path, _FMT, int(offset) + needed, path.stat().st_size, f"{data.name}")
+    elif layout == h5py.h5d.CHUNKED:
+        grid = math.prod(-(-int(n) // int(c)) for n, c in zip(data.shape, data.chunks))
+        written = dsid.get_num_chunks()
+        if written < grid:
+            raise fail(path, _FMT, f"{data.name} declares {n_frames} frames of {frame_shape} px in {grid} chunks but "
+                       f"only {written} chunks were written", fix)
+        if plist.get_nfilters() == 0 and dsid.get_storage_size() < needed:
+            raise fail(path, _FMT, f"{data.name} declares {needed} bytes but stores {dsid.get_storage_size()}", fix)
+        if needed > MAX_COMPRESSION * max(1, dsid.get_storage_size()):
+            raise fail(path, _FMT, f"{data.name} declares {needed} bytes but stores only {dsid.get_storage_size()}; "
+                       "no compression packs that tightly", fix)
+    elif layout == h5py.h5d.VIRTUAL:
+        raise fail(path, _FMT, f"{data.name} is a virtual dataset (it points into other files)",
+                   "open the source files, or save the data into the EMD file itself")
+
+
 def _read_emd_block(path: str, dataset: str, frame_axis_last: bool, start: int, stop: int) -> np.ndarray:
     import h5py
 
@@ -84,7 +128,9 @@ def _read_emd_block(path: str, dataset: str, frame_axis_last: bool, start: int, 
 
 def _velox_meta(group: Any, column: int = 0) -> dict[str, Any] | None:
     """The JSON metadata of one frame (one column of ``Metadata``), or ``None`` if absent or unreadable."""
-    if "Metadata" not in group or column >= group["Metadata"].shape[1]:
+    if "Metadata" not in group or group["Metadata"].ndim != 2 or column >= group["Metadata"].shape[1]:
+        return None
+    if group["Metadata"].shape[0] > _MAX_METADATA_BYTES:  # a few kB of JSON; more is a damaged header
         return None
     raw = np.asarray(group["Metadata"][:, column], dtype=np.uint8)
     try:
@@ -163,9 +209,15 @@ def _velox(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     group = images[name]
     data = group["Data"]
     shape = data.shape
-    frame_shape, n_frames = (shape[0], shape[1]), (shape[2] if len(shape) == 3 else 1)
+    if len(shape) == 3:
+        frame_shape, n_frames = (shape[0], shape[1]), shape[2]
+    elif len(shape) == 2:
+        frame_shape, n_frames = (shape[0], shape[1]), 1
+    else:
+        raise fail(path, _FMT, f"the Velox image has shape {shape}; expected (y, x, frame)")
+    _check_dataset(path, data, n_frames, frame_shape)
     if not meta:
-        notes.append(f"{path}: the Velox metadata JSON is missing or could not be parsed")
+        notes.append(f"{path}: the Velox metadata JSON is missing, too large or could not be parsed")
     binary = meta.get("BinaryResult", {})
     size = binary.get("PixelSize", {})
     pixel: tuple[float, float] | None = None
@@ -225,13 +277,18 @@ def _berkeley(path: Path, f: Any, notes: list[str]) -> dict[str, Any]:
     group = max(candidates, key=lambda g: g["data"].ndim)
     data = group["data"]
     ndim = data.ndim
+    _check_dataset(path, data, data.shape[0] if ndim == 3 else 1, tuple(data.shape[-2:]))
     dims: list[tuple[np.ndarray | None, str, str]] = []
     for i in range(1, ndim + 1):
         dim = group.get(f"dim{i}")
-        if dim is None:
+        if dim is None or not isinstance(dim, h5py.Dataset):
             dims.append((None, "", ""))
         else:
-            dims.append((np.asarray(dim[...], dtype=float), _text(dim.attrs.get("name", "")),
+            # read whole only when it has one value per pixel or frame of the (checked) data: a
+            # lying vector of 10^9 values would otherwise be read; its first two give the step
+            whole = dim.ndim == 1 and dim.shape[0] == data.shape[i - 1]
+            values = dim[...] if whole else dim[:2] if dim.ndim == 1 else np.zeros(0)
+            dims.append((np.asarray(values, dtype=float), _text(dim.attrs.get("name", "")),
                          _unit(dim.attrs.get("units", ""))))
 
     def step(vector: np.ndarray | None) -> float | None:

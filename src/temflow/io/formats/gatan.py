@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import re
 import struct
 from pathlib import Path
@@ -51,6 +52,7 @@ from temflow.io.formats._common import (
     RawMovie,
     check_extent,
     check_file,
+    check_shape,
     fail,
     first_number,
     frames_per_chunk,
@@ -176,12 +178,13 @@ def _parse(path: Path, fmt: str) -> dict[str, Any]:
         raise fail(path, fmt, f"the dataset has dimensions {dims}; temflow reads 2-D images and 3-D stacks",
                    "spectra and 4D-STEM data are not movies")
     dtype = np.dtype(_DM_DTYPES[dm_type])
-    n_frames = int(np.prod(dims[2:])) if len(dims) > 2 else 1
+    n_frames = math.prod(dims[2:])  # Python ints: np.prod wraps around for dimensions near 2^32
     frame_shape = (dims[1], dims[0])  # DM lists the fastest dimension (x) first
     offset = int(tags[base + "Data.arrayOffset"])
-    check_extent(path, fmt, offset + n_frames * int(np.prod(frame_shape)) * dtype.itemsize, size)
+    needed = check_shape(path, fmt, n_frames, frame_shape, dtype.itemsize)
+    check_extent(path, fmt, offset + needed, size)
     declared = first_number(tags.get(base + "Data.arraySize"))
-    if declared is not None and int(declared) < n_frames * int(np.prod(frame_shape)) * dtype.itemsize:
+    if declared is not None and int(declared) < needed:
         raise fail(path, fmt, f"the data array holds {int(declared)} bytes, less than its dimensions {dims} need",
                    "the file is damaged")
     prefix = f".ImageList.{entry}.ImageTags."

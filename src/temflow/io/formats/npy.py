@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npformat
 
-from temflow.io.formats._common import RawMovie, check_extent, check_file, fail, frames_per_chunk, lazy_frames
+from temflow.io.formats._common import RawMovie, check_extent, check_file, check_shape, fail, frames_per_chunk, lazy_frames
 
 __all__ = ["read_npy"]
 
@@ -68,9 +68,10 @@ def read_npy(path: Path, *, chunks: Any = None) -> RawMovie:
     if fortran and len(shape) == 3:
         raise fail(path, _FMT, "the array is stored in Fortran order, so frames are not contiguous",
                    "save it with numpy.save(path, numpy.ascontiguousarray(array))")
-    check_extent(path, _FMT, header_end + int(np.prod(shape)) * dtype.itemsize, size)
     frames = shape[0] if len(shape) == 3 else 1
     frame_shape = (int(shape[-2]), int(shape[-1]))
+    # Python ints: np.prod of a hostile shape wraps around int64 and passes the size check
+    check_extent(path, _FMT, header_end + check_shape(path, _FMT, frames, frame_shape, dtype.itemsize), size)
     per = frames_per_chunk(chunks, frames, frame_shape, dtype)
     data = lazy_frames(_read_npy_block, (str(path),), frames, frame_shape, dtype, per, _FMT)
     return RawMovie(data=data, format=_FMT, sources=[str(path)])

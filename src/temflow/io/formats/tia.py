@@ -37,6 +37,7 @@ from temflow.errors import MovieFileError
 from temflow.io.formats._common import (
     RawMovie,
     check_extent,
+    check_shape,
     check_file,
     fail,
     first_number,
@@ -288,7 +289,7 @@ def read_ser(path: Path, *, chunks: Any = None) -> RawMovie:
         raise fail(path, _FMT, "the series holds no valid frames (ValidNumberElements = 0)",
                    "the acquisition recorded nothing")
     frame_shape, dtype, step_x, step_y = _element_header(path, data_offsets[0])
-    element = 50 + int(np.prod(frame_shape)) * dtype.itemsize
+    element = 50 + check_shape(path, _FMT, len(data_offsets), frame_shape, dtype.itemsize) // len(data_offsets)
     check_extent(path, _FMT, max(data_offsets) + element, size, f"{len(data_offsets)} frames")
     notes: list[str] = []
     if emi_error:

@@ -26,6 +26,7 @@ a colour image and is refused (the first frame when opening, others when read).
 from __future__ import annotations
 
 import glob
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,12 @@ import numpy as np
 
 from temflow.errors import MovieFileError
 from temflow.io.formats._common import (
+    MAX_FRAMES,
+    MAX_COMPRESSION,
     RawMovie,
     check_extent,
     check_file,
+    check_shape,
     fail,
     frames_per_chunk,
     lazy_frames,
@@ -126,15 +130,89 @@ def _samples_axis(axes: str, shape: tuple[int, ...]) -> int | None:
     if "S" not in frame_axes:
         return None
     return frame_axes.index("S")
+def _count_ifds(path: Path, fmt: str, size: int) -> int:
+    """Walk the chain of image directories (IFDs); refuse one that leaves the file or loops.
+
+    tifffile stops at a directory offset past the end of the file with only a log
+    message, so a stack truncated mid-page would open with its last frames silently
+    missing. Returns the number of directories (pages) in the main chain.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(head[:2])
+        if order is None or len(head) < 8:
+            raise fail(path, fmt, "the TIFF header is damaged (no byte-order mark)", "copy the file again")
+        version = struct.unpack(order + "H", head[2:4])[0]
+        if version == 43:  # BigTIFF: 8-byte offsets and counts
+            count_fmt, entry_size, next_fmt, first = "Q", 20, "Q", struct.unpack(order + "Q", head[8:16])[0]
+        else:
+            count_fmt, entry_size, next_fmt, first = "H", 12, "I", struct.unpack(order + "I", head[4:8])[0]
+        count_size, next_size = struct.calcsize(count_fmt), struct.calcsize(next_fmt)
+        offset, seen = first, set[int]()
+        while offset:
+            if offset in seen or len(seen) > MAX_FRAMES:
+                raise fail(path, fmt, f"the image directories form a loop (page {len(seen)} points back at byte "
+                           f"{offset})", "the file is damaged; copy it again")
+            if offset < 8 or offset + count_size > size:
+                raise fail(path, fmt, f"the file is truncated: page {len(seen) + 1}'s directory would start at byte "
+                           f"{offset} but the file has {size} bytes", "copy the file again; an interrupted transfer "
+                           "or acquisition leaves files like this")
+            seen.add(offset)
+            f.seek(offset)
+            entries = struct.unpack(order + count_fmt, f.read(count_size))[0]
+            end = offset + count_size + entries * entry_size + next_size
+            if end > size:
+                raise fail(path, fmt, f"the file is truncated inside page {len(seen)}'s directory (it needs bytes up "
+                           f"to {end}; the file has {size})", "copy the file again")
+            f.seek(offset + count_size + entries * entry_size)
+            offset = struct.unpack(order + next_fmt, f.read(next_size))[0]
+    return len(seen)
+
+
+def _check_all_pages_read(path: Path, tif: Any, n_frames: int, n_directories: int) -> None:
+    """Refuse a stack whose first series holds fewer frames than the file has full-size pages.
+
+    tifffile starts a new series at a page of another shape or dtype (a damaged
+    header in the middle of a stack): the movie would then silently end there.
+    Reduced-resolution pages (previews, pyramids) are not frames.
+    """
+    imagej = tif.imagej_metadata or {}
+    declared = imagej.get("images")
+    if isinstance(declared, int) and declared > n_frames:
+        raise fail(path, _TIFF, f"the ImageJ header declares {declared} images but only {n_frames} can be read; "
+                   "the file is truncated or damaged", "copy the file again")
+    if n_directories <= n_frames or tif.is_ome or (
+            len(tif.series) > 1 and all(getattr(s, "kind", "") == "shaped" for s in tif.series)):
+        return  # OME and tifffile's own files declare several series on purpose
+    extra = [tif.pages[i] for i in range(n_frames, min(n_directories, n_frames + 64))]
+    frames_left = [p for p in extra if p is not None and not getattr(p, "is_reduced", False)]
+    if frames_left:
+        raise fail(path, _TIFF, f"the file has {n_directories} full-size pages but its stack holds only {n_frames} "
+                   f"frames of {tuple(tif.series[0].shape[-2:])} {tif.series[0].dtype}: a page header in the "
+                   "middle disagrees with the others (damaged)", "copy the file again, or re-export the stack")
 
 
 def _check_pages(path: Path, fmt: str, pages: Any, size: int) -> None:
+    """Each page's declared shape against its strip/tile byte counts and the file's size."""
     end = 0
     for page in (pages[0], pages[-1]) if len(pages) > 1 else (pages[0],):
+        key = getattr(page, "keyframe", None) or page  # a TiffFrame shares its keyframe's tags
+        shape = (int(key.imagelength), int(key.imagewidth))
+        planes = int(key.imagedepth) * int(key.samplesperpixel)
+        itemsize = np.dtype(key.dtype).itemsize if key.dtype is not None else 1
+        decoded = check_shape(path, fmt, planes, shape, itemsize)
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
+        stored = sum(int(c) for c in counts)
         if offsets and counts:
             end = max(end, max(int(o) + int(c) for o, c in zip(offsets, counts)))
+        raw = int(getattr(key, "compression", 1) or 1) == 1
+        if raw and int(key.bitspersample) >= 8 and stored < decoded:
+            raise fail(path, fmt, f"a page declares {shape} px ({decoded} bytes) but its strips or tiles hold only "
+                       f"{stored} bytes; the header is damaged or the file truncated", "copy the file again")
+        if not raw and decoded > MAX_COMPRESSION * max(stored, 1):
+            raise fail(path, fmt, f"a page declares {shape} px ({decoded} bytes) from {stored} compressed bytes, more "
+                       "than any compression gives; the header is damaged", "copy the file again")
     check_extent(path, fmt, end, size, "the pages")
 
 
@@ -168,6 +246,7 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
 
     size = check_file(path, _TIFF)
     try:
+        n_directories = _count_ifds(path, _TIFF, size)
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise fail(path, _TIFF, "the file holds no image series")
@@ -182,11 +261,13 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
             frame_ndim = 2 if samples is None else 3
             if len(shape) < frame_ndim:
                 raise fail(path, _TIFF, f"the image has shape {shape} (axes {axes!r})")
-            n_frames = int(np.prod(shape[:-frame_ndim])) if len(shape) > frame_ndim else 1
+            n_frames = math.prod(shape[:-frame_ndim]) if len(shape) > frame_ndim else 1
             contiguous = getattr(series, "dataoffset", None) if samples is None else None
             if contiguous is not None:
-                check_extent(path, _TIFF, int(contiguous) + int(series.nbytes), size)
+                check_extent(path, _TIFF, int(contiguous) + check_shape(
+                    path, _TIFF, n_frames, shape[-2:], dtype.itemsize), size)
                 file_dtype = dtype.newbyteorder(tif.byteorder)
+            _check_all_pages_read(path, tif, n_frames, n_directories)
             calibration = tiff_calibration(tif, first_page, n_frames)
             if samples is not None:  # refuse real colour now, not at the first compute
                 _grey(np.asarray(first_page.asarray())[None], samples + 1, str(path), _TIFF, 0)
@@ -198,6 +279,7 @@ def read_tiff(path: Path, *, chunks: Any = None) -> RawMovie:
     frame_axes = [i for i, axis in enumerate(axes[-frame_ndim:]) if axis != "S"]
     frame_shape = tuple(int(shape[len(shape) - frame_ndim + i]) for i in frame_axes)
     frame_shape = (frame_shape[0], frame_shape[1])
+    check_shape(path, _TIFF, n_frames, frame_shape, dtype.itemsize * (1 if samples is None else int(shape[len(shape) - frame_ndim + samples])))
     per = frames_per_chunk(chunks, n_frames, frame_shape, dtype)
     if contiguous is not None:
         # uncompressed and contiguous (tifffile's own test): read the bytes directly, no IFD walk per task
@@ -266,7 +348,9 @@ def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype, int | None]:
 
     size = check_file(path, _FRAMES)
     if path.suffix.lower() == ".png":
-        return _png_header(path, size)
+        png_shape, png_dtype = _png_header(path, size)
+        check_shape(path, _FRAMES, 1, png_shape, png_dtype.itemsize)  # IHDR sizes are 32-bit: 4 x 10^9 px a side
+        return png_shape, png_dtype
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
