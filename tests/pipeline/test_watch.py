@@ -15,7 +15,7 @@ from formats_writers import write_dm
 
 from temflow.pipeline.config import Config
 from temflow.pipeline.runner import run
-from temflow.pipeline.watch import list_frame_files, watch
+from temflow.pipeline.live import list_frame_files, watch
 from temflow.synthetic.generator import make_movie
 
 FRAMES, PER_SECOND, PIXEL_NM = 16, 4, 0.5
@@ -69,7 +69,7 @@ def test_follow_stop_resume_and_finish_as_the_batch_run(tmp_path, movie):
     writer.start()
     lines: list[str] = []
     second = watch(folder, out, config=_config(folder, out), refresh_s=0.1, poll_s=0.02, idle_timeout_s=1.0,
-                   echo=lines.append)
+                   echo=lines.append, workers=2)  # frames segmented side by side in two processes
     writer.join()
     assert any("continuing after 7 frames" in line for line in lines)
     assert second["frames"] == FRAMES and second["stopped_by"] == "idle"

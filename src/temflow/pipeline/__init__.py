@@ -3,7 +3,7 @@
 ``config`` reads and checks the TOML run file; ``stages`` holds one function per stage, each
 reading the previous stage's output folder and writing its own; ``runner`` runs them
 (``run``, ``demo``) on a Dask client from :mod:`temflow.cluster`; ``report`` writes the HTML
-report; ``watch`` follows a folder while the microscope writes it and finishes with ``run``;
+report; ``live`` (``watch``) follows a folder while the microscope writes it and finishes with ``run``;
 ``_insitu`` adds the holder log and the electron dose to a run.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from temflow.pipeline.config import Config, load_config
 from temflow.pipeline.runner import STAGES, demo, demo_config, run
-from temflow.pipeline.watch import watch
+from temflow.pipeline.live import watch
 
 __all__ = [
     "Config",

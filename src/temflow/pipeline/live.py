@@ -83,6 +83,7 @@ def watch(
     idle_timeout_s: float | None = None,
     max_frames: int | None = None,
     finish: bool = True,
+    workers: int = 1,
     echo: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
@@ -111,6 +112,9 @@ def watch(
         Stop after this many frames in total.
     finish : bool
         When stopping, run the batch pipeline on the folder (the final results).
+    workers : int
+        Processes that segment and measure frames side by side (registration stays in order
+        in this process); 1: everything here.
     echo : callable, optional
         Receives progress lines.
     should_stop : callable, optional
@@ -126,6 +130,8 @@ def watch(
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer; got {workers!r}")
     if not Path(folder).is_dir() and not Path(folder).parent.is_dir():
         raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
                          "folder that does not exist yet only inside an existing one)")
@@ -141,8 +147,11 @@ def watch(
     pending: dict[Path, tuple[int, float]] = {}
     failures: dict[Path, int] = {}
     stopped_by = "stop"
+    executor = _executor(workers)
     try:
         while True:
+            started = time.monotonic()
+            busy = _collect(state) > 0
             if should_stop is not None and should_stop():
                 break
             if max_frames is not None and len(state["files"]) >= max_frames:
@@ -151,9 +160,10 @@ def watch(
             ready = _ready_frames(Path(folder), state, pending)
             if max_frames is not None:
                 ready = ready[: max(0, max_frames - len(state["files"]))]
+            busy |= bool(ready)
             for file in ready:
                 try:
-                    _process(state, file, config)
+                    _process(state, file, config, executor)
                 except MovieFileError:
                     # a file that looked complete but does not read yet (written in several goes):
                     # try again at the next look, give up after a few
@@ -166,16 +176,25 @@ def watch(
                 last_new = time.monotonic()
             now = time.monotonic()
             if now - last_refresh >= refresh_s and state["frames"] > 0:
+                _collect(state, wait=True)
+                state["seconds_now"] += time.monotonic() - started if busy else 0.0
+                started, busy = time.monotonic(), False
                 summary = _refresh(state, live, config)
                 say(_line(summary))
-                last_refresh = now
+                last_refresh = now = time.monotonic()
             if not ready:
-                if idle_timeout_s is not None and now - last_new >= idle_timeout_s:
+                if idle_timeout_s is not None and now - last_new >= idle_timeout_s and _collect(state) == 0:
                     stopped_by = "idle"
                     break
                 time.sleep(poll_s)
+            if busy:  # frames in flight or taken in this look: the time was spent on them
+                state["seconds_now"] += time.monotonic() - started
     except KeyboardInterrupt:
         stopped_by = "interrupt"
+    finally:
+        _collect(state, wait=True)
+        if executor is not None:
+            executor.shutdown()
     summary = _refresh(state, live, config) if state["frames"] else {"frames": 0}
     say(_line(summary) if state["frames"] else "temflow watch: no frame yet")
     summary["stopped_by"] = stopped_by
@@ -207,7 +226,7 @@ def _settings_key(config: Config) -> dict[str, Any]:
 
 
 def _load_state(live: Path, config: Config) -> dict[str, Any]:
-    state: dict[str, Any] = {"files": [], "frames": 0, "tables": [], "drift": None, "shape": None, "dtype": None,
+    state: dict[str, Any] = {"files": [], "frames": 0, "tables": {}, "drift": None, "shape": None, "dtype": None,
                              "pixel_nm": None, "times": [], "started": time.monotonic(), "processed_now": 0,
                              "seconds_now": 0.0}
     saved = live / "state.json"
@@ -230,7 +249,7 @@ def _load_state(live: Path, config: Config) -> dict[str, Any]:
     state["drift"] = resume_drift(record, lambda i: np.asarray(frames[i]), state["shape"], **_drift_options(config))
     if (live / "particles.parquet").is_file():
         table = pd.read_parquet(live / "particles.parquet")
-        state["tables"] = [table[table["frame"] < n]]
+        state["tables"] = {int(k): part for k, part in table[table["frame"] < n].groupby("frame")}
     return state
 
 
@@ -275,12 +294,34 @@ def _read(file: Path, config: Config) -> tuple[np.ndarray, tuple[float, float]]:
     return np.asarray(movie.values[0]), pixel_size_nm(movie)
 
 
-def _process(state: dict[str, Any], file: Path, config: Config) -> None:
+def _executor(workers: int) -> Any:
+    if workers == 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _collect(state: dict[str, Any], *, wait: bool = False) -> int:
+    """Take in the finished per-frame tables; return how many are still being computed."""
+    from concurrent.futures import Future
+
+    running = 0
+    for index, value in list(state["tables"].items()):
+        if isinstance(value, Future):
+            if wait or value.done():
+                state["tables"][index] = value.result()
+            else:
+                running += 1
+    return running
+
+
+def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -> None:
+    """Read, store and register one frame here; segment and measure it here or in a worker."""
     import zarr
 
     from temflow.drift.incremental import add_frame, start_drift
 
-    t0 = time.perf_counter()
     frame, pixel = _read(file, config)
     live = Path(config.output.folder) / "live"
     if state["shape"] is None:
@@ -296,19 +337,20 @@ def _process(state: dict[str, Any], file: Path, config: Config) -> None:
     interval = config.input.frame_interval_s or 1.0
     state["times"].append(index * interval)
     add_frame(state["drift"], frame)
-    table = _measure(frame, state, config, index)
-    state["tables"].append(table)
+    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index)
+    state["tables"][index] = executor.submit(_measure, *args) if executor is not None else _measure(*args)
     state["files"].append(file)
     state["frames"] = index + 1
     state["processed_now"] += 1
-    state["seconds_now"] += time.perf_counter() - t0
 
 
-def _measure(frame: np.ndarray, state: dict[str, Any], config: Config, index: int) -> pd.DataFrame:
+def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
+             index: int) -> pd.DataFrame:
+    """Masks and particle table of one frame, in its raw coordinates (nm)."""
     from temflow.analysis.measure import label_particles, measure_particles
     from temflow.movie import as_movie
 
-    movie = as_movie(frame[None], pixel_size_nm=state["pixel_nm"], frame_interval_s=1.0)
+    movie = as_movie(frame[None], pixel_size_nm=pixel_nm, frame_interval_s=1.0)
     seg = config.segmentation
     if seg.method == "threshold":
         from temflow.analysis.threshold import threshold_particles
@@ -326,7 +368,7 @@ def _measure(frame: np.ndarray, state: dict[str, Any], config: Config, index: in
     labels = label_particles(masks, split_touching=config.analysis.split_touching)
     table = measure_particles(labels, movie, min_area_nm2=config.analysis.min_area_nm2)
     table["frame"] = index
-    table["time"] = state["times"][index]
+    table["time"] = time_s
     return table
 
 
@@ -338,7 +380,9 @@ def _refresh(state: dict[str, Any], live: Path, config: Config) -> dict[str, Any
 
     drift = solve_drift(state["drift"])
     shift_nm = drift["shift"] * np.asarray(state["pixel_nm"])[None, :]
-    raw = pd.concat(state["tables"], ignore_index=True) if state["tables"] else pd.DataFrame()
+    _collect(state, wait=True)
+    parts = [state["tables"][k] for k in sorted(state["tables"]) if len(state["tables"][k])]
+    raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     table = raw.copy()
     if len(table):
         table["y"] = table["y"] - shift_nm[table["frame"].to_numpy(), 0]
