@@ -40,6 +40,7 @@ def test_toml_examples_are_valid_run_files(page, tmp_path):
         data.setdefault("input", {"synthetic": {}})
         # paths in examples are illustrations: check the keys and types, not the files
         data.get("segmentation", {}).pop("model", None)
+        data.get("insitu", {}).pop("holder_log", None)
         for key in ("tls_ca_file", "tls_cert", "tls_key"):
             data.get("cluster", {}).pop(key, None)
         Config.from_dict(data, source=f"{page.name} example")

@@ -193,6 +193,33 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
         click.echo(line)
 
 
+@main.command(name="watch")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Output folder (live/ and the final run).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="A TOML run file for drift, segmentation and analysis settings (its [input] is replaced).")
+@click.option("--refresh-s", type=float, default=5.0, show_default=True, help="Seconds between live report updates.")
+@click.option("--idle-timeout-s", type=float, default=None,
+              help="Stop (and finish) after this many seconds without a new frame; default: until Ctrl-C.")
+@click.option("--no-finish", is_flag=True, help="Do not run the batch pipeline when stopping.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes that segment and measure frames side by side.")
+def watch_command(folder: Path, output: Path, config_file: Path | None, refresh_s: float,
+                  idle_timeout_s: float | None, no_finish: bool, workers: int) -> None:
+    """Follow a Gatan In-Situ folder (or a folder of frames) while it is written; finish with the batch run."""
+    from temflow.pipeline.config import load_config
+    from temflow.pipeline.runner import format_summary
+    from temflow.pipeline.live import watch
+
+    config = load_config(config_file) if config_file is not None else None
+    click.echo(f"temflow watch: following {folder}; live report in {output / 'live' / 'report.html'} (Ctrl-C stops)")
+    summary = watch(folder, output, config=config, refresh_s=refresh_s, idle_timeout_s=idle_timeout_s,
+                    finish=not no_finish, workers=workers, echo=click.echo)
+    if "batch" in summary:
+        for line in format_summary(summary["batch"]):
+            click.echo(line)
+
+
 @main.command()
 @click.option("--output", type=click.Path(path_type=Path), default=Path("temflow-demo"), show_default=True)
 @click.option("--frames", type=int, default=None, help="Frames of the synthetic movie.")

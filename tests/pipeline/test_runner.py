@@ -76,7 +76,7 @@ def test_a_run_writes_every_stage_and_a_rerun_skips_them(tmp_path):
     changed: list[str] = []
     run(_config(tmp_path / "out", analysis={"max_step_nm": 3.0}), echo=changed.append)
     skipped = {line.split()[0] for line in changed if "skipped" in line}
-    assert skipped == {"load", "drift", "masks", "measure"}
+    assert skipped == {"load", "context", "drift", "masks", "measure"}
 
 
 def _chunk_mtimes(store: Path) -> dict[str, int]:

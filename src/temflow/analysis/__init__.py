@@ -4,7 +4,8 @@
 (cutting touching particles apart, ``_touching``) and measures every particle in nm;
 ``track`` links particles through time and finds merges and vanishings; ``coarsening``
 gives size statistics and distributions, fits growth laws (``_growth_law``) and weighs the
-mechanism (``_mechanism``). No torch.
+mechanism (``_mechanism``); ``arrhenius`` finds temperature steps, fits a rate per step and an
+apparent activation energy. No torch.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 from temflow.analysis.threshold import threshold_particles
 from temflow.analysis.measure import COLUMNS, label_particles, measure_particles, measure_particles_to_parquet, read_particles
 from temflow.analysis.track import EVENT_COLUMNS, find_events, link
+from temflow.analysis.arrhenius import ArrheniusFit, coarsening_rates_per_step, fit_arrhenius, temperature_steps
 from temflow.analysis.coarsening import GrowthFit, Verdict, coarsening_mechanism, fit_growth_law, normalised_size_distribution, size_distribution, size_statistics
 
 __all__ = [
+    "ArrheniusFit",
     "COLUMNS",
     "EVENT_COLUMNS",
     "GrowthFit",
     "Verdict",
     "coarsening_mechanism",
+    "coarsening_rates_per_step",
     "find_events",
+    "fit_arrhenius",
     "fit_growth_law",
     "label_particles",
     "link",
@@ -30,5 +35,6 @@ __all__ = [
     "read_particles",
     "size_distribution",
     "size_statistics",
+    "temperature_steps",
     "threshold_particles",
 ]

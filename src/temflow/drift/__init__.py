@@ -4,6 +4,7 @@
 frames, robust to stage jumps (``_registration`` the per-frame kernels, ``_graph`` the
 dask graph, ``_trajectory`` the least-squares linking); ``apply_drift`` moves the frames
 (``_resample``); ``crop_valid`` keeps the area every frame sees. All lazy, no torch.
+``incremental`` measures the same drift frame by frame while a movie is being recorded.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 ``config`` reads and checks the TOML run file; ``stages`` holds one function per stage, each
 reading the previous stage's output folder and writing its own; ``runner`` runs them
 (``run``, ``demo``) on a Dask client from :mod:`temflow.cluster`; ``report`` writes the HTML
-report.
+report; ``live`` (``watch``) follows a folder while the microscope writes it and finishes with ``run``;
+``_insitu`` adds the holder log and the electron dose to a run.
 """
 
 from __future__ import annotations
 
 from temflow.pipeline.config import Config, load_config
 from temflow.pipeline.runner import STAGES, demo, demo_config, run
+from temflow.pipeline.live import watch
 
 __all__ = [
     "Config",
@@ -18,4 +20,5 @@ __all__ = [
     "demo_config",
     "load_config",
     "run",
+    "watch",
 ]

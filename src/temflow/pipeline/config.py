@@ -42,6 +42,7 @@ __all__ = [
     "DriftConfig",
     "InferenceConfig",
     "InputConfig",
+    "InsituConfig",
     "OutputConfig",
     "SegmentationConfig",
     "SyntheticConfig",
@@ -175,6 +176,33 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class InsituConfig:
+    """In-situ context, both parts optional: the holder's log, and the electron dose per frame.
+
+    ``holder_columns`` entries read ``"file column = quantity"`` (``"Pin Measured = pressure_bar"``,
+    see :func:`temflow.io.holder_logs.read_holder_log`); ``clock_offset_s`` is the log's time at the
+    movie's time zero (unset: found from a temperature step, see
+    :func:`temflow.io.holder_sync.estimate_clock_offset`). The dose needs ``counts_per_electron``
+    (with the file's exposure or ``exposure_s``) or a beam current (``beam_current_A`` or the file's)
+    with ``illuminated_diameter_nm``; without them the report says what is missing.
+    """
+
+    holder_log: str = ""
+    holder_vendor: Literal["auto", "protochips", "impulse", "generic"] = "auto"
+    holder_time_column: str = ""
+    holder_time_unit: Literal["", "s", "ms", "min"] = ""
+    holder_columns: list[str] = field(default_factory=list)
+    clock_offset_s: float | None = None
+    step_tolerance_C: float = 5.0
+    arrhenius_exponent: float = 3.0
+    counts_per_electron: float | None = None
+    exposure_s: float | None = None
+    beam_current_A: float | None = None
+    illuminated_diameter_nm: float | None = None
+    beam_between_frames: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run. Build it with :func:`load_config` or :meth:`Config.from_dict`.
 
@@ -197,6 +225,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    insitu: InsituConfig = field(default_factory=InsituConfig)
     source: str = field(default="<dict>", compare=False)
 
     @classmethod
@@ -431,6 +460,20 @@ def _check(config: Config) -> None:
     _positive(src, "analysis.min_area_nm2", config.analysis.min_area_nm2, allow_zero=True)
     _positive(src, "analysis.max_step_nm", config.analysis.max_step_nm)
     _positive(src, "analysis.memory", config.analysis.memory, allow_zero=True)
+    _check_insitu(config.insitu, src)
+
+
+def _check_insitu(ins: InsituConfig, src: str) -> None:
+    if ins.holder_log and not os.path.isfile(ins.holder_log):
+        raise ValueError(f"{src}: insitu.holder_log {ins.holder_log!r} does not exist")
+    for entry in ins.holder_columns:
+        if entry.count("=") != 1 or not all(part.strip() for part in entry.split("=")):
+            raise ValueError(f"{src}: insitu.holder_columns entries read 'file column = quantity'; got {entry!r}")
+    if ins.holder_vendor == "generic" and not (ins.holder_time_column and ins.holder_columns):
+        raise ValueError(f"{src}: insitu.holder_vendor = 'generic' needs holder_time_column and holder_columns")
+    for name in ("step_tolerance_C", "arrhenius_exponent", "counts_per_electron", "exposure_s", "beam_current_A",
+                 "illuminated_diameter_nm"):
+        _positive(src, f"insitu.{name}", getattr(ins, name))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -461,6 +504,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     rebase("input", "path")
     rebase("output", "folder")
     rebase("segmentation", "model")
+    rebase("insitu", "holder_log")
     labels = data.get("training", {}).get("labels")
     if isinstance(labels, str) and labels not in ("auto", "truth"):
         rebase("training", "labels")

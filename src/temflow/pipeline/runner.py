@@ -1,7 +1,7 @@
 """The whole pipeline: one call (``temflow.run(config)``) or one command (``temflow run``).
 
-Stages: load → drift correction and crop → (training set → training, when no
-model is given) → inference → masks → measurement → tracking → coarsening →
+Stages: load → in-situ context (holder log, electron dose) → drift correction
+and crop → (training set → training, when no model is given) → inference → masks → measurement → tracking → coarsening →
 report. Every stage writes under one output folder: zarr stores for arrays,
 parquet for tables, figures, ``summary.json`` and ``provenance.json``.
 
@@ -34,7 +34,7 @@ from temflow.pipeline.stages import STAGE_FUNCTIONS, Run, write_json, model_path
 
 __all__ = ["run", "demo", "demo_config", "STAGES"]
 
-STAGES = ("load", "drift", "train", "infer", "masks", "measure", "track", "coarsening", "report")
+STAGES = ("load", "context", "drift", "train", "infer", "masks", "measure", "track", "coarsening", "report")
 _DEPENDENCIES = (
     "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image", "dask-image",
     "ncempy", "tifffile", "imagecodecs", "mrcfile", "h5py", "pandas", "pyarrow", "matplotlib", "torch",
@@ -198,6 +198,7 @@ def _run_stages(state: Run) -> dict[str, Any]:
     settings = config.to_dict()
     seg = settings["segmentation"]
     _stage(state, "load", settings["input"], [], STAGE_FUNCTIONS["load"])
+    _stage(state, "context", settings["insitu"], ["load"], STAGE_FUNCTIONS["context"])
     _stage(state, "drift", settings["drift"], ["load"], STAGE_FUNCTIONS["drift"])
     upstream_masks = ["drift"]
     if config.segmentation.method != "threshold":
@@ -213,7 +214,9 @@ def _run_stages(state: Run) -> dict[str, Any]:
     _stage(state, "measure", settings["analysis"]["min_area_nm2"], ["masks", "drift"], STAGE_FUNCTIONS["measure"])
     track_settings = [settings["analysis"][k] for k in ("max_step_nm", "memory", "linker")]
     _stage(state, "track", track_settings, ["measure"], STAGE_FUNCTIONS["track"])
-    _stage(state, "coarsening", settings["analysis"]["exclude_border"], ["track"], STAGE_FUNCTIONS["coarsening"])
+    coarsening_settings = [settings["analysis"]["exclude_border"], settings["insitu"]["step_tolerance_C"],
+                           settings["insitu"]["arrhenius_exponent"]]
+    _stage(state, "coarsening", coarsening_settings, ["track", "context"], STAGE_FUNCTIONS["coarsening"])
     _stage(state, "report", settings["output"], ["coarsening"], STAGE_FUNCTIONS["report"])
     summary = _summary(state)
     write_json(state.folder / "summary.json", summary)

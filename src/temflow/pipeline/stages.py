@@ -354,11 +354,15 @@ def _coarsening(state: Run, resume: bool) -> dict[str, Any]:
         times_s=movie["time"].values,
         field_area_nm2=movie.sizes["y"] * dy * movie.sizes["x"] * dx,
     )
+    from temflow.pipeline._insitu import arrhenius_result, merge_context
+
+    stats = merge_context(stats, state.results.get("context"))
     _write_table(stats, state.folder / "statistics.parquet")
     free = fit_growth_law(stats)
     lsw = fit_growth_law(stats, exponent=3.0)
     verdict = coarsening_mechanism(tracks, events)
-    result = {"fit": free.to_dict(), "fit_lsw": lsw.to_dict(), "verdict": verdict.to_dict()}
+    result = {"fit": free.to_dict(), "fit_lsw": lsw.to_dict(), "verdict": verdict.to_dict(),
+              "arrhenius": arrhenius_result(state, stats)}
     write_json(state.folder / "coarsening.json", result)
     return {"statistics": str(state.folder / "statistics.parquet"), **result}
 
@@ -383,6 +387,10 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
         "merges": int(verdict["merges"]),
         "vanished": int(verdict["vanishes"]),
     }
+    from temflow.pipeline._insitu import insitu_cards, insitu_figures, insitu_notes
+
+    cards.update(insitu_cards(stats, r["coarsening"], r.get("context")))
+    figures += insitu_figures(state, stats, figures_dir, _figure_formats(state))
     verdict_text = f"Verdict: {verdict['mechanism']}. {verdict['reason']}"
     if not fit.get("ok"):
         verdict_text += f" Growth law: no fit ({fit.get('reason', '')})."
@@ -393,6 +401,7 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
         *_calibration_lines(r["load"].get("calibration")),
         f"configuration: {config.source}",
         "stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in state.times.items()),
+        *insitu_notes(r.get("context")),
     ]
     events = pd.read_parquet(r["track"]["events"])
     path = write_report(
@@ -473,8 +482,15 @@ def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, st
     return figures
 
 
+def _context(state: Run, resume: bool) -> dict[str, Any]:
+    from temflow.pipeline._insitu import context_stage
+
+    return context_stage(state, resume)
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[Run, bool], dict[str, Any]]] = {
     "load": _load,
+    "context": _context,
     "drift": _drift,
     "train": _train,
     "infer": _infer,

@@ -1,0 +1,469 @@
+"""Live mode: follow a folder while the microscope writes it (``temflow watch FOLDER``).
+
+Each new frame (a Gatan In-Situ ``Hour_HH/Minute_MM/Second_SS/*.dm4`` tree, or a folder of
+frame files, in the order :func:`temflow.open_movie` reads them) is taken once its file has
+stopped growing and reads cleanly, and then:
+
+1. appended to ``live/frames.zarr`` (zarr v3, one frame per chunk);
+2. registered against the key frames already seen (:mod:`temflow.drift.incremental`: the
+   batch algorithm driven frame by frame, so the live drift is the one ``temflow run`` finds);
+3. segmented alone, in its raw frame: the classical recipe with a per-frame Otsu threshold
+   (the batch run uses one threshold for the whole movie, which needs the whole movie), or the
+   trained model of ``[segmentation] model``;
+4. measured (sizes in nm, positions moved into frame 0's coordinates with the latest drift
+   estimate at every refresh), and the particles linked through the frames seen so far.
+
+Every ``refresh_s`` seconds ``live/summary.json`` and ``live/report.html`` are rewritten: frames,
+particles per frame, mean diameter, drift, the frames per second processed. Stopping
+(``Ctrl-C``, or ``idle_timeout_s`` without a new frame) saves the state; running again continues
+with the next unprocessed frame (frames processed but not yet saved are redone).
+
+When the acquisition is over (``finish=True``), the batch pipeline runs on the finished folder
+into the same output folder, so the final results are exactly those of ``temflow run``; the live
+numbers are a preview that the finished run replaces (same drift; per-frame rather than
+movie-wide thresholds; positions corrected by the provisional drift).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from temflow.errors import MovieFileError
+from temflow.pipeline.config import Config, InputConfig
+
+__all__ = ["list_frame_files", "watch"]
+
+_FRAME_SUFFIXES = (".dm4", ".dm3", ".tif", ".tiff", ".png")
+_MAX_READ_FAILURES = 20
+
+
+def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The frame files of a folder in acquisition order (as :func:`temflow.open_movie` reads them).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A Gatan In-Situ tree (the folder holding ``Hour_00``) or a folder of frame files
+        (``.dm4``, ``.dm3``, ``.tif``, ``.png``), sorted by name with numbers in natural order.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    from temflow.io.formats._common import natural_key
+    from temflow.io.formats.gatan import _insitu_files, is_insitu_folder
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; temflow watch follows a folder that the microscope writes into")
+    if is_insitu_folder(root):
+        base = root.parent if root.name.lower().startswith("hour_") else root
+        found = sorted(_insitu_files(base), key=lambda item: (item[0], natural_key(item[1].name)))
+        return [file for _, file in found]
+    return sorted((p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES),
+                  key=lambda p: natural_key(p.name))
+
+
+def watch(
+    folder: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    refresh_s: float = 5.0,
+    poll_s: float = 0.5,
+    idle_timeout_s: float | None = None,
+    max_frames: int | None = None,
+    finish: bool = True,
+    workers: int = 1,
+    echo: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Follow ``folder`` as frames arrive; keep a live report; finish with the batch run.
+
+    Computes and writes under ``output`` (``live/`` for the live state, the batch run's files
+    next to it when finished).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The Gatan In-Situ folder (holding ``Hour_00``) or folder of frames being written.
+    output : str or os.PathLike
+        The output folder (``[output] folder`` of ``config`` is replaced by it).
+    config : Config, optional
+        Drift, segmentation and analysis settings as for ``temflow run`` (its ``[input]`` is
+        replaced by ``folder``); default: the classical segmentation and default settings.
+    refresh_s : float
+        Seconds between rewrites of the live report and saves of the state.
+    poll_s : float
+        Seconds between looks at the folder when nothing new is there.
+    idle_timeout_s : float, optional
+        Stop after this long without a new frame (default: run until ``should_stop`` or
+        ``Ctrl-C``).
+    max_frames : int, optional
+        Stop after this many frames in total.
+    finish : bool
+        When stopping, run the batch pipeline on the folder (the final results).
+    workers : int
+        Processes that segment and measure frames side by side (registration stays in order
+        in this process); 1: everything here.
+    echo : callable, optional
+        Receives progress lines.
+    should_stop : callable, optional
+        Polled between frames; True stops watching.
+
+    Returns
+    -------
+    dict
+        The live summary (``frames``, ``frames_per_s``, ``last`` frame's count and mean diameter,
+        ``drift_nm``...), with ``batch`` (the batch run's summary) when finished.
+    """
+    say = echo or (lambda line: None)
+    for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer; got {workers!r}")
+    if not Path(folder).is_dir() and not Path(folder).parent.is_dir():
+        raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
+                         "folder that does not exist yet only inside an existing one)")
+    out = Path(output)
+    config = _watch_config(folder, out, config)
+    live = out / "live"
+    live.mkdir(parents=True, exist_ok=True)
+    state = _load_state(live, config)
+    files_done = len(state["files"])
+    if files_done:
+        say(f"temflow watch: continuing after {files_done} frames already processed")
+    last_refresh = last_new = time.monotonic()
+    pending: dict[Path, tuple[int, float]] = {}
+    failures: dict[Path, int] = {}
+    stopped_by = "stop"
+    executor = _executor(workers)
+    try:
+        while True:
+            started = time.monotonic()
+            busy = _collect(state) > 0
+            if should_stop is not None and should_stop():
+                break
+            if max_frames is not None and len(state["files"]) >= max_frames:
+                stopped_by = "max_frames"
+                break
+            ready = _ready_frames(Path(folder), state, pending)
+            if max_frames is not None:
+                ready = ready[: max(0, max_frames - len(state["files"]))]
+            busy |= bool(ready)
+            for file in ready:
+                try:
+                    _process(state, file, config, executor)
+                except MovieFileError:
+                    # a file that looked complete but does not read yet (written in several goes):
+                    # try again at the next look, give up after a few
+                    failures[file] = failures.get(file, 0) + 1
+                    if failures[file] >= _MAX_READ_FAILURES:
+                        raise
+                    pending.pop(file, None)
+                    ready = []
+                    break
+                last_new = time.monotonic()
+            now = time.monotonic()
+            if now - last_refresh >= refresh_s and state["frames"] > 0:
+                _collect(state, wait=True)
+                state["seconds_now"] += time.monotonic() - started if busy else 0.0
+                started, busy = time.monotonic(), False
+                summary = _refresh(state, live, config)
+                say(_line(summary))
+                last_refresh = now = time.monotonic()
+            if not ready:
+                if idle_timeout_s is not None and now - last_new >= idle_timeout_s and _collect(state) == 0:
+                    stopped_by = "idle"
+                    break
+                time.sleep(poll_s)
+            if busy:  # frames in flight or taken in this look: the time was spent on them
+                state["seconds_now"] += time.monotonic() - started
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+    finally:
+        _collect(state, wait=True)
+        if executor is not None:
+            executor.shutdown()
+    summary = _refresh(state, live, config) if state["frames"] else {"frames": 0}
+    say(_line(summary) if state["frames"] else "temflow watch: no frame yet")
+    summary["stopped_by"] = stopped_by
+    if finish and state["frames"] and stopped_by != "interrupt":
+        from temflow.pipeline.runner import run
+
+        say("temflow watch: acquisition over; the batch run on the finished folder gives the final results")
+        summary["batch"] = run(config, echo=say)
+    (live / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def _watch_config(folder: str | os.PathLike[str], out: Path, config: Config | None) -> Config:
+    if config is None:
+        config = Config.from_dict({"input": {"path": os.fspath(folder)}, "output": {"folder": str(out)},
+                                   "segmentation": {"method": "threshold"}}, source="temflow watch")
+    elif not isinstance(config, Config):
+        raise TypeError(f"config must be a temflow Config; got {type(config).__name__}")
+    inp = InputConfig(path=os.fspath(folder), frame_interval_s=config.input.frame_interval_s,
+                      frames_per_chunk=config.input.frames_per_chunk)
+    return dataclasses.replace(config, input=inp, output=dataclasses.replace(config.output, folder=str(out)))
+
+
+def _settings_key(config: Config) -> dict[str, Any]:
+    """What the live state depends on: changing it starts the live state afresh."""
+    return {"drift": dataclasses.asdict(config.drift), "segmentation": dataclasses.asdict(config.segmentation),
+            "min_area_nm2": config.analysis.min_area_nm2, "frame_interval_s": config.input.frame_interval_s,
+            "split_touching": config.analysis.split_touching}
+
+
+def _load_state(live: Path, config: Config) -> dict[str, Any]:
+    state: dict[str, Any] = {"files": [], "frames": 0, "tables": {}, "drift": None, "shape": None, "dtype": None,
+                             "pixel_nm": None, "times": [], "started": time.monotonic(), "processed_now": 0,
+                             "seconds_now": 0.0}
+    saved = live / "state.json"
+    if not saved.is_file():
+        return state
+    meta = json.loads(saved.read_text())
+    if meta.get("settings") != json.loads(json.dumps(_settings_key(config))):
+        return state  # other settings: the live state is rebuilt from the first frame
+    import zarr
+
+    from temflow.drift.incremental import resume_drift
+
+    frames = zarr.open_array(str(live / "frames.zarr"), mode="r+")
+    n = int(meta["frames"])
+    if frames.shape[0] > n:  # frames appended after the last save are redone
+        frames.resize((n, *frames.shape[1:]))
+    record = dict(np.load(live / "drift.npz"))
+    state.update(files=[Path(p) for p in meta["files"]], frames=n, shape=tuple(meta["shape"]),
+                 dtype=meta["dtype"], pixel_nm=tuple(meta["pixel_nm"]), times=list(meta["times"]))
+    state["drift"] = resume_drift(record, lambda i: np.asarray(frames[i]), state["shape"], **_drift_options(config))
+    if (live / "particles.parquet").is_file():
+        table = pd.read_parquet(live / "particles.parquet")
+        state["tables"] = {int(k): part for k, part in table[table["frame"] < n].groupby("frame")}
+    return state
+
+
+def _drift_options(config: Config) -> dict[str, Any]:
+    return {"reference": config.drift.reference, "upsample": config.drift.upsample}
+
+
+def _ready_frames(folder: Path, state: dict[str, Any], pending: dict[Path, tuple[int, float]]) -> list[Path]:
+    """New files, in order, whose size and modification time did not change since the last look."""
+    if not folder.is_dir():
+        return []  # the microscope has not created it yet
+    files = list_frame_files(folder)
+    done = len(state["files"])
+    if done and files[:done] != state["files"][:done]:
+        raise ValueError(f"{folder}: the frames already processed are no longer the first files of the folder "
+                         "(files were removed or renamed); start again with a new output folder")
+    ready: list[Path] = []
+    blocked = False
+    for file in files[done:]:
+        stat = file.stat()
+        seen = (stat.st_size, stat.st_mtime)
+        # frames are taken in order: one still being written holds back the ones after it
+        if not blocked and stat.st_size > 0 and pending.get(file) == seen:
+            ready.append(file)
+        else:
+            blocked = True
+        pending[file] = seen
+    for file in ready:
+        pending.pop(file, None)
+    return ready
+
+
+def _read(file: Path, config: Config) -> tuple[np.ndarray, tuple[float, float]]:
+    import warnings
+
+    from temflow.io.reader import open_movie
+    from temflow.movie import pixel_size_nm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a single frame has no time calibration: the folder's is used
+        movie = open_movie(file)
+    return np.asarray(movie.values[0]), pixel_size_nm(movie)
+
+
+def _executor(workers: int) -> Any:
+    if workers == 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _collect(state: dict[str, Any], *, wait: bool = False) -> int:
+    """Take in the finished per-frame tables; return how many are still being computed."""
+    from concurrent.futures import Future
+
+    running = 0
+    for index, value in list(state["tables"].items()):
+        if isinstance(value, Future):
+            if wait or value.done():
+                state["tables"][index] = value.result()
+            else:
+                running += 1
+    return running
+
+
+def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -> None:
+    """Read, store and register one frame here; segment and measure it here or in a worker."""
+    import zarr
+
+    from temflow.drift.incremental import add_frame, start_drift
+
+    frame, pixel = _read(file, config)
+    live = Path(config.output.folder) / "live"
+    if state["shape"] is None:
+        state.update(shape=frame.shape, dtype=str(frame.dtype), pixel_nm=pixel)
+        zarr.open_array(str(live / "frames.zarr"), mode="w", shape=(0, *frame.shape), chunks=(1, *frame.shape),
+                        dtype=frame.dtype)
+        state["drift"] = start_drift(frame.shape, **_drift_options(config))
+    if frame.shape != tuple(state["shape"]):
+        raise ValueError(f"{file}: this frame is {frame.shape} px, the movie's frames are {tuple(state['shape'])} px; "
+                         "frames of another acquisition are in the folder")
+    zarr.open_array(str(live / "frames.zarr"), mode="r+").append(frame[None].astype(state["dtype"], copy=False))
+    index = state["frames"]
+    interval = config.input.frame_interval_s or 1.0
+    state["times"].append(index * interval)
+    add_frame(state["drift"], frame)
+    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index)
+    state["tables"][index] = executor.submit(_measure, *args) if executor is not None else _measure(*args)
+    state["files"].append(file)
+    state["frames"] = index + 1
+    state["processed_now"] += 1
+
+
+def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
+             index: int) -> pd.DataFrame:
+    """Masks and particle table of one frame, in its raw coordinates (nm)."""
+    from temflow.analysis.measure import label_particles, measure_particles
+    from temflow.movie import as_movie
+
+    movie = as_movie(frame[None], pixel_size_nm=pixel_nm, frame_interval_s=1.0)
+    seg = config.segmentation
+    if seg.method == "threshold":
+        from temflow.analysis.threshold import threshold_particles
+
+        masks = threshold_particles(movie, threshold="frame")
+    else:
+        if not seg.model:
+            raise ValueError("temflow watch segments with a trained model only when [segmentation] model names one; "
+                             "train it on an earlier movie, or use method = 'threshold'")
+        from temflow.segmentation.inference import predict, segment
+
+        values = predict(movie, seg.model)
+        masks = segment(values, method="threshold" if seg.threshold is not None else None,
+                        threshold=seg.threshold).compute()
+    labels = label_particles(masks, split_touching=config.analysis.split_touching)
+    table = measure_particles(labels, movie, min_area_nm2=config.analysis.min_area_nm2)
+    table["frame"] = index
+    table["time"] = time_s
+    return table
+
+
+def _refresh(state: dict[str, Any], live: Path, config: Config) -> dict[str, Any]:
+    """Solve the drift, correct and link the particles, write the live report and save the state."""
+    from temflow.analysis.track import link
+    from temflow.drift.incremental import solve_drift
+    from temflow.pipeline.report import write_report
+
+    drift = solve_drift(state["drift"])
+    shift_nm = drift["shift"] * np.asarray(state["pixel_nm"])[None, :]
+    _collect(state, wait=True)
+    parts = [state["tables"][k] for k in sorted(state["tables"]) if len(state["tables"][k])]
+    raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    table = raw.copy()
+    if len(table):
+        table["y"] = table["y"] - shift_nm[table["frame"].to_numpy(), 0]
+        table["x"] = table["x"] - shift_nm[table["frame"].to_numpy(), 1]
+        a = config.analysis
+        tracks = link(table, max_step_nm=a.max_step_nm, memory=a.memory, method=a.linker)
+    else:
+        tracks = table
+    frames = np.arange(state["frames"])
+    inside = tracks[~tracks["touches_border"]] if len(tracks) and "touches_border" in tracks else tracks
+    per_frame = pd.DataFrame({"frame": frames, "time": state["times"][: state["frames"]]})
+    if len(inside):
+        groups = inside.groupby("frame")["equivalent_diameter"]
+        per_frame["count"] = groups.size().reindex(frames, fill_value=0).to_numpy()
+        per_frame["mean_diameter"] = groups.mean().reindex(frames).to_numpy()
+    else:
+        per_frame["count"], per_frame["mean_diameter"] = 0, np.nan
+    per_frame["dy_nm"], per_frame["dx_nm"] = shift_nm[:, 0], shift_nm[:, 1]
+    elapsed = max(state["seconds_now"], 1e-9)
+    summary: dict[str, Any] = {
+        "folder": str(config.input.path),
+        "frames": int(state["frames"]),
+        "frames_per_s": state["processed_now"] / elapsed if state["processed_now"] else None,
+        "particles_tracked": int(tracks["particle"].nunique()) if len(tracks) else 0,
+        "last": {"count": int(per_frame["count"].iloc[-1]),
+                 "mean_diameter_nm": float(per_frame["mean_diameter"].iloc[-1])},
+        "drift_nm": [float(v) for v in shift_nm[-1]],
+        "max_drift_nm": float(np.hypot(shift_nm[:, 0], shift_nm[:, 1]).max()),
+        "jumps": int(np.sum(drift["jump"])),
+        "flagged_frames": int(np.sum(drift["flagged"])),
+    }
+    write_report(
+        live / "report.html",
+        title=f"temflow watch: {Path(config.input.path).name} (live)",
+        cards={"frames": summary["frames"], "particles, last frame": summary["last"]["count"],
+               "mean diameter, last frame (nm)": f"{summary['last']['mean_diameter_nm']:.2f}",
+               "drift now (nm)": f"{summary['drift_nm'][0]:.1f}, {summary['drift_nm'][1]:.1f}",
+               "frames/s processed": f"{summary['frames_per_s']:.1f}" if summary["frames_per_s"] else "-"},
+        verdict="Live preview: per-frame thresholds and provisional drift; the batch run when the acquisition "
+                "ends gives the final results.",
+        tables={"Per frame (latest first)": per_frame.iloc[::-1]},
+        notes=[f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}"],
+    )
+    _save(state, live, config, raw, per_frame)
+    return summary
+
+
+def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, per_frame: pd.DataFrame) -> None:
+    from temflow.drift.incremental import drift_record
+
+    def atomic(path: Path, write: Callable[[Path], None]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        os.replace(tmp, path)
+
+    record = drift_record(state["drift"])
+
+    def write_npz(path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, **record)  # type: ignore[arg-type]
+
+    atomic(live / "drift.npz", write_npz)
+    if len(raw):
+        atomic(live / "particles.parquet", lambda p: raw.to_parquet(p, index=False))
+    atomic(live / "per_frame.parquet", lambda p: per_frame.to_parquet(p, index=False))
+    meta = {"frames": state["frames"], "files": [str(f) for f in state["files"]], "shape": list(state["shape"]),
+            "dtype": state["dtype"], "pixel_nm": list(state["pixel_nm"]), "times": state["times"],
+            "settings": _settings_key(config)}
+    text = json.dumps(meta, default=_json_default)
+    atomic(live / "state.json", lambda p: None if p.write_text(text) else None)
+
+
+def _line(summary: dict[str, Any]) -> str:
+    fps = f"{summary['frames_per_s']:.1f} frames/s" if summary.get("frames_per_s") else "-"
+    return (f"  live: {summary['frames']} frames ({fps}), {summary['last']['count']} particles in the last, "
+            f"mean diameter {summary['last']['mean_diameter_nm']:.2f} nm, drift {summary['max_drift_nm']:.1f} nm max")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
