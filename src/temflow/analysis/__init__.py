@@ -12,7 +12,19 @@ from __future__ import annotations
 from temflow.analysis.threshold import threshold_particles
 from temflow.analysis.measure import COLUMNS, label_particles, measure_particles, measure_particles_to_parquet, read_particles
 from temflow.analysis.track import EVENT_COLUMNS, find_events, link
-from temflow.analysis.coarsening import GrowthFit, Verdict, coarsening_mechanism, fit_growth_law, normalised_size_distribution, size_distribution, size_statistics
+from temflow.analysis.coarsening import (
+    GrowthFit,
+    Verdict,
+    coarsening_mechanism,
+    compare_growth_laws,
+    compare_size_distributions,
+    fit_growth_law,
+    mark_excluded_frames,
+    normalised_size_distribution,
+    size_distribution,
+    size_statistics,
+    sized_particles,
+)
 
 __all__ = [
     "COLUMNS",
@@ -20,15 +32,19 @@ __all__ = [
     "GrowthFit",
     "Verdict",
     "coarsening_mechanism",
+    "compare_growth_laws",
+    "compare_size_distributions",
     "find_events",
     "fit_growth_law",
     "label_particles",
     "link",
+    "mark_excluded_frames",
     "measure_particles",
     "measure_particles_to_parquet",
     "normalised_size_distribution",
     "read_particles",
     "size_distribution",
     "size_statistics",
+    "sized_particles",
     "threshold_particles",
 ]
