@@ -216,10 +216,11 @@ def coarsening_mechanism(
         reason = f"shrinking carried {interval} of the lost particle volume and merges the rest ({counts})"
     else:
         mechanism = "insufficient evidence"
-        reason = (
-            f"the ripening share of the lost volume is {interval}, which does not decide, or too few events back it "
-            f"({counts}; a verdict needs {min_events})"
-        )
+        decided = low >= ripening_share or high <= coalescence_share or (coalescence_share < low and high < ripening_share)
+        if decided:
+            reason = f"the ripening share of the lost volume is {interval}, but too few events back it ({counts}; a verdict needs {min_events})"
+        else:
+            reason = f"the ripening share of the lost volume is {interval}, an interval that spans the thresholds ({counts})"
     return Verdict(
         mechanism=mechanism,
         ripening_volume_nm3=ripening,

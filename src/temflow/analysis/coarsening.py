@@ -372,9 +372,11 @@ def mark_excluded_frames(
         reasons[flagged] = "no usable drift registration (blank or saturated frame)"
     reference = np.full(frames, np.nan)
     for i in range(frames):
-        around = np.r_[count[max(0, i - neighbours) : i], count[i + 1 : i + 1 + neighbours]]
-        if around.size:
-            reference[i] = np.median(around)
+        before, after = count[max(0, i - neighbours) : i], count[i + 1 : i + 1 + neighbours]
+        # a frame is judged against neighbours on both sides: at the movie's ends a low count
+        # may be where the coarsening has got to
+        if before.size and after.size:
+            reference[i] = np.median(np.r_[before, after])
     with np.errstate(invalid="ignore", divide="ignore"):
         dip = 1.0 - count / reference
     deviation = count - reference
