@@ -568,6 +568,7 @@ def compare_growth_laws(
     resamples: int = 200,
     rng: np.random.Generator | int | None = 0,
     decisive_delta_bic: float = 6.0,
+    min_support: float = 0.8,
 ) -> pd.DataFrame:
     """Fit ``n`` = each of ``exponents`` and ``n`` free, side by side, with AIC/BIC.
 
@@ -580,6 +581,10 @@ def compare_growth_laws(
         The lowest-BIC fixed exponent is "preferred" only when every other is
         at least this much higher (6: "strong" evidence, Kass & Raftery);
         otherwise the comparison is "undecided".
+    min_support : float
+        With particles, the preferred exponent must also have the lowest
+        chi-square in at least this share of the bootstrap resamples (BIC
+        alone treats frames as independent, which they are not).
 
     Returns
     -------
@@ -647,7 +652,7 @@ def compare_growth_laws(
         gap = float(order["bic"].iloc[1] - best["bic"]) if len(order) > 1 else math.inf
         share = best["bootstrap_support"]
         backing = f", lowest in {share:.0%} of bootstrap resamples" if np.isfinite(share) else ""
-        if gap >= decisive_delta_bic and (not np.isfinite(share) or share >= 0.5):
+        if gap >= decisive_delta_bic and (not np.isfinite(share) or share >= min_support):
             preferred = float(exponents[int(order.index[0])])
             summary = f"{best['model']} preferred (BIC lower by {gap:.1f} than the next{backing})"
         else:
