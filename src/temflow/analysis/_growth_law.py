@@ -330,20 +330,19 @@ def _analyse(
 
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     fixed = [float(e) for e in exponents if e is not None]
-    boot_chi2 = boot_k = means = errors = None
+    boot: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    support: dict[float, float] = {}
     if matrix is not None and resamples > 0:
         means, errors = _bootstrap_means(matrix, int(resamples), generator, int(min_count))
         boot_chi2, _, boot_k = _profile(data.t, means, errors, _N_GRID)
+        boot = (means, errors, boot_chi2, boot_k)
         method = f"bootstrap over {n_particles} particles, {int(resamples)} resamples"
+        if fixed:
+            winner = np.argmin(_profile(data.t, means, errors, np.array(fixed))[0], axis=1)
+            support = {n: float(np.mean(winner == i)) for i, n in enumerate(fixed)}
     else:
         method = "profile likelihood (frames assumed independent)"
     chi2_grid, _, _ = _profile(data.t, data.r[None], data.sigma[None], _N_GRID)
-    support: dict[float, float] = {}
-    if means is not None and errors is not None and fixed:
-        fixed_chi2 = _profile(data.t, means, errors, np.array(fixed))[0]
-        winner = np.argmin(fixed_chi2, axis=1)
-        support = {n: float(np.mean(winner == i)) for i, n in enumerate(fixed)}
-    boot = (means, errors, boot_chi2, boot_k) if boot_chi2 is not None else None
     fits = [_one_fit(data, e, chi2_grid, boot, method, n_particles, confidence, max_exponent_range) for e in exponents]
     return fits, support
 

@@ -39,8 +39,11 @@ class Verdict:
         Its 95 % interval, from a bootstrap over particles.
     merges, vanishes : int
         Number of merge and vanish events (Poisson uncertainty ``sqrt``).
-    shrinking : int
-        Surviving particles that lost volume beyond their measurement scatter.
+    shrinking, growing : int
+        Surviving particles that lost (gained) volume beyond their measurement scatter.
+    appears, splits : int
+        The reverse events: in coarsening they are segmentation flicker, so
+        they are subtracted from vanishes and merges before either counts as evidence.
     merge_rate_per_s, vanish_rate_per_s : float
         Events per particle per second (per mean particle count and the duration).
     diffusion_nm2_per_s : float
@@ -65,6 +68,9 @@ class Verdict:
     ripening_share_low: float = math.nan
     ripening_share_high: float = math.nan
     shrinking: int = 0
+    growing: int = 0
+    appears: int = 0
+    splits: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The verdict as a plain dict."""
@@ -112,7 +118,10 @@ def coarsening_mechanism(
     ripening" when the whole interval is at or above ``ripening_share`` and at
     least ``min_events`` vanishes or shrinking particles carry it, "migration
     and coalescence" when the interval is at or below ``coalescence_share``
-    with at least ``min_events`` merges, "mixed" when it lies between them with
+    with at least ``min_events`` merges (appearances are subtracted from
+    vanishes and splits from merges first, and the excess must exceed two
+    Poisson standard deviations: coarsening has no reverse events, so as many
+    of them as of the forward ones means segmentation flicker), "mixed" when it lies between them with
     ``min_events`` of each, "no coarsening" when nothing was lost and nothing
     happened over at least ``min_frames`` frames, and otherwise
     "insufficient evidence" with the numbers. Merge and vanish rates and the
@@ -159,6 +168,7 @@ def coarsening_mechanism(
     lost_ripening: list[float] = []
     lost_merging: list[float] = []
     shrinking = 0
+    growing = 0
     for pid, track in inside.groupby("particle"):
         v = track["_v"].to_numpy()
         # running median over three frames: a frame where segmentation joined two neighbours
@@ -177,12 +187,15 @@ def coarsening_mechanism(
             error = 1.25 * scatter * math.sqrt(2.0 / _ENDS)
             significant = len(v) >= 2 * _ENDS and loss > _SIGNIFICANT * max(error, 1e-12)
             shrinking += int(significant)
+            growing += int(len(v) >= 2 * _ENDS and -loss > _SIGNIFICANT * max(error, 1e-12))
             lost_ripening.append(loss if significant else 0.0)
             lost_merging.append(0.0)
     ripening = float(np.sum(lost_ripening))
     merged_volume = float(np.sum(lost_merging))
     merges = int((events["event"] == "merge").sum())
     vanishes = int((events["event"] == "vanish").sum())
+    appears = int((events["event"] == "appear").sum())
+    splits = int((events["event"] == "split").sum())
     times = tracks.groupby("frame")["time"].first() if "time" in tracks.columns else pd.Series(dtype=float)
     frames = int(tracks["frame"].nunique()) if len(tracks) else 0
     duration = float(times.max() - times.min()) if len(times) > 1 else math.nan
@@ -194,9 +207,16 @@ def coarsening_mechanism(
     total = ripening + merged_volume
     share = ripening / total if total > 0 else math.nan
     low, high = _share_interval(np.asarray(lost_ripening), np.asarray(lost_merging), confidence, resamples, rng)
-    counts = f"{vanishes} ± {math.sqrt(vanishes):.0f} vanished, {shrinking} shrinking, {merges} ± {math.sqrt(merges):.0f} merges"
+    counts = (
+        f"{vanishes} vanished against {appears} appeared, {shrinking} shrinking and {growing} growing, "
+        f"{merges} merges against {splits} splits"
+    )
     interval = f"{share:.0%} ({confidence:.0%} interval {low:.0%}-{high:.0%})"
-    dissolving = vanishes + shrinking
+    # appearances and splits do not happen in coarsening: as many of them as of vanishes and
+    # merges means the events are segmentation flicker. Evidence is the excess, beyond two
+    # Poisson standard deviations of the sum.
+    dissolving = _excess(vanishes + shrinking, appears)
+    merging = _excess(merges, splits)
     mechanism: Mechanism
     if total <= 0 and merges == 0 and vanishes == 0:
         if frames >= min_frames:
@@ -208,17 +228,20 @@ def coarsening_mechanism(
     elif low >= ripening_share and dissolving >= min_events:
         mechanism = "ostwald ripening"
         reason = f"shrinking in place carried {interval} of the lost particle volume ({counts})"
-    elif high <= coalescence_share and merges >= min_events:
+    elif high <= coalescence_share and merging >= min_events:
         mechanism = "migration and coalescence"
         reason = f"merges of moving particles carried {1 - share:.0%} of the lost particle volume (ripening share {interval}; {counts})"
-    elif coalescence_share < low and high < ripening_share and merges >= min_events and dissolving >= min_events:
+    elif coalescence_share < low and high < ripening_share and merging >= min_events and dissolving >= min_events:
         mechanism = "mixed"
         reason = f"shrinking carried {interval} of the lost particle volume and merges the rest ({counts})"
     else:
         mechanism = "insufficient evidence"
         decided = low >= ripening_share or high <= coalescence_share or (coalescence_share < low and high < ripening_share)
         if decided:
-            reason = f"the ripening share of the lost volume is {interval}, but too few events back it ({counts}; a verdict needs {min_events})"
+            reason = (
+                f"the ripening share of the lost volume is {interval}, but too few events back it beyond their "
+                f"reverse (flicker): {counts}; a verdict needs an excess of {min_events}"
+            )
         else:
             reason = f"the ripening share of the lost volume is {interval}, an interval that spans the thresholds ({counts})"
     return Verdict(
@@ -236,7 +259,16 @@ def coarsening_mechanism(
         ripening_share_low=low,
         ripening_share_high=high,
         shrinking=shrinking,
+        growing=growing,
+        appears=appears,
+        splits=splits,
     )
+
+
+def _excess(forward: int, reverse: int) -> int:
+    """Events beyond their reverse, when significant (two Poisson standard deviations), else 0."""
+    net = forward - reverse
+    return net if net > 2.0 * math.sqrt(forward + reverse) else 0
 
 
 def _share_interval(
