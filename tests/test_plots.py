@@ -54,4 +54,4 @@ def test_draws_on_given_axes(ripening):
     pair = Figure().subplots(1, 2)
     assert plot_coarsening(stats, fits=fits, axes=pair) is pair[0].figure
     labels = [t.get_text() for t in pair[1].get_legend().get_texts()]
-    assert any("n = 3.00 fixed" in text for text in labels)
+    assert any("n = 3 (fixed)" in text for text in labels)

@@ -268,6 +268,13 @@ def plot_size_distribution(psd: xr.DataArray, *, ax: Axes | None = None) -> Figu
     matplotlib.figure.Figure
     """
     figure, ax = _new_axes(ax, (6.0, 4.0))
+    if not np.any(np.asarray(psd.values, float) > 0):
+        # nothing measured: say so rather than draw a solid block of zeros
+        ax.text(0.5, 0.5, "no particles measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("equivalent diameter (nm)")
+        ax.set_title("particle size distribution")
+        return figure
     edges = np.asarray(psd.attrs.get("diameter_edges", psd["diameter"].values), float)
     times = np.asarray(psd["time"].values, float)
     step = np.median(np.diff(times)) if len(times) > 1 else 1.0
@@ -311,16 +318,27 @@ def plot_coarsening(
     count_ax.set_ylabel("particles (not touching the border)")
     count_ax.set_ylim(bottom=0)
     sem = 0.5 * stats["std_diameter"].to_numpy(float) / np.sqrt(np.maximum(stats["count"].to_numpy(float), 1))
-    radius_ax.errorbar(t, stats["mean_radius"].to_numpy(float), yerr=sem, fmt="o", ms=3, color="k", label="measured")
+    excluded = stats["excluded"].to_numpy(bool) if "excluded" in stats.columns else np.zeros(len(stats), bool)
+    radius = stats["mean_radius"].to_numpy(float)
+    if not np.isfinite(radius).any():
+        radius_ax.text(0.5, 0.5, "no particles measured", ha="center", va="center", transform=radius_ax.transAxes)
+        radius_ax.set_ylim(0, 1)
+    radius_ax.errorbar(t[~excluded], radius[~excluded], yerr=sem[~excluded], fmt="o", ms=3, color="k", label="measured")
+    if excluded.any():
+        radius_ax.plot(t[excluded], radius[excluded], "x", color="0.6", label="left out (blank or blurred)")
     fine = np.linspace(t.min(), t.max(), 200) if len(t) else t
     for fit, color in zip(fits, ("tab:red", "tab:green", "tab:purple")):
         if not fit.ok:
             continue
-        kind = "fixed" if fit.exponent_fixed else f"\u00b1 {fit.n_error:.2f}"
-        label = f"n = {fit.n:.2f} {kind}, K = {fit.rate:.3g} \u00b1 {fit.rate_error:.2g} nm$^n$/s"
+        if fit.exponent_fixed:
+            label = f"n = {fit.n:g} (fixed), K = {fit.rate:.3g} [{fit.rate_low:.3g}, {fit.rate_high:.3g}] nm$^n$/s"
+        else:
+            label = f"n = {fit.n:.2f} [{fit.n_low:.2f}, {fit.n_high:.2f}], K = {fit.rate:.3g} nm$^n$/s"
         radius_ax.plot(fine, fit.predict(fine), "-", color=color, label=label)
     radius_ax.set_xlabel("time (s)")
     radius_ax.set_ylabel("mean radius (nm)")
+    if np.isfinite(radius).any():
+        radius_ax.set_ylim(bottom=0)
     radius_ax.legend(fontsize="small")
     radius_ax.set_title("$\\langle r \\rangle^n - \\langle r_0 \\rangle^n = K t$")
     return figure
@@ -421,6 +439,64 @@ def plot_dose(context: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
 
 
 __all__ += ["plot_arrhenius", "plot_dose", "plot_size_vs_temperature"]
+
+
+__all__ += ["plot_scaled_size_distribution"]
+
+
+def plot_scaled_size_distribution(
+    table: pd.DataFrame,
+    *,
+    frames: np.ndarray | None = None,
+    include_border: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """The pooled distribution of ``r / <r>`` against LSW and a log-normal, with their KS numbers.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Particles (``frame``, ``equivalent_diameter``; ``particle`` sets the effective sample).
+    frames : array of int, optional
+        Frames to pool; default all.
+    include_border : bool
+        Keep particles touching the border.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from temflow.analysis.coarsening import compare_size_distributions, normalised_size_distribution
+    from temflow.synthetic.generator import lsw_distribution
+
+    figure, ax = _new_axes(ax, (6.0, 4.0))
+    shapes = compare_size_distributions(table, include_border=include_border, frames=frames)
+    ax.set_xlabel("r / <r>")
+    ax.set_ylabel("probability density")
+    ax.set_title("normalised size distribution")
+    if shapes.attrs["reason"]:
+        ax.text(0.5, 0.5, shapes.attrs["reason"], ha="center", va="center", transform=ax.transAxes, wrap=True)
+        return figure
+    chosen = table if frames is None else table[table["frame"].isin(np.asarray(frames))]
+    measured = normalised_size_distribution(chosen, bins=20, include_border=include_border)
+    ax.bar(measured["u"], measured["density"], width=2.0 / 20, color="0.75", label=f"measured ({shapes['values'].iloc[0]} values)")
+    u = np.linspace(1e-3, 2.0, 400)
+    lsw, lognormal = shapes.iloc[0], shapes.iloc[1]
+    from scipy.stats import lognorm
+
+    sigma = float(lognormal["sigma"])
+    ax.plot(u, lsw_distribution(u), color="tab:red", label=f"LSW (ripening): KS D = {lsw['ks_statistic']:.2f}, p = {lsw['p_value']:.2g}")
+    ax.plot(
+        u,
+        lognorm.pdf(u, s=sigma, scale=np.exp(-0.5 * sigma**2)),
+        color="tab:blue",
+        label=f"log-normal (coalescence), \u03c3 = {sigma:.2f}: D = {lognormal['ks_statistic']:.2f}, p = {lognormal['p_value']:.2g}",
+    )
+    ax.set_xlim(0, 2)
+    ax.legend(fontsize="small")
+    return figure
 
 
 def plot_size_trajectories(

@@ -76,12 +76,34 @@ def test_events_on_a_hand_made_story():
         (0, 30.0, 80.0, 12.6), (1, 30.0, 80.0, 12.6), (2, 30.0, 77.0, 10), (2, 30.0, 85.0, 10), (3, 30.0, 77.0, 10), (3, 30.0, 85.0, 10),
     ]
     tracks = link(_table(rows), max_step_nm=3.5, memory=0)
-    events = find_events(tracks)
+    # every outcome lasts 2 frames: seen with persist_frames=2, not with 3 (unconfirmed at the movie's end)
+    assert find_events(tracks).empty
+    events = find_events(tracks, persist_frames=2)
     assert list(events.columns) == list(EVENT_COLUMNS)
     summary = sorted((e.frame, e.event, len(e.merged)) for e in events.itertuples())
     assert summary == [(2, "appear", 0), (2, "merge", 1), (2, "split", 1), (2, "vanish", 0)]
     merge = events[events["event"] == "merge"].iloc[0]
     assert merge["time"] == 1.0 and (merge["y"], merge["x"]) == (0.0, 5.0)
+
+
+def test_touching_neighbours_that_flicker_are_no_events():
+    # two touching particles that segmentation joins in frames 3 and 7 and cuts apart again
+    rows = []
+    for f in range(12):
+        joined = f in (3, 7)
+        rows += [(f, 20.0, 15.0, 12.6)] if joined else [(f, 20.0, 12.0, 10.0), (f, 20.0, 18.0, 10.0)]
+        rows.append((f, 60.0, 60.0, 8.0))  # a bystander
+    tracks = link(_table(rows), max_step_nm=3.5, memory=0)
+    raw = find_events(tracks, persist_frames=1)
+    assert {"merge", "split"} <= set(raw["event"])  # frame by frame it looks like events...
+    assert find_events(tracks).empty  # ...but none persists for 3 frames
+    # a real merge that lasts is still found
+    real = [r for r in rows if r[0] < 5 and r[0] != 3] + [(3, 20.0, 12.0, 10.0), (3, 20.0, 18.0, 10.0), (3, 60.0, 60.0, 8.0)]
+    real += [(f, 20.0, 15.0, 12.6) for f in range(5, 12)] + [(f, 60.0, 60.0, 8.0) for f in range(5, 12)]
+    events = find_events(link(_table(real), max_step_nm=3.5, memory=0))
+    assert events["event"].tolist() == ["merge"] and events["frame"].tolist() == [5]
+    with pytest.raises(ValueError, match="persist_frames must be"):
+        find_events(tracks, persist_frames=0)
 
 
 def test_tracks_ending_at_the_border_or_the_last_frame_are_not_events():

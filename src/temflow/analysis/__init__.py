@@ -14,7 +14,19 @@ from temflow.analysis.threshold import threshold_particles
 from temflow.analysis.measure import COLUMNS, label_particles, measure_particles, measure_particles_to_parquet, read_particles
 from temflow.analysis.track import EVENT_COLUMNS, find_events, link
 from temflow.analysis.arrhenius import ArrheniusFit, coarsening_rates_per_step, fit_arrhenius, temperature_steps
-from temflow.analysis.coarsening import GrowthFit, Verdict, coarsening_mechanism, fit_growth_law, normalised_size_distribution, size_distribution, size_statistics
+from temflow.analysis.coarsening import (
+    GrowthFit,
+    Verdict,
+    coarsening_mechanism,
+    compare_growth_laws,
+    compare_size_distributions,
+    fit_growth_law,
+    mark_excluded_frames,
+    normalised_size_distribution,
+    size_distribution,
+    size_statistics,
+    sized_particles,
+)
 
 __all__ = [
     "ArrheniusFit",
@@ -24,11 +36,14 @@ __all__ = [
     "Verdict",
     "coarsening_mechanism",
     "coarsening_rates_per_step",
+    "compare_growth_laws",
+    "compare_size_distributions",
     "find_events",
     "fit_arrhenius",
     "fit_growth_law",
     "label_particles",
     "link",
+    "mark_excluded_frames",
     "measure_particles",
     "measure_particles_to_parquet",
     "normalised_size_distribution",
@@ -36,5 +51,6 @@ __all__ = [
     "size_distribution",
     "size_statistics",
     "temperature_steps",
+    "sized_particles",
     "threshold_particles",
 ]

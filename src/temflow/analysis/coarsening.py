@@ -5,10 +5,16 @@
 * :func:`size_distribution` - the particle size distribution (PSD) per frame,
   and :func:`normalised_size_distribution` - the pooled PSD of ``u = r / <r>``
   against the Lifshitz-Slyozov-Wagner shape.
+* :func:`mark_excluded_frames` - frames left out of the statistics: blank,
+  unregistered, or motion-blurred next to a stage jump (the count dips).
 * :func:`fit_growth_law` - ``<r>^n - <r0>^n = K t`` with ``n`` free or fixed
-  (``n = 3``: LSW, diffusion-limited ripening), with standard errors.
+  (``n = 3``: LSW, diffusion-limited ripening), with bootstrap intervals, or
+  "undetermined" with the reason; :func:`compare_growth_laws` sets ``n = 2, 3,
+  4`` and free side by side (AIC/BIC).
+* :func:`compare_size_distributions` - the normalised PSD against LSW
+  (ripening) and a log-normal (coalescence), Kolmogorov-Smirnov.
 * :func:`coarsening_mechanism` - "ostwald ripening", "migration and
-  coalescence" or "mixed", with the numbers behind it.
+  coalescence", "mixed" or "insufficient evidence", with the numbers behind it.
 
 All take the tables of :func:`temflow.analysis.measure.measure_particles` and
 :func:`temflow.analysis.track.link` / :func:`temflow.analysis.track.find_events`; all compute
@@ -24,7 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from temflow.analysis._growth_law import GrowthFit, fit_growth_law
+from temflow.analysis._growth_law import GrowthFit, compare_growth_laws, fit_growth_law
 from temflow.analysis._mechanism import Verdict, coarsening_mechanism
 from temflow.movie import check_table
 from temflow.synthetic.generator import lsw_distribution
@@ -33,10 +39,14 @@ __all__ = [
     "Verdict",
     "GrowthFit",
     "coarsening_mechanism",
+    "compare_growth_laws",
+    "compare_size_distributions",
     "fit_growth_law",
+    "mark_excluded_frames",
     "normalised_size_distribution",
     "size_distribution",
     "size_statistics",
+    "sized_particles",
 ]
 
 _SIZE_COLUMNS = ("frame", "equivalent_diameter")
@@ -63,6 +73,41 @@ def _frames(table: pd.DataFrame, times_s: Any, field_area_nm2: Any) -> tuple[np.
     if len(table) and int(table["frame"].max()) >= len(times):
         raise ValueError(f"table has frames up to {int(table['frame'].max())} but times_s has only {len(times)} values")
     return times, area
+
+
+def sized_particles(
+    table: pd.DataFrame,
+    *,
+    include_border: bool = False,
+    min_relative_diameter: float = 0.0,
+) -> pd.DataFrame:
+    """The rows :func:`size_statistics` averages: border particles and the small tail left out as it does.
+
+    Pass them to :func:`fit_growth_law` (``particles=``) for intervals by a
+    bootstrap over particles.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`temflow.analysis.measure.measure_particles` or
+        :func:`temflow.analysis.track.link`.
+    include_border, min_relative_diameter
+        As for :func:`size_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows kept, columns and ``attrs`` unchanged.
+    """
+    table = check_table(table, _SIZE_COLUMNS, "table")
+    if not 0 <= min_relative_diameter < 1:
+        raise ValueError(f"min_relative_diameter must be in [0, 1); got {min_relative_diameter!r}")
+    border = table["touches_border"].to_numpy(bool) if "touches_border" in table.columns else np.zeros(len(table), bool)
+    counted = table if include_border else table[~border]
+    if min_relative_diameter > 0 and len(counted):
+        median = counted.groupby("frame")["equivalent_diameter"].transform("median")
+        counted = counted[counted["equivalent_diameter"] >= min_relative_diameter * median]
+    return counted
 
 
 def size_statistics(
@@ -122,13 +167,8 @@ def size_statistics(
     table = check_table(table, _SIZE_COLUMNS, "table")
     times, area = _frames(table, times_s, field_area_nm2)
     border = table["touches_border"].to_numpy(bool) if "touches_border" in table.columns else np.zeros(len(table), bool)
-    if not 0 <= min_relative_diameter < 1:
-        raise ValueError(f"min_relative_diameter must be in [0, 1); got {min_relative_diameter!r}")
     counted = table if include_border else table[~border]
-    sized = counted
-    if min_relative_diameter > 0 and len(counted):
-        median = counted.groupby("frame")["equivalent_diameter"].transform("median")
-        sized = counted[counted["equivalent_diameter"] >= min_relative_diameter * median]
+    sized = sized_particles(table, include_border=include_border, min_relative_diameter=min_relative_diameter)
     frames = np.arange(len(times))
     groups = sized.groupby("frame")["equivalent_diameter"]
     stats = pd.DataFrame({"frame": frames, "time": times})
@@ -265,3 +305,196 @@ def normalised_size_distribution(
     return out
 
 
+
+
+def mark_excluded_frames(
+    stats: pd.DataFrame,
+    *,
+    flagged: np.ndarray | None = None,
+    jump_frames: np.ndarray | None = None,
+    dip_fraction: float = 0.15,
+    jump_window: int = 2,
+    outlier_sigma: float = 6.0,
+    neighbours: int = 3,
+) -> pd.DataFrame:
+    """Flag the frames the statistics and fits must leave out, and say why.
+
+    * frames the drift stage could not register (``flagged``: blank, saturated);
+    * frames without particles between frames with particles (beam blanked);
+    * frames whose count dips by ``dip_fraction`` or more below the median of
+      their ``neighbours`` on each side within ``jump_window`` frames of a stage
+      jump (motion blur during the jump smears small particles away: dips of
+      17-42 % are typical);
+    * anywhere, a dip of ``dip_fraction`` or more that is also more than
+      ``outlier_sigma`` robust standard deviations of the count's
+      frame-to-frame scatter (a blurred or defocused frame with no jump recorded).
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        From :func:`size_statistics` (``frame``, ``count``).
+    flagged : array of bool, optional
+        One per frame: the drift stage found no usable registration.
+    jump_frames : array of int, optional
+        Frames at which the stage jumped (the first frame after the jump).
+    dip_fraction : float
+        Relative drop of the count below its neighbours' median that marks a frame.
+    jump_window : int
+        Frames on each side of a jump where a dip is blamed on the jump.
+    outlier_sigma : float
+        Away from jumps, a dip must also be this many robust standard deviations.
+    neighbours : int
+        Frames on each side whose median count is the reference.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``stats`` with ``excluded`` (bool) and ``exclusion`` (the reason, "" if kept).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> stats = pd.DataFrame({"frame": range(8), "count": [50, 51, 49, 30, 50, 0, 50, 49]})
+    >>> marked = mark_excluded_frames(stats, jump_frames=[3])
+    >>> marked["excluded"].tolist()
+    [False, False, False, True, False, True, False, False]
+    """
+    stats = check_table(stats, ("frame", "count"), "stats")
+    if not 0 < dip_fraction < 1:
+        raise ValueError(f"dip_fraction must be between 0 and 1 (0.15 for a 15 % dip); got {dip_fraction!r}")
+    count = stats["count"].to_numpy(float)
+    frames = len(count)
+    reasons = np.full(frames, "", dtype=object)
+    if flagged is not None:
+        flagged = np.asarray(flagged, bool)
+        if flagged.shape != (frames,):
+            raise ValueError(f"flagged must have one value per frame ({frames}); got shape {flagged.shape}")
+        reasons[flagged] = "no usable drift registration (blank or saturated frame)"
+    reference = np.full(frames, np.nan)
+    for i in range(frames):
+        before, after = count[max(0, i - neighbours) : i], count[i + 1 : i + 1 + neighbours]
+        # a frame is judged against neighbours on both sides: at the movie's ends a low count
+        # may be where the coarsening has got to
+        if before.size and after.size:
+            reference[i] = np.median(np.r_[before, after])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dip = 1.0 - count / reference
+    deviation = count - reference
+    finite = np.isfinite(deviation)
+    scatter = 1.4826 * float(np.median(np.abs(deviation[finite]))) if finite.any() else 0.0
+    scatter = max(scatter, 1.0)
+    near_jump = np.zeros(frames, bool)
+    for f in np.asarray(jump_frames if jump_frames is not None else [], dtype=np.int64):
+        near_jump[max(0, int(f) - jump_window) : int(f) + jump_window + 1] = True
+    for i in range(frames):
+        if reasons[i]:
+            continue
+        if count[i] == 0 and reference[i] > 0:
+            reasons[i] = "no particles between frames with particles (blank frame)"
+        elif dip[i] >= dip_fraction and near_jump[i]:
+            reasons[i] = f"count dips {dip[i]:.0%} next to a stage jump (motion blur)"
+        elif dip[i] >= dip_fraction and -deviation[i] > outlier_sigma * scatter:
+            reasons[i] = f"count dips {dip[i]:.0%}, {-deviation[i] / scatter:.0f} standard deviations (blurred frame)"
+    out = stats.copy()
+    out["excluded"] = reasons != ""
+    out["exclusion"] = reasons.astype(str)
+    return out
+
+
+def _lognormal_cdf(u: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.stats import lognorm
+
+    # mean 1: the distribution of r / <r>
+    return lognorm.cdf(u, s=sigma, scale=math.exp(-0.5 * sigma**2))
+
+
+def _lsw_cdf(u: np.ndarray) -> np.ndarray:
+    grid = np.linspace(0.0, 1.5, 3001)
+    density = lsw_distribution(grid)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))])
+    cdf /= cdf[-1]
+    return np.interp(u, grid, cdf, left=0.0, right=1.0)
+
+
+def compare_size_distributions(
+    table: pd.DataFrame,
+    *,
+    include_border: bool = False,
+    frames: np.ndarray | None = None,
+    min_particles: int = 20,
+) -> pd.DataFrame:
+    """The normalised size distribution against LSW (ripening) and a log-normal (coalescence).
+
+    Every frame's radii are scaled by that frame's mean (``u = r / <r>``) and
+    pooled. Ripening in the diffusion-limited LSW regime gives the LSW shape
+    (no free parameter, nothing beyond ``u = 1.5``); migration and
+    coalescence gives a broad, right-skewed, close to log-normal shape (one
+    parameter: the width ``sigma`` of ``ln u``, fitted). The Kolmogorov-Smirnov
+    statistic ``D`` (largest gap between the cumulative distributions; 0
+    identical) measures the fit; its p-value uses the number of distinct
+    particles (the same particle in many frames is not new evidence), and for
+    the log-normal it is approximate (its width was fitted, which makes the
+    test lenient).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`temflow.analysis.measure.measure_particles` or ``link`` (a
+        ``particle`` column sets the effective sample size).
+    include_border : bool
+        Keep particles touching the border (their size is cut).
+    frames : array of int, optional
+        The frames to pool (e.g. those not excluded); default all.
+    min_particles : int
+        Fewer distinct particles give NaN numbers and a reason.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``"LSW (ripening)"`` and ``"log-normal (coalescence)"``, columns
+        ``model``, ``ks_statistic``, ``p_value``, ``sigma`` (the log-normal's
+        fitted width; NaN for LSW), ``particles`` (the effective sample),
+        ``values`` (rows pooled). ``attrs["closer"]`` names the better model
+        (empty when undetermined) and ``attrs["reason"]`` says why not.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> d = np.exp(rng.normal(1.5, 0.3, 400))
+    >>> table = pd.DataFrame({"frame": np.repeat([0, 1], 200), "equivalent_diameter": d})
+    >>> compare_size_distributions(table).attrs["closer"]
+    'log-normal (coalescence)'
+    """
+    from scipy.stats import kstwo
+
+    table = sized_particles(table, include_border=include_border)
+    if frames is not None:
+        table = table[table["frame"].isin(np.asarray(frames))]
+    d = table["equivalent_diameter"].to_numpy(float)
+    mean = table.groupby("frame")["equivalent_diameter"].transform("mean").to_numpy(float)
+    u = np.sort(d / mean) if d.size else d
+    effective = int(table["particle"].nunique()) if "particle" in table.columns else int(len(table))
+    models = ("LSW (ripening)", "log-normal (coalescence)")
+    rows = []
+    reason = ""
+    if effective < min_particles or u.size < min_particles:
+        reason = f"too few particles to compare shapes: {effective} (at least {min_particles})"
+        for model in models:
+            rows.append((model, math.nan, math.nan, math.nan, effective, int(u.size)))
+    else:
+        empirical_hi = np.arange(1, u.size + 1) / u.size
+        empirical_lo = np.arange(0, u.size) / u.size
+        positive = u[u > 0]
+        sigma = float(np.std(np.log(positive), ddof=1)) if positive.size > 1 else math.nan
+        for model, cdf in ((models[0], _lsw_cdf(u)), (models[1], _lognormal_cdf(u, sigma))):
+            statistic = float(max(np.max(empirical_hi - cdf), np.max(cdf - empirical_lo)))
+            p_value = float(kstwo.sf(statistic, effective))
+            rows.append((model, statistic, p_value, sigma if model == models[1] else math.nan, effective, int(u.size)))
+    out = pd.DataFrame(rows, columns=["model", "ks_statistic", "p_value", "sigma", "particles", "values"])
+    closer = ""
+    if not reason:
+        best = out.sort_values("ks_statistic").iloc[0]
+        closer = str(best["model"])
+    out.attrs = {"closer": closer, "reason": reason}
+    return out

@@ -180,8 +180,9 @@ def find_events(
     contact_nm: float = 2.0,
     volume_fraction: float = 0.5,
     frames: int | None = None,
+    persist_frames: int = 3,
 ) -> pd.DataFrame:
-    """Find merges, vanishings, splits and appearances in linked tracks.
+    """Find merges, vanishings, splits and appearances in linked tracks, without flicker.
 
     A track that ends (its last frame is ``f - 1``, before the movie's last
     frame, and it does not touch the border, where it may simply have left the
@@ -200,6 +201,21 @@ def find_events(
     from a particle of frame ``f - 1`` that reached it and lost at least
     ``volume_fraction`` of its volume, else an **appear**.
 
+    Volumes before and after are medians over up to ``persist_frames`` frames
+    on each side, so one badly segmented frame does not make or hide a gain.
+    Then only events that persist are kept (``persist_frames`` = k):
+
+    * a merge and a split of the same particles within k frames of each other
+      are one particle that segmentation joined and cut apart (touching
+      neighbours): neither is reported;
+    * a merge's product, a split's parent and offspring, and an appeared
+      particle must live at least k frames; a vanished particle must have been
+      seen for k frames and not come back within k frames (a particle the
+      linker lost and found again is no event);
+    * events in the movie's last k - 1 frames cannot be confirmed and are left out.
+
+    ``persist_frames=1`` reports every raw event.
+
     Computes (pandas in, pandas out).
 
     Parameters
@@ -216,6 +232,8 @@ def find_events(
         must gain (or lose), 0..1.
     frames : int, optional
         Number of frames in the movie; default the last frame in ``tracks`` + 1.
+    persist_frames : int
+        k above: frames an event's outcome must last to be reported, >= 1.
 
     Returns
     -------
@@ -240,7 +258,7 @@ def find_events(
     ...     "y": [0.0, 5.0, 2.0, 2.0, 40.0, 40.0], "x": [0.0] * 6,
     ...     "equivalent_diameter": [6.0, 6.0, 7.6, 7.6, 4.0, 4.0],
     ...     "particle": [0, 1, 0, 0, 2, 2]})
-    >>> ev = find_events(tracks, frames=3)
+    >>> ev = find_events(tracks, frames=3, persist_frames=1)
     >>> ev[["frame", "event", "particle", "merged"]].values.tolist()
     [[1, 'merge', 0, (1,)], [2, 'vanish', 2, ()]]
     """
@@ -251,6 +269,8 @@ def find_events(
         raise ValueError(f"contact_nm must be a distance >= 0 in nm; got {contact_nm!r}")
     if not 0 <= volume_fraction <= 1:
         raise ValueError(f"volume_fraction must be in [0, 1]; got {volume_fraction!r}")
+    if not (isinstance(persist_frames, (int, np.integer)) and persist_frames >= 1):
+        raise ValueError(f"persist_frames must be a whole number of frames >= 1; got {persist_frames!r}")
     empty = pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(EVENT_COLUMNS, ("int64", "float64", "object", "int64", "object", "float64", "float64"))})
     if tracks.empty:
         return empty
@@ -264,8 +284,9 @@ def find_events(
     t["_reach"] = _mobility_reach(t)
     times = _frame_times(t)
     by_frame = {f: g for f, g in t.groupby("frame")}
-    # (frame, particle) -> volume, for "how much did the neighbour gain"
-    volume = dict(zip(zip(t["frame"].to_numpy(), t["particle"].to_numpy()), t["_v"].to_numpy()))
+    # (frame, particle) -> volume, for "how much did the neighbour gain": the median over
+    # persist_frames frames on the side of the event, so one badly segmented frame is not a gain
+    volume = _side_volumes(t, int(persist_frames))
     ends = t.loc[t.groupby("particle")["frame"].idxmax()]
     starts = t.loc[t.groupby("particle")["frame"].idxmin()]
     rows: list[tuple] = []
@@ -304,11 +325,91 @@ def find_events(
     for (f, parent), born in splits.items():
         where = by_frame[f - 1][by_frame[f - 1]["particle"] == parent].iloc[0]
         rows.append((f, times.get(f, np.nan), "split", parent, tuple(sorted(born)), float(where["y"]), float(where["x"])))
+    if int(persist_frames) > 1:
+        rows = _persistent(rows, t, int(persist_frames), last_frame, contact_nm)
     if not rows:
         return empty
     events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     events = events.astype({"frame": np.int64, "particle": np.int64, "time": float})
     return events.sort_values(["frame", "event", "particle"], ignore_index=True)
+
+
+def _side_volumes(t: pd.DataFrame, k: int) -> dict[tuple[int, int, str], float]:
+    """``(frame, particle, "before")``: median volume over the k frames up to ``frame``;
+    ``"after"``: over the k frames from ``frame`` on (that particle's own frames)."""
+    out: dict[tuple[int, int, str], float] = {}
+    for pid, track in t.sort_values("frame").groupby("particle"):
+        f = track["frame"].to_numpy()
+        v = pd.Series(track["_v"].to_numpy())
+        before = v.rolling(k, min_periods=1).median().to_numpy()
+        after = v[::-1].rolling(k, min_periods=1).median().to_numpy()[::-1]
+        for frame, b, a in zip(f, before, after):
+            out[(int(frame), int(pid), "before")] = float(b)
+            out[(int(frame), int(pid), "after")] = float(a)
+    return out
+
+
+def _persistent(rows: list[tuple], t: pd.DataFrame, k: int, last_frame: int, contact_nm: float) -> list[tuple]:
+    """The events whose outcome lasts ``k`` frames (see :func:`find_events`)."""
+    first = t.groupby("particle")["frame"].min().to_dict()
+    last = t.groupby("particle")["frame"].max().to_dict()
+
+    def lives(pid: int) -> int:
+        return int(last[pid]) - int(first[pid]) + 1
+
+    def transient(pid: int) -> bool:
+        # born inside the movie and gone within k frames: a segmentation artefact
+        # (a track seen from frame 0 on may have lived long before)
+        return int(first[pid]) > 0 and lives(pid) < k
+
+    def involved(row: tuple) -> set[int]:
+        return {int(row[3]), *(int(p) for p in row[4])}
+
+    drop: set[int] = set()
+    # a merge and a split of the same particles within k frames: one particle joined and cut apart
+    # (or cut apart and joined); paired one to one in time order, so flicker just before a
+    # lasting merge does not cancel that merge too
+    order = sorted(range(len(rows)), key=lambda i: int(rows[i][0]))
+    for j in order:
+        b = rows[j]
+        if b[2] not in ("merge", "split") or j in drop:
+            continue
+        for i in order:
+            a = rows[i]
+            if i == j or i in drop or a[2] not in ("merge", "split") or a[2] == b[2]:
+                continue
+            if 0 <= int(b[0]) - int(a[0]) < k and (i, j) != (j, i) and involved(a) & involved(b) and int(a[0]) <= int(b[0]):
+                if int(a[0]) == int(b[0]) and i > j:
+                    continue
+                drop.update((i, j))
+                break
+    # a particle lost and found again at the same place within k frames: one particle, no event
+    refound: set[int] = set()
+    for i, a in enumerate(rows):
+        if a[2] != "vanish":
+            continue
+        for j, b in enumerate(rows):
+            if b[2] == "appear" and 0 <= int(b[0]) - int(a[0]) < k and math.hypot(b[5] - a[5], b[6] - a[6]) <= 2 * contact_nm + 2.0:
+                drop.update((i, j))
+                refound.add(int(b[3]))
+    kept = []
+    for i, row in enumerate(rows):
+        if i in drop:
+            continue
+        f, kind, pid, others = int(row[0]), row[2], int(row[3]), tuple(int(p) for p in row[4])
+        if f + k - 1 > last_frame:
+            continue  # its outcome cannot be seen for k frames
+        if kind == "merge":
+            ok = last[pid] >= f + k - 1 and not any(transient(p) for p in others)
+        elif kind == "split":
+            ok = last[pid] >= f + k - 1 and all(lives(p) >= k for p in others)
+        elif kind == "appear":
+            ok = lives(pid) >= k
+        else:  # vanish: a track that continues one lost and found again has lived longer than it shows
+            ok = not transient(pid) or pid in refound
+        if ok:
+            kept.append(row)
+    return kept
 
 
 def _mobility_reach(t: pd.DataFrame, steps: int = 5) -> np.ndarray:
@@ -347,7 +448,7 @@ def _frame_times(t: pd.DataFrame) -> dict[int, float]:
 def _partner(
     row: pd.Series,
     others: pd.DataFrame | None,
-    volume: dict[tuple[int, int], float],
+    volume: dict[tuple[int, int, str], float],
     other_reference_frame: int,
     contact_nm: float,
     volume_fraction: float,
@@ -372,11 +473,11 @@ def _partner(
         before: float | None
         after: float | None
         if gain:
-            before = volume.get((other_reference_frame, pid))
-            after = float(others["_v"].iloc[i])
+            before = volume.get((other_reference_frame, pid, "before"))
+            after = volume.get((other_reference_frame + 1, pid, "after"))
         else:
-            before = float(others["_v"].iloc[i])
-            after = volume.get((other_reference_frame, pid))
+            before = volume.get((other_reference_frame - 1, pid, "before"))
+            after = volume.get((other_reference_frame, pid, "after"))
         if before is None or after is None:
             # no size on the other side (appeared, or missed that frame): contact alone decides
             best = pid

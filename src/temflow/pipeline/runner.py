@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from temflow.pipeline._folder import check_output_folder
@@ -254,6 +255,9 @@ def _summary(state: Run) -> dict[str, Any]:
         "events": r["track"]["event_counts"],
         "growth_exponent": r["coarsening"]["fit"],
         "lsw_rate": r["coarsening"]["fit_lsw"],
+        "growth_laws_summary": r["coarsening"].get("growth_laws_summary", ""),
+        "size_distribution_closer": r["coarsening"].get("size_distribution_closer", ""),
+        "excluded_frames": r["coarsening"].get("excluded_frames", {}),
         "verdict": r["coarsening"]["verdict"],
         "drift": {k: v for k, v in r["drift"].items() if k not in ("movie", "shifts")},
         "stage_seconds": state.times,
@@ -320,25 +324,58 @@ def demo(
     summary = run(config, echo=say)
     for line in format_summary(summary):
         say(line)
-    for line in _truth_lines(Path(summary["folder"]) / "raw.truth", syn.pixel_size_nm):
+    corrected = json.loads((Path(summary["folder"]) / "stages" / "drift.json").read_text())["result"]["movie"]
+    for line in _truth_lines(Path(summary["folder"]) / "raw.truth", corrected, exclude_border=config.analysis.exclude_border):
         say(line)
     return summary
 
 
-def _truth_lines(folder: Path, pixel_size_nm: float) -> list[str]:
-    """What the generator knows, in the summary's terms, to compare with what was found."""
+def _truth_lines(folder: Path, corrected_movie: str, *, exclude_border: bool = True) -> list[str]:
+    """What the generator knows, on the same field and with the same border rule as the measurement."""
+    from temflow.analysis.coarsening import fit_growth_law, size_statistics, sized_particles
+    from temflow.io.store import open_zarr
+
     particles = pd.read_parquet(folder / "particles.parquet")
     events = pd.read_parquet(folder / "events.parquet")
-    seen = particles[particles["visible"] & ~particles["touches_border"]]
-    per_frame = seen.groupby("frame")
-    count, diameter = per_frame.size(), 2 * per_frame["radius"].mean()
-    kinds = events["event"].value_counts().to_dict() if len(events) else {}
+    parameters = json.loads((folder / "parameters.json").read_text())
+    movie = open_zarr(corrected_movie)
+    half = 0.5 * float(parameters["pixel_size_nm"])
+    y0, y1 = float(movie["y"].min()) - half, float(movie["y"].max()) + half
+    x0, x1 = float(movie["x"].min()) - half, float(movie["x"].max()) + half
+    # the truth's y, x are in frame-0 coordinates, as the drift-corrected movie's are
+    y, x, r = particles["y"], particles["x"], particles["radius"]
+    inside = particles["visible"] & (y >= y0) & (y <= y1) & (x >= x0) & (x <= x1)
+    seen = particles[inside].assign(
+        equivalent_diameter=2 * r[inside],
+        touches_border=((y - r < y0) | (y + r > y1) | (x - r < x0) | (x + r > x1))[inside],
+    )
+    times = np.arange(int(parameters["frames"])) * float(parameters["frame_interval_s"])
+    stats = size_statistics(seen, include_border=not exclude_border, times_s=times)
+    rows = sized_particles(seen, include_border=not exclude_border)
+    free = fit_growth_law(stats, particles=rows)
+    fixed = fit_growth_law(stats, exponent=3.0, particles=rows)
+    where = set(zip(seen["particle"], seen["frame"]))
+    local = events[[(int(p), int(f)) in where or (int(p), int(f) - 1) in where for p, f in zip(events["particle"], events["frame"])]]
+    kinds = local["event"].value_counts().to_dict() if len(local) else {}
+    with_particles = stats[stats["count"] > 0]
+    mechanism = parameters["mechanism"]
+    if mechanism in ("ostwald", "mixed"):
+        law = f"n = 3, K = {parameters['ripening_rate_nm3_per_s']:.3g} nm³/s (LSW, imposed)"
+    else:
+        law = "none imposed (migration and coalescence sets no exponent)"
     return [
         "",
-        "ground truth of the synthetic movie (whole raw field of view, before cropping):",
-        f"particles      {count.iloc[0]} in the first frame -> {count.iloc[-1]} in the last",
-        f"mean diameter  {diameter.iloc[0]:.2f} nm -> {diameter.iloc[-1]:.2f} nm",
+        f"ground truth on the same field ({x1 - x0:.0f} x {y1 - y0:.0f} nm after the drift crop, "
+        + ("border particles left out" if exclude_border else "border particles kept")
+        + "):",
+        f"particles      {int(with_particles['count'].iloc[0]) if len(with_particles) else 0} in the first frame -> "
+        f"{int(with_particles['count'].iloc[-1]) if len(with_particles) else 0} in the last",
+        f"mean diameter  {with_particles['mean_diameter'].iloc[0]:.2f} nm -> {with_particles['mean_diameter'].iloc[-1]:.2f} nm"
+        if len(with_particles) else "mean diameter  none",
         "events         " + (", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "none"),
+        f"growth law     generator: {law}",
+        f"               the same fit on the truth: {free.describe()}; at n = 3: "
+        + (f"K = {fixed.rate:.3g} [{fixed.rate_low:.3g}, {fixed.rate_high:.3g}] nm³/s" if fixed.ok else "undetermined"),
     ]
 
 
@@ -349,14 +386,33 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     events = summary["events"]
     lines = [
         "",
+        "measured (drift-corrected, cropped field; border particles left out):",
         f"particles      {summary['particles_first_frame']} in the first frame -> {summary['particles_last_frame']} in the last",
-        f"mean diameter  {summary['mean_diameter_first_nm']:.2f} nm -> {summary['mean_diameter_last_nm']:.2f} nm",
+        (
+            f"mean diameter  {summary['mean_diameter_first_nm']:.2f} nm -> {summary['mean_diameter_last_nm']:.2f} nm"
+            if np.isfinite(summary["mean_diameter_first_nm"]) and np.isfinite(summary["mean_diameter_last_nm"])
+            else "mean diameter  none (no particles measured in the first or last frame)"
+        ),
         "events         " + (", ".join(f"{v} {k}" for k, v in sorted(events.items())) or "none"),
     ]
     if fit.get("ok"):
-        lines.append(f"growth law     <r>^n - <r0>^n = K t with n = {fit['n']:.2f} ± {fit['n_error']:.2f}")
+        lines.append(
+            f"growth law     <r>^n - <r0>^n = K t: n = {fit['n']:.2f} [{fit['n_low']:.2f}, {fit['n_high']:.2f}] "
+            f"({fit['confidence']:.0%}, {fit['interval_method']})"
+        )
     else:
-        lines.append(f"growth law     no fit: {fit.get('reason', '')}")
+        lines.append(f"growth law     n undetermined: {fit.get('reason', '')}")
+    lsw = summary.get("lsw_rate", {})
+    if lsw.get("ok"):
+        lines.append(f"               at n = 3: K = {lsw['rate']:.3g} [{lsw['rate_low']:.3g}, {lsw['rate_high']:.3g}] nm³/s")
+    if summary.get("growth_laws_summary"):
+        lines.append(f"               n = 2, 3, 4 compared: {summary['growth_laws_summary'].split('; free fit')[0]}")
+    closer = summary.get("size_distribution_closer", "")
+    if closer:
+        lines.append(f"size shape     {'closer to ' + closer if not closer.startswith('too few') else 'not compared: ' + closer}")
+    excluded = summary.get("excluded_frames", {})
+    if excluded:
+        lines.append(f"left out       {len(excluded)} frames (blank, unregistered or blurred): {', '.join(map(str, list(excluded)[:10]))}")
     lines.append(f"verdict        {verdict['mechanism']}: {verdict['reason']}")
     drift = summary.get("drift", {})
     if drift.get("max_drift_nm") is not None:

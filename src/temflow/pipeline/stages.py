@@ -340,7 +340,15 @@ def _events_for_parquet(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _coarsening(state: Run, resume: bool) -> dict[str, Any]:
-    from temflow.analysis.coarsening import coarsening_mechanism, fit_growth_law, size_statistics
+    from temflow.analysis.coarsening import (
+        coarsening_mechanism,
+        compare_growth_laws,
+        compare_size_distributions,
+        fit_growth_law,
+        mark_excluded_frames,
+        size_statistics,
+        sized_particles,
+    )
 
     tracks = pd.read_parquet(state.results["track"]["tracks"])
     events = pd.read_parquet(state.results["track"]["events"])
@@ -348,23 +356,61 @@ def _coarsening(state: Run, resume: bool) -> dict[str, Any]:
     from temflow.movie import pixel_size_nm
 
     dy, dx = pixel_size_nm(movie)
+    include_border = not state.config.analysis.exclude_border
     stats = size_statistics(
         tracks,
-        include_border=not state.config.analysis.exclude_border,
+        include_border=include_border,
         times_s=movie["time"].values,
         field_area_nm2=movie.sizes["y"] * dy * movie.sizes["x"] * dx,
     )
     from temflow.pipeline._insitu import arrhenius_result, merge_context
 
     stats = merge_context(stats, state.results.get("context"))
+    flagged, jumps = _drift_flags(state, len(stats))
+    # blank, unregistered and motion-blurred frames stay in the table, marked, and out of the fits
+    stats = mark_excluded_frames(stats, flagged=flagged, jump_frames=jumps)
     _write_table(stats, state.folder / "statistics.parquet")
-    free = fit_growth_law(stats)
-    lsw = fit_growth_law(stats, exponent=3.0)
-    verdict = coarsening_mechanism(tracks, events)
-    result = {"fit": free.to_dict(), "fit_lsw": lsw.to_dict(), "verdict": verdict.to_dict(),
-              "arrhenius": arrhenius_result(state, stats)}
+    kept = stats.loc[~stats["excluded"], "frame"].to_numpy()
+    particles = sized_particles(tracks[tracks["frame"].isin(kept)], include_border=include_border)
+    free = fit_growth_law(stats, particles=particles)
+    lsw = fit_growth_law(stats, exponent=3.0, particles=particles)
+    comparison = compare_growth_laws(stats, particles=particles)
+    shapes = compare_size_distributions(tracks, include_border=include_border, frames=kept)
+    verdict = coarsening_mechanism(tracks[tracks["frame"].isin(kept)], events)
+    result = {
+        "fit": free.to_dict(),
+        "fit_lsw": lsw.to_dict(),
+        "growth_laws": comparison.to_dict(orient="records"),
+        "growth_laws_summary": comparison.attrs["summary"],
+        "preferred_exponent": comparison.attrs["preferred"],
+        "size_distribution": shapes.to_dict(orient="records"),
+        "size_distribution_closer": shapes.attrs["closer"] or shapes.attrs["reason"],
+        "excluded_frames": {int(f): str(r) for f, r in zip(stats["frame"], stats["exclusion"]) if r},
+        "verdict": verdict.to_dict(),
+        "arrhenius": arrhenius_result(state, stats),
+    }
     write_json(state.folder / "coarsening.json", result)
     return {"statistics": str(state.folder / "statistics.parquet"), **result}
+
+
+def _drift_flags(state: Run, frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Frames the drift stage could not register, and the frames just after a stage jump."""
+    path = state.results["drift"].get("shifts")
+    if not path:
+        return None, None
+    shifts = pd.read_parquet(path)
+    if len(shifts) != frames:
+        return None, None
+    flagged = shifts["flagged"].to_numpy(bool) if "flagged" in shifts else None
+    jumps = np.flatnonzero(shifts["jump"].to_numpy(bool)) if "jump" in shifts else None
+    return flagged, jumps
+
+
+def _number(value: Any, unit: str = "", digits: int = 2) -> str:
+    """A number for the report, or "none" where there is none (never "nan nm")."""
+    if value is None or not np.isfinite(value):
+        return "none"
+    return f"{value:.{digits}f}{(' ' + unit) if unit else ''}"
 
 
 def _report(state: Run, resume: bool) -> dict[str, Any]:
@@ -376,14 +422,23 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
     figures_dir.mkdir(exist_ok=True)
     figures = _figures(state, figures_dir, _figure_formats(state))
     stats = pd.read_parquet(r["coarsening"]["statistics"])
-    fit, lsw, verdict = r["coarsening"]["fit"], r["coarsening"]["fit_lsw"], r["coarsening"]["verdict"]
+    co = r["coarsening"]
+    fit, lsw, verdict = co["fit"], co["fit_lsw"], co["verdict"]
+    used = stats[~stats["excluded"]] if "excluded" in stats else stats
+    with_particles = used[used["count"] > 0]
     cards: dict[str, Any] = {
         "frames": int(len(stats)),
-        "particles, first frame": int(stats["count"].iloc[0]) if len(stats) else 0,
-        "particles, last frame": int(stats["count"].iloc[-1]) if len(stats) else 0,
-        "mean diameter, last frame (nm)": float(stats["mean_diameter"].iloc[-1]) if len(stats) else float("nan"),
-        "growth exponent n": f"{fit['n']:.2f} ± {fit['n_error']:.2f}" if fit.get("ok") else "no fit",
-        "LSW rate K (nm³/s)": f"{lsw['rate']:.3g} ± {lsw['rate_error']:.2g}" if lsw.get("ok") else "no fit",
+        "frames left out": int(stats["excluded"].sum()) if "excluded" in stats else 0,
+        "particles, first frame": int(with_particles["count"].iloc[0]) if len(with_particles) else 0,
+        "particles, last frame": int(with_particles["count"].iloc[-1]) if len(with_particles) else 0,
+        "mean diameter, last frame": _number(with_particles["mean_diameter"].iloc[-1], "nm") if len(with_particles) else "none",
+        "growth exponent n": (
+            f"{fit['n']:.2f} [{fit['n_low']:.2f}, {fit['n_high']:.2f}]" if fit.get("ok") else "undetermined"
+        ),
+        "K at n = 3 (nm³/s)": (
+            f"{lsw['rate']:.3g} [{lsw['rate_low']:.3g}, {lsw['rate_high']:.3g}]" if lsw.get("ok") else "undetermined"
+        ),
+        "mechanism": verdict["mechanism"],
         "merges": int(verdict["merges"]),
         "vanished": int(verdict["vanishes"]),
     }
@@ -391,9 +446,22 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
 
     cards.update(insitu_cards(stats, r["coarsening"], r.get("context")))
     figures += insitu_figures(state, stats, figures_dir, _figure_formats(state))
-    verdict_text = f"Verdict: {verdict['mechanism']}. {verdict['reason']}"
-    if not fit.get("ok"):
-        verdict_text += f" Growth law: no fit ({fit.get('reason', '')})."
+    if len(with_particles) == 0:
+        verdict_text = (
+            "No particles were measured in any frame: there are no statistics, growth law or mechanism to report. "
+            "Check the segmentation (the masks figure and the training history)."
+        )
+    else:
+        verdict_text = f"Verdict: {verdict['mechanism']}. {verdict['reason']}."
+        law = (
+            f"n = {fit['n']:.2f}, {fit['confidence']:.0%} interval [{fit['n_low']:.2f}, {fit['n_high']:.2f}] "
+            f"({fit['interval_method']})"
+            if fit.get("ok")
+            else f"n undetermined: {fit.get('reason', '')}"
+        )
+        verdict_text += f" Growth law <r>^n - <r0>^n = K t: {law}. Fixed exponents: {co.get('growth_laws_summary', '')}."
+        closer = co.get("size_distribution_closer", "")
+        verdict_text += f" Size distribution: {'closer to ' + closer if not closer.startswith('too few') else 'not compared, ' + closer}."
     provenance = json.loads((state.folder / "provenance.json").read_text())
     notes = [
         f"temflow {provenance['temflow']}, Python {provenance['python']}",
@@ -410,7 +478,15 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
         cards=cards,
         verdict=verdict_text,
         figures=figures,
-        tables={"Size statistics per frame": stats, "Events": events},
+        tables={
+            "Growth laws compared (n fixed at 2, 3, 4 and free; intervals at the fit's confidence)": pd.DataFrame(co.get("growth_laws", [])),
+            "Normalised size distribution against theory (Kolmogorov-Smirnov)": pd.DataFrame(co.get("size_distribution", [])),
+            "Frames left out of the statistics": pd.DataFrame(
+                {"frame": list(co.get("excluded_frames", {})), "why": list(co.get("excluded_frames", {}).values())}
+            ),
+            "Size statistics per frame": stats,
+            "Events (persisting 3 frames)": events,
+        },
         notes=notes,
     )
     return {"report": str(path), "figures": [f for _, f in figures]}
@@ -435,6 +511,7 @@ def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, st
     from temflow.plots import (
         plot_coarsening,
         plot_particle_outlines,
+        plot_scaled_size_distribution,
         plot_size_distribution,
         plot_size_trajectories,
         save_figure,
@@ -447,6 +524,7 @@ def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, st
     events = pd.read_parquet(r["track"]["events"])
     stats = pd.read_parquet(r["coarsening"]["statistics"])
     fits = [GrowthFit(**r["coarsening"][key]) for key in ("fit", "fit_lsw") if r["coarsening"][key]["ok"]]
+    kept = stats.loc[~stats["excluded"], "frame"].to_numpy() if "excluded" in stats else None
     # lazy: only the chunks of the two frames drawn are labelled and read
     labels = label_particles(masks, split_touching=state.config.analysis.split_touching)
     drawn = [
@@ -464,6 +542,11 @@ def _figures(state: Run, folder: Path, formats: list[str]) -> list[tuple[str, st
             "size_distribution",
             "Particle size distribution through time",
             lambda: plot_size_distribution(size_distribution(tracks, times_s=movie["time"].values)),
+        ),
+        (
+            "scaled_size_distribution",
+            "Normalised size distribution (r / <r>, frames pooled) against LSW and a log-normal",
+            lambda: plot_scaled_size_distribution(tracks, frames=kept),
         ),
         (
             "trajectories",
