@@ -348,9 +348,9 @@ def _frame_header(path: Path) -> tuple[tuple[int, int], np.dtype, int | None]:
 
     size = check_file(path, _FRAMES)
     if path.suffix.lower() == ".png":
-        png_shape, png_dtype = _png_header(path, size)
+        png_shape, png_dtype, colour = _png_header(path, size)
         check_shape(path, _FRAMES, 1, png_shape, png_dtype.itemsize)  # IHDR sizes are 32-bit: 4 x 10^9 px a side
-        return png_shape, png_dtype
+        return png_shape, png_dtype, colour
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
