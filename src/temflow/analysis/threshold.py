@@ -190,6 +190,24 @@ def _map_frames(func, arrays: list[da.Array], reach_px: int, dtype: type, **kwar
     return da.map_overlap(func, *arrays, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
 
 
+# Pixels per task. The recipe's temporaries (float64 box sums, two float32 darkness
+# passes, masks, the halo copies) come to ~56 bytes per pixel, 28 times the uint16
+# input: a task of the readers' default chunk (32-64 MiB of frames, up to 2048 frames of
+# 128^2) needed 1.8 GB, and the chunk grows with the movie up to that size. Tasks of
+# 2^21 pixels (128 frames of 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
+_TASK_PIXELS = 2**21
+
+
+def _bounded_time_chunks(data: da.Array) -> da.Array:
+    """``data`` rechunked along time so that no task holds more than ``_TASK_PIXELS`` pixels.
+
+    Whole frames count (``_map_frames`` may merge the spatial chunks); a frame
+    larger than the budget is one frame per task.
+    """
+    per = max(1, _TASK_PIXELS // max(int(data.shape[1]) * int(data.shape[2]), 1))
+    return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
+
+
 def _disk(radius_px: int) -> np.ndarray:
     r = int(radius_px)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -410,6 +428,8 @@ def threshold_particles(
 
     # two passes: the first finds the particles, the second leaves them out of the background
     if lazy:
+        time_chunks = data.chunks[0]
+        data = _bounded_time_chunks(data)
         border = border_level(data, sample) if border_value is None else np.float32(border_value)
         recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
         # a NaN pixel is never recorded (see _recorded)
@@ -423,6 +443,8 @@ def threshold_particles(
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
+        # the movie's own time chunks again: merging boolean pieces costs 1 byte per pixel
+        mask = mask.rechunk({0: time_chunks})
     else:
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
