@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["MovieFileError", "IncompleteStoreError", "DiskFullError", "is_disk_full"]
+__all__ = ["MovieFileError", "IncompleteStoreError", "DiskFullError", "FolderInUseError", "is_disk_full"]
 
 
 class MovieFileError(ValueError):
@@ -97,6 +97,34 @@ class DiskFullError(OSError):
 
     def __reduce__(self):  # keep the fields when the error crosses a process boundary
         return (type(self), (self.path, self.fix))
+
+
+class FolderInUseError(ValueError):
+    """An output folder that another temflow run is writing into.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The output folder.
+    problem : str
+        Who holds it (pid, host, since when).
+    fix : str
+        What to do about it.
+
+    Examples
+    --------
+    >>> str(FolderInUseError("results", "pid 12 on host a holds it", "wait"))
+    "output folder 'results' is in use: pid 12 on host a holds it; wait"
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], problem: str, fix: str) -> None:
+        self.folder = os.fspath(folder)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"output folder {self.folder!r} is in use: {problem}; {fix}")
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+        return (type(self), (self.folder, self.problem, self.fix))
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -205,3 +205,31 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
     with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
         summary = run(Config.from_dict(data), echo=lambda line: None)
     assert summary["particles_first_frame"] == 0
+
+
+def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_path, monkeypatch):
+    import errno
+
+    from temflow.errors import DiskFullError
+    from temflow.io import store
+
+    out = tmp_path / "out"
+    original = store._write_block
+
+    def filling(block, path, index, slices):
+        if path.endswith("masks.zarr") and index[0] > 0:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return original(block, path, index, slices)
+
+    config = _config(out, input={"frames_per_chunk": 4})
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_write_block", filling)
+        with pytest.raises(DiskFullError) as info:
+            run(config)
+    message = str(info.value)
+    assert "\n" not in message and str(out / "masks.zarr") in message and "run the same run file again" in message
+    assert not (out / "stages" / "masks.json").exists()
+    lines: list[str] = []
+    summary = run(config, echo=lines.append)  # space freed
+    assert "  masks      resuming..." in lines and summary["frames"] == 16
+    assert not any("took over" in line for line in lines)  # the failed run released its lock

@@ -69,10 +69,20 @@ def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) ->
     from temflow.io.store import save_zarr
 
     path = run_state.folder / name
-    if path.exists() and not resume:
+    # the run owns its stores' names: a folder there that is no temflow store (left by a
+    # version of temflow that could be killed while creating one) is started again
+    if path.exists() and (not resume or not _is_store(path)):
         shutil.rmtree(path)
     save_zarr(array, path, resume=resume, progress=run_state.client is not None)
     return str(path)
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "temflow" in meta.get("attributes", {})
 
 
 def _open(path: str) -> xr.DataArray:
