@@ -297,3 +297,23 @@ def test_other_os_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
     with dask.config.set(scheduler="synchronous"), pytest.raises(OSError, match="I/O error") as info:
         temflow.save_zarr(make_movie(frames=2, size=16, seed=1).movie, tmp_path / "m.zarr")
     assert not isinstance(info.value, DiskFullError)
+
+
+def test_opening_in_smaller_chunks_reads_only_each_tasks_region(tmp_path):
+    from dask.callbacks import Callback
+
+    movie = make_movie(frames=12, size=24, seed=3).movie
+    path = temflow.save_zarr(movie, tmp_path / "m.zarr", chunks=12)
+    opened = temflow.open_zarr(path, chunks=5)
+    assert opened.data.chunks[0] == (5, 5, 2)
+    frames = []
+
+    class Sizes(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, np.ndarray) and result.ndim == 3:
+                frames.append(result.shape[0])
+
+    with Sizes(), dask.config.set(scheduler="synchronous"):
+        blocks = dask.compute(*opened.data.to_delayed().ravel())  # no final concatenation
+    np.testing.assert_array_equal(np.concatenate(blocks), movie.values)
+    assert frames and max(frames) <= 5  # no task ever held the store's whole 12-frame chunk

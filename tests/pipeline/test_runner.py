@@ -233,3 +233,21 @@ def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_pat
     summary = run(config, echo=lines.append)  # space freed
     assert "  masks      resuming..." in lines and summary["frames"] == 16
     assert not any("took over" in line for line in lines)  # the failed run released its lock
+
+
+def test_the_masks_stage_works_in_bounded_chunks_whatever_the_stores(tmp_path, monkeypatch):
+    from temflow.io.store import save_zarr
+    from temflow.pipeline import stages
+    from temflow.synthetic.generator import make_movie
+
+    movie = make_movie(frames=12, size=48, radius_nm=(2.0, 4.0), seed=2).movie
+    store = save_zarr(movie, tmp_path / "corrected.zarr", chunks=12)  # one long chunk, as the readers make
+    monkeypatch.setattr(stages, "_MASK_TASK_PIXELS", 5 * 48 * 48)
+    state = stages.Run(config=_config(tmp_path / "out"), folder=tmp_path, echo=lambda line: None)
+    state.results["drift"] = {"movie": str(store)}
+    result = stages.STAGE_FUNCTIONS["masks"](state, False)
+    masks = open_zarr(result["masks"])
+    assert masks.data.chunks[0] == (5, 5, 2)
+    from temflow.analysis.threshold import threshold_particles
+
+    np.testing.assert_array_equal(masks.values, threshold_particles(movie.compute()).values)

@@ -435,8 +435,10 @@ def open_zarr(
     store : str or path
         A store written by :func:`save_zarr`.
     chunks : int, tuple or mapping, optional
-        Rechunk to these sizes (frames per chunk, one per dim, or ``{dim: size}``);
-        default: the store's chunks.
+        Read in these sizes (frames per chunk, one per dim, or ``{dim: size}``);
+        default: the store's chunks. Each task reads only its own region, so
+        chunks smaller than the store's keep a task's memory small (a store
+        chunk is decoded, not held).
 
     Returns
     -------
@@ -471,6 +473,8 @@ def open_zarr(
         group = zarr.open_group(str(path), mode="r")
         array = group[_DATA]
         data = da.from_zarr(array)
+        if chunks is not None:
+            data = da.from_zarr(array, chunks=_target_chunks(data, chunks))
         coords = {}
         for name in meta.get("coords", []):
             coord = group[f"coords/{name}"]
@@ -480,7 +484,4 @@ def open_zarr(
             coords[name] = xr.Variable(dims, coord[...], attrs=dict(coord.attrs))
     except (KeyError, ValueError, OSError) as exc:
         raise MovieFileError(path, _FORMAT, f"the store is damaged ({type(exc).__name__}: {exc})") from None
-    movie = xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
-    if chunks is not None:
-        movie = movie.chunk(dict(zip(DIMS, _target_chunks(data, chunks))))
-    return movie
+    return xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
