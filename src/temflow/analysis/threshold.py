@@ -411,14 +411,14 @@ def threshold_particles(
     # the recorded mask is an input of its own; the two means reach this far
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
-    def level_of(dark: Any) -> Any:
+    def level_of(dark: Any, rows: Any = sample) -> Any:
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
             if lazy:
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
                 # darkness graph and compute it a second time
-                counts, _ = da.histogram(dark[sample], bins=_EDGES)
+                counts, _ = da.histogram(dark[rows], bins=_EDGES)
                 return counts.map_blocks(_otsu_from_histogram, drop_axis=0, dtype=np.float32)
             return _otsu(dark[sample])
         if lazy:
@@ -431,15 +431,36 @@ def threshold_particles(
         time_chunks = data.chunks[0]
         data = _bounded_time_chunks(data)
         border = border_level(data, sample) if border_value is None else np.float32(border_value)
-        recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
-        # a NaN pixel is never recorded (see _recorded)
-        recorded = recorded & da.isfinite(data)
-        first = _map_frames(_darkness, [data, recorded], reach, np.float32, **kwargs)
-        found = first > level_of(first)  # NaN (outside the recorded area) is never above
-        dark = _map_frames(
-            _darkness, [data, recorded, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
-        )
-        mask = dark > level_of(dark)
+
+        def recorded_in(frames: da.Array) -> da.Array:
+            inside = _map_frames(_median_where_dark, [frames, ~(frames > border)], 1, np.float32) > border
+            return inside & da.isfinite(frames)  # a NaN pixel is never recorded (see _recorded)
+
+        def first_of(frames: da.Array, inside: da.Array) -> da.Array:
+            return _map_frames(_darkness, [frames, inside], reach, np.float32, **kwargs)
+
+        def second_of(frames: da.Array, inside: da.Array, found: da.Array) -> da.Array:
+            return _map_frames(
+                _darkness, [frames, inside, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
+            )
+
+        recorded = recorded_in(data)
+        first = first_of(data, recorded)
+        if threshold == "movie":
+            # the levels from the sampled frames alone, a branch of their own (the darkness of
+            # a frame needs no other frame): taken from the whole pass, they would hold every
+            # task with a sampled frame in memory until the level is known
+            sampled = data[sample]
+            sampled_inside = recorded_in(sampled)
+            sampled_first = first_of(sampled, sampled_inside)
+            every = slice(None)
+            level_first = level_of(sampled_first, every)
+            level_second = level_of(second_of(sampled, sampled_inside, sampled_first > level_first), every)
+        else:
+            level_first = level_of(first)
+        found = first > level_first  # NaN (outside the recorded area) is never above
+        dark = second_of(data, recorded, found)
+        mask = dark > (level_second if threshold == "movie" else level_of(dark))
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
