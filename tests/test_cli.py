@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import temflow
 from temflow.cli import main
+from temflow.io.store import is_complete
 from temflow.synthetic.generator import make_movie
 
 
@@ -106,3 +107,64 @@ def test_pixel_size_flag_silences_the_default_pixel_warning(tmp_path):
     info = json.loads(result.output)
     assert info["pixel_size_nm"] == [0.2, 0.2]
     assert not any("1 px = 1 nm" in note for note in info["metadata"].get("notes", []))
+
+
+def _tif(tmp_path, frames=6):
+    movie = make_movie(frames=frames, size=32, seed=2).movie
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, movie.values)
+    return path, movie
+
+
+def test_convert_resumes_after_a_kill_and_suggests_only_real_flags(tmp_path):
+    tif, movie = _tif(tmp_path)
+    store = tmp_path / "out.zarr"
+    convert = ["convert", str(tif), str(store), "--frames-per-chunk", "2", "--pixel-size-nm", "0.5", "--frame-interval-s", "1"]
+    # a conversion killed after its first chunk: store created, incomplete
+    code = (
+        "import sys; from temflow.io import store as s; from temflow.cli import main\n"
+        "orig = s._write_block; n = [0]\n"
+        "def die(*a):\n"
+        "    n[0] += 1\n"
+        "    if n[0] > 1: import os; os._exit(9)\n"
+        "    return orig(*a)\n"
+        "s._write_block = die\n"
+        "import dask; dask.config.set(scheduler='synchronous')\n"
+        f"main({convert!r})\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    assert store.exists() and not is_complete(store)
+    line = _one_line_error(convert)
+    assert "--resume" in line and "--overwrite" in line and "=True" not in line
+    result = CliRunner().invoke(main, [*convert, "--resume"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(temflow.open_zarr(store).values, movie.values)
+    result = CliRunner().invoke(main, [*convert, "--resume"])
+    assert result.exit_code == 0 and "already complete" in result.output
+    assert "exclude each other" in _one_line_error([*convert, "--resume", "--overwrite"])
+
+
+def test_convert_on_a_full_disk_says_so_in_one_line_and_resume_recovers(tmp_path):
+    tif, movie = _tif(tmp_path)
+    store = tmp_path / "out.zarr"
+    convert = ["convert", str(tif), str(store), "--frames-per-chunk", "2", "--pixel-size-nm", "0.5", "--frame-interval-s", "1"]
+    code = (
+        "import errno; from temflow.io import store as s; from temflow.cli import main\n"
+        "orig = s._write_block; n = [0]\n"
+        "def full(*a):\n"
+        "    n[0] += 1\n"
+        "    if n[0] > 1: raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return orig(*a)\n"
+        "s._write_block = full\n"
+        "import dask; dask.config.set(scheduler='synchronous')\n"
+        f"main({convert!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "no space left" in lines[0] and str(store) in lines[0] and "--resume" in lines[0]
+    result = CliRunner().invoke(main, [*convert, "--resume"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(temflow.open_zarr(store).values, movie.values)

@@ -28,7 +28,7 @@ from temflow.analysis import (
     threshold_particles,
 )
 from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
-from temflow.errors import IncompleteStoreError, MovieFileError
+from temflow.errors import DiskFullError, FolderInUseError, IncompleteStoreError, MovieFileError
 from temflow.io import describe, open_movie, open_zarr, save_zarr
 from temflow.movie import DIMS, as_movie, check_movie, frame_interval_s, pixel_size_nm
 from temflow.pipeline import Config, load_config, run
@@ -50,6 +50,8 @@ __all__ = [
     "Config",
     "GrowthFit",
     "Verdict",
+    "DiskFullError",
+    "FolderInUseError",
     "IncompleteStoreError",
     "MovieFileError",
     "TileDataset",

@@ -34,6 +34,14 @@ class _Group(click.Group):
                 return super().invoke(ctx)
             except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
                 _fail(exc)
+            except OSError as exc:
+                from temflow.errors import DiskFullError, is_disk_full
+
+                if not is_disk_full(exc):
+                    raise
+                if not isinstance(exc, DiskFullError):
+                    exc = DiskFullError(exc.filename or "the output", "free space on that disk, then run the command again")
+                _fail(exc)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -75,6 +83,30 @@ def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None
     click.echo(json.dumps(summary, indent=2) if as_json else _format_info(summary))
 
 
+def _save_store(movie: Any, store: Path, *, resumable: bool, **options: Any) -> Path:
+    """``save_zarr`` with its advice given in this command's flags, not in Python keywords."""
+    from temflow.errors import DiskFullError, MovieFileError
+    from temflow.io.store import save_zarr
+
+    again = "run the same command with --resume" if resumable else "run the command again"
+    try:
+        return save_zarr(movie, store, **options)
+    except DiskFullError as exc:
+        raise DiskFullError(
+            exc.path, f"free space on that disk (or write the store elsewhere), then {again}: the chunks already written are kept"
+        ) from None
+    except MovieFileError as exc:
+        if exc.fix is None or "=True" not in exc.fix:
+            raise
+        if "not a temflow store" in exc.problem:
+            fix = "remove it, or pass --overwrite to replace it"
+        elif "already exists" in exc.problem and resumable:
+            fix = "pass --overwrite to replace it or --resume to finish an interrupted conversion"
+        else:
+            fix = "pass --overwrite to replace it"
+        raise MovieFileError(exc.path, exc.format, exc.problem, fix) from None
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("store", type=click.Path(path_type=Path))
@@ -82,6 +114,9 @@ def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None
 @click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
 @click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--resume", is_flag=True, help="Finish an interrupted conversion: chunks already written are kept."
+)
 def convert(
     path: Path,
     store: Path,
@@ -89,14 +124,24 @@ def convert(
     frame_interval_s: float | None,
     pixel_size_nm: float | None,
     overwrite: bool,
+    resume: bool,
 ) -> None:
-    """Convert a microscope movie to a compressed zarr v3 store."""
-    from temflow.io.reader import open_movie
-    from temflow.io.store import save_zarr
+    """Convert a microscope movie to a compressed zarr v3 store.
 
+    Interrupted (killed, disk full)? Run the same command with --resume: the
+    chunks already written are kept and the rest are written.
+    """
+    from temflow.io.reader import open_movie
+    from temflow.io.store import is_complete
+
+    if overwrite and resume:
+        raise ValueError("--overwrite and --resume exclude each other: pass --overwrite to start again or --resume to finish")
     movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
-    written = save_zarr(movie, store, chunks=frames_per_chunk, overwrite=overwrite)
-    click.echo(f"wrote {written}")
+    finished = resume and is_complete(store)
+    written = _save_store(
+        movie, store, resumable=True, chunks=frames_per_chunk, overwrite=overwrite, resume=resume
+    )
+    click.echo(f"{written} was already complete; nothing to do" if finished else f"wrote {written}")
 
 
 @main.command()
@@ -137,7 +182,14 @@ def synth(
         dose_e_per_px=dose_e_per_px,
         seed=seed,
     )
-    written = save_truth(truth, store, overwrite=overwrite)
+    from temflow.errors import MovieFileError
+
+    try:
+        written = save_truth(truth, store, overwrite=overwrite)
+    except MovieFileError as exc:
+        if exc.fix is None or "=True" not in exc.fix:
+            raise
+        raise MovieFileError(exc.path, exc.format, exc.problem, "pass --overwrite to replace it") from None
     click.echo(f"wrote {written} (ground truth beside it in {written.with_suffix('.truth')})")
 
 
@@ -161,17 +213,18 @@ def predict(
     from temflow.segmentation.inference import predict as run_model
     from temflow.segmentation.inference import segment
     from temflow.io.reader import open_movie
-    from temflow.io.store import open_zarr, save_zarr
+    from temflow.io.store import open_zarr
 
     frames = open_movie(movie, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     with connect(scheduler) as client:
         link = dashboard_link(client)
         if link:
             click.echo(f"Dask dashboard: {link}")
-        written = save_zarr(run_model(frames, model, tile=tile, device=device), store, overwrite=overwrite, progress=True)  # type: ignore[arg-type]
+        probabilities = run_model(frames, model, tile=tile, device=device)  # type: ignore[arg-type]
+        written = _save_store(probabilities, store, resumable=False, overwrite=overwrite, progress=True)
         click.echo(f"wrote {written}")
         if masks is not None:
-            save_zarr(segment(open_zarr(written)), masks, overwrite=overwrite, progress=True)
+            _save_store(segment(open_zarr(written)), masks, resumable=False, overwrite=overwrite, progress=True)
             click.echo(f"wrote {masks}")
 
 

@@ -108,3 +108,30 @@ def test_nan_borders_are_outside_like_black_ones(chunks):
     assert iou(with_zero, reference) > 0.85
     assert iou(with_nan, reference) > iou(with_zero, reference) - 0.01
     assert (with_zero != with_nan).mean() < 0.002
+
+
+@pytest.mark.parametrize("time_chunk", [16, 5])
+def test_a_long_chunk_is_worked_in_bounded_tasks_and_given_back_in_its_own_chunks(monkeypatch, time_chunk):
+    """Memory per task does not grow with the chunk (the readers' chunks grow with the movie)."""
+    import dask
+    from dask.callbacks import Callback
+
+    from temflow.analysis import threshold
+
+    truth = make_movie(frames=16, size=48, pixel_size_nm=0.5, radius_nm=(2.0, 4.0), seed=1)
+    movie = truth.movie.chunk({"time": time_chunk})
+    eager = threshold_particles(truth.movie.compute())
+    monkeypatch.setattr(threshold, "_TASK_PIXELS", 3 * 48 * 48)  # three frames per task
+    masks = threshold_particles(movie)
+    assert masks.chunks == movie.chunks
+    float_frames = []
+
+    class Sizes(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, np.ndarray) and result.dtype.kind == "f" and result.ndim == 3:
+                float_frames.append(result.shape[0])
+
+    with Sizes(), dask.config.set(scheduler="synchronous"):
+        values = masks.values
+    np.testing.assert_array_equal(values, eager.values)
+    assert float_frames and max(float_frames) <= 3

@@ -171,3 +171,149 @@ def test_bad_arguments(tmp_path):
         temflow.save_zarr(movie.rename(time="frame"), tmp_path / "b.zarr")
     with pytest.raises(TypeError, match="DataArray"):
         temflow.save_zarr(movie.values, tmp_path / "c.zarr")  # type: ignore[arg-type]
+
+
+class _Killed(BaseException):
+    """A kill: not an Exception, so nothing on the way catches it."""
+
+
+@pytest.mark.parametrize("moment", ["first array", "coordinates", "temflow metadata", "rename"])
+def test_a_kill_while_creating_leaves_a_store_that_resume_finishes(tmp_path, monkeypatch, moment):
+    from temflow.io import store
+
+    movie = make_movie(frames=6, size=24, seed=3).movie
+    path = tmp_path / "m.zarr"
+    calls = {"create_array": 0}
+    original_create = zarr.Group.create_array
+
+    def create_array(self, name, **kwargs):
+        calls["create_array"] += 1
+        if (moment == "first array" and calls["create_array"] == 1) or (
+            moment == "coordinates" and name.startswith("coords/")
+        ):
+            raise _Killed(moment)
+        return original_create(self, name, **kwargs)
+
+    def update_attributes(self, new_attributes):
+        raise _Killed(moment)
+
+    def rename(src, dst):
+        raise _Killed(moment)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Group, "create_array", create_array)
+        if moment == "temflow metadata":
+            patch.setattr(zarr.Group, "update_attributes", update_attributes)
+        if moment == "rename":
+            patch.setattr(store.os, "rename", rename)
+        with pytest.raises(_Killed):
+            temflow.save_zarr(movie, path, chunks=2)
+    # never a store without temflow metadata: either nothing, or (not here) a resumable one
+    assert not path.exists()
+    assert (tmp_path / ".m.zarr.temflow-new").exists()
+    temflow.save_zarr(movie, path, chunks=2, resume=True)
+    assert is_complete(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zarr"]  # the half-built store is gone
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, movie.values)
+
+
+def test_resume_into_an_empty_folder_writes_and_a_foreign_folder_is_refused(tmp_path):
+    movie = make_movie(frames=4, size=16, seed=1).movie
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    temflow.save_zarr(movie, empty, resume=True)
+    np.testing.assert_array_equal(temflow.open_zarr(empty).values, movie.values)
+    foreign = tmp_path / "foreign.zarr"
+    zarr.open_group(str(foreign), mode="w").create_array("data", shape=(2,), dtype="uint8")
+    with pytest.raises(MovieFileError, match="not a temflow store.*nothing to resume.*overwrite=True") as info:
+        temflow.save_zarr(movie, foreign, resume=True)
+    assert str(foreign) in str(info.value)
+    assert (foreign / "data").exists()  # another program's data is never deleted without overwrite
+
+
+def _full_disk_after(monkeypatch, chunks_written):
+    """Make the chunk writer fail with ENOSPC after ``chunks_written`` chunks, as a full disk does."""
+    import errno
+
+    from temflow.io import store
+
+    original = store._write_block
+    calls = {"n": 0}
+
+    def filling(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > chunks_written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_write_block", filling)
+    return original
+
+
+def test_a_full_disk_gives_one_line_and_resume_finishes(tmp_path, monkeypatch):
+    from temflow.errors import DiskFullError
+    from temflow.io import store
+
+    movie = make_movie(frames=10, size=24, seed=3).movie
+    path = tmp_path / "m.zarr"
+    original = _full_disk_after(monkeypatch, 2)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(DiskFullError) as info:
+        temflow.save_zarr(movie, path, chunks=2)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "resume=True" in message
+    assert isinstance(info.value, OSError) and info.value.errno == 28
+    assert not is_complete(path)
+    monkeypatch.setattr(store, "_write_block", original)  # space freed
+    temflow.save_zarr(movie, path, chunks=2, resume=True)
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, movie.values)
+
+
+def test_a_full_disk_while_creating_leaves_nothing_to_trip_over(tmp_path, monkeypatch):
+    import errno
+
+    from temflow.errors import DiskFullError
+    from temflow.io import store
+
+    movie = make_movie(frames=4, size=16, seed=1).movie
+    path = tmp_path / "m.zarr"
+
+    def rename(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.os, "rename", rename)
+        with pytest.raises(DiskFullError, match="m.zarr"):
+            temflow.save_zarr(movie, path)
+    temflow.save_zarr(movie, path)  # no resume needed: nothing was left at the path
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, movie.values)
+
+
+def test_other_os_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from temflow.errors import DiskFullError
+
+    monkeypatch.setattr("temflow.io.store._write_block", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with dask.config.set(scheduler="synchronous"), pytest.raises(OSError, match="I/O error") as info:
+        temflow.save_zarr(make_movie(frames=2, size=16, seed=1).movie, tmp_path / "m.zarr")
+    assert not isinstance(info.value, DiskFullError)
+
+
+def test_opening_in_smaller_chunks_reads_only_each_tasks_region(tmp_path):
+    from dask.callbacks import Callback
+
+    movie = make_movie(frames=12, size=24, seed=3).movie
+    path = temflow.save_zarr(movie, tmp_path / "m.zarr", chunks=12)
+    opened = temflow.open_zarr(path, chunks=5)
+    assert opened.data.chunks[0] == (5, 5, 2)
+    frames = []
+
+    class Sizes(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, np.ndarray) and result.ndim == 3:
+                frames.append(result.shape[0])
+
+    with Sizes(), dask.config.set(scheduler="synchronous"):
+        blocks = dask.compute(*opened.data.to_delayed().ravel())  # no final concatenation
+    np.testing.assert_array_equal(np.concatenate(blocks), movie.values)
+    assert frames and max(frames) <= 5  # no task ever held the store's whole 12-frame chunk

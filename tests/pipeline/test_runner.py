@@ -205,3 +205,49 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
     with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
         summary = run(Config.from_dict(data), echo=lambda line: None)
     assert summary["particles_first_frame"] == 0
+
+
+def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_path, monkeypatch):
+    import errno
+
+    from temflow.errors import DiskFullError
+    from temflow.io import store
+
+    out = tmp_path / "out"
+    original = store._write_block
+
+    def filling(block, path, index, slices):
+        if path.endswith("masks.zarr") and index[0] > 0:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return original(block, path, index, slices)
+
+    config = _config(out, input={"frames_per_chunk": 4})
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_write_block", filling)
+        with pytest.raises(DiskFullError) as info:
+            run(config)
+    message = str(info.value)
+    assert "\n" not in message and str(out / "masks.zarr") in message and "run the same run file again" in message
+    assert not (out / "stages" / "masks.json").exists()
+    lines: list[str] = []
+    summary = run(config, echo=lines.append)  # space freed
+    assert "  masks      resuming..." in lines and summary["frames"] == 16
+    assert not any("took over" in line for line in lines)  # the failed run released its lock
+
+
+def test_the_masks_stage_works_in_bounded_chunks_whatever_the_stores(tmp_path, monkeypatch):
+    from temflow.io.store import save_zarr
+    from temflow.pipeline import stages
+    from temflow.synthetic.generator import make_movie
+
+    movie = make_movie(frames=12, size=48, radius_nm=(2.0, 4.0), seed=2).movie
+    store = save_zarr(movie, tmp_path / "corrected.zarr", chunks=12)  # one long chunk, as the readers make
+    monkeypatch.setattr(stages, "_MASK_TASK_PIXELS", 5 * 48 * 48)
+    state = stages.Run(config=_config(tmp_path / "out"), folder=tmp_path, echo=lambda line: None)
+    state.results["drift"] = {"movie": str(store)}
+    result = stages.STAGE_FUNCTIONS["masks"](state, False)
+    masks = open_zarr(result["masks"])
+    assert masks.data.chunks[0] == (5, 5, 2)
+    from temflow.analysis.threshold import threshold_particles
+
+    np.testing.assert_array_equal(masks.values, threshold_particles(movie.compute()).values)

@@ -190,6 +190,24 @@ def _map_frames(func, arrays: list[da.Array], reach_px: int, dtype: type, **kwar
     return da.map_overlap(func, *arrays, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
 
 
+# Pixels per task. The recipe's temporaries (float64 box sums, two float32 darkness
+# passes, masks, the halo copies) come to ~56 bytes per pixel, 28 times the uint16
+# input: a task of the readers' default chunk (32-64 MiB of frames, up to 2048 frames of
+# 128^2) needed 1.8 GB, and the chunk grows with the movie up to that size. Tasks of
+# 2^21 pixels (128 frames of 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
+_TASK_PIXELS = 2**21
+
+
+def _bounded_time_chunks(data: da.Array) -> da.Array:
+    """``data`` rechunked along time so that no task holds more than ``_TASK_PIXELS`` pixels.
+
+    Whole frames count (``_map_frames`` may merge the spatial chunks); a frame
+    larger than the budget is one frame per task.
+    """
+    per = max(1, _TASK_PIXELS // max(int(data.shape[1]) * int(data.shape[2]), 1))
+    return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
+
+
 def _disk(radius_px: int) -> np.ndarray:
     r = int(radius_px)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -393,14 +411,14 @@ def threshold_particles(
     # the recorded mask is an input of its own; the two means reach this far
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
-    def level_of(dark: Any) -> Any:
+    def level_of(dark: Any, rows: Any = sample) -> Any:
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
             if lazy:
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
                 # darkness graph and compute it a second time
-                counts, _ = da.histogram(dark[sample], bins=_EDGES)
+                counts, _ = da.histogram(dark[rows], bins=_EDGES)
                 return counts.map_blocks(_otsu_from_histogram, drop_axis=0, dtype=np.float32)
             return _otsu(dark[sample])
         if lazy:
@@ -410,19 +428,44 @@ def threshold_particles(
 
     # two passes: the first finds the particles, the second leaves them out of the background
     if lazy:
+        time_chunks = data.chunks[0]
+        data = _bounded_time_chunks(data)
         border = border_level(data, sample) if border_value is None else np.float32(border_value)
-        recorded = _map_frames(_median_where_dark, [data, ~(data > border)], 1, np.float32) > border
-        # a NaN pixel is never recorded (see _recorded)
-        recorded = recorded & da.isfinite(data)
-        first = _map_frames(_darkness, [data, recorded], reach, np.float32, **kwargs)
-        found = first > level_of(first)  # NaN (outside the recorded area) is never above
-        dark = _map_frames(
-            _darkness, [data, recorded, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
-        )
-        mask = dark > level_of(dark)
+
+        def recorded_in(frames: da.Array) -> da.Array:
+            inside = _map_frames(_median_where_dark, [frames, ~(frames > border)], 1, np.float32) > border
+            return inside & da.isfinite(frames)  # a NaN pixel is never recorded (see _recorded)
+
+        def first_of(frames: da.Array, inside: da.Array) -> da.Array:
+            return _map_frames(_darkness, [frames, inside], reach, np.float32, **kwargs)
+
+        def second_of(frames: da.Array, inside: da.Array, found: da.Array) -> da.Array:
+            return _map_frames(
+                _darkness, [frames, inside, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
+            )
+
+        recorded = recorded_in(data)
+        first = first_of(data, recorded)
+        if threshold == "movie":
+            # the levels from the sampled frames alone, a branch of their own (the darkness of
+            # a frame needs no other frame): taken from the whole pass, they would hold every
+            # task with a sampled frame in memory until the level is known
+            sampled = data[sample]
+            sampled_inside = recorded_in(sampled)
+            sampled_first = first_of(sampled, sampled_inside)
+            every = slice(None)
+            level_first = level_of(sampled_first, every)
+            level_second = level_of(second_of(sampled, sampled_inside, sampled_first > level_first), every)
+        else:
+            level_first = level_of(first)
+        found = first > level_first  # NaN (outside the recorded area) is never above
+        dark = second_of(data, recorded, found)
+        mask = dark > (level_second if threshold == "movie" else level_of(dark))
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
+        # the movie's own time chunks again: merging boolean pieces costs 1 byte per pixel
+        mask = mask.rechunk({0: time_chunks})
     else:
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)

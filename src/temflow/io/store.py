@@ -15,6 +15,11 @@ zarr leaves chunks equal to the fill value unwritten (a missing chunk file does
 not mean "not written"). Every write task owns exactly one zarr chunk: the dask
 chunks are made regular and equal to the zarr chunks before writing, so no two
 tasks ever write into the same chunk file (zarr-python issues 3514, 3682).
+
+Creation is atomic: the empty store (arrays, coordinates and the temflow
+metadata) is built in a hidden sibling folder, ``.<name>.temflow-new``, and
+renamed into place, so a process killed at any moment leaves either no store
+or one that ``resume=True`` finishes - never a folder that is neither.
 """
 
 from __future__ import annotations
@@ -35,13 +40,14 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
-from temflow.errors import IncompleteStoreError, MovieFileError
+from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
 
 __all__ = ["save_zarr", "open_zarr", "is_complete"]
 
 _FORMAT = "zarr"
 _DATA = "0"
 _DONE = ".temflow-done"
+_NEW = ".temflow-new"
 _STORE_VERSION = 1
 _OME_UNITS = {"s": "second", "nm": "nanometer"}
 Compressor = Literal["zstd", "lz4", "none"]
@@ -191,6 +197,60 @@ def _read_group_meta(path: Path) -> dict[str, Any] | None:
     return meta.get("attributes", {}).get("temflow")
 
 
+def _staging_folder(path: Path) -> Path:
+    """Where a new store is built before it is renamed to ``path`` (same folder, same disk)."""
+    return path.parent / f".{path.name}{_NEW}"
+
+
+def _create(path: Path, movie: xr.DataArray, shape: tuple[int, ...], dtype: np.dtype, target: tuple[int, ...], codecs: list[Any]) -> None:
+    """Create the empty store at ``path`` atomically: built aside, then renamed into place."""
+    staging = _staging_folder(path)
+    # a staging folder is left only by a process killed while creating: it holds no frames
+    shutil.rmtree(staging, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(staging), mode="w")
+    fill = False if dtype == bool else 0
+    group.create_array(
+        _DATA,
+        shape=shape,
+        dtype=dtype,
+        chunks=target,
+        compressors=codecs,
+        fill_value=fill,
+        dimension_names=DIMS,
+    )
+    for name, coord in movie.coords.items():
+        values = np.asarray(coord.values)
+        if values.dtype == object or values.dtype.kind in "US":
+            values = values.astype(str)
+        coord_array = group.create_array(
+            f"coords/{name}",
+            shape=values.shape,
+            dtype=values.dtype,
+            chunks=values.shape or (1,),
+            compressors=[],
+            dimension_names=tuple(coord.dims),
+            attributes=_jsonable(dict(coord.attrs)),
+        )
+        if values.size:
+            coord_array[...] = values
+    (staging / _DONE).mkdir()
+    group.update_attributes(
+        {
+            "ome": _ome_metadata(movie),
+            "temflow": {
+                "store_version": _STORE_VERSION,
+                "name": movie.name if isinstance(movie.name, str) else None,
+                "dims": list(DIMS),
+                "coords": list(map(str, movie.coords)),
+                "attrs": _jsonable(dict(movie.attrs)),
+                "complete": False,
+            },
+        }
+    )
+    os.rename(staging, path)
+
+
 def is_complete(store: str | os.PathLike[str]) -> bool:
     """True if ``store`` is a temflow zarr store whose writing finished.
 
@@ -240,7 +300,8 @@ def save_zarr(
     resume : bool
         Continue an interrupted write of the same shape, dtype and chunks:
         chunks already written are kept, the rest are written. A store that
-        is already complete is left as it is.
+        is already complete is left as it is; one that does not exist yet (or
+        an empty folder) is written from the start.
 
     Returns
     -------
@@ -251,7 +312,11 @@ def save_zarr(
     ------
     MovieFileError
         If ``store`` exists (and neither ``overwrite`` nor ``resume`` is set),
-        or an interrupted store has another shape, dtype or chunking.
+        an interrupted store has another shape, dtype or chunking, or
+        ``resume`` is set and ``store`` is a folder that is not a temflow store.
+    DiskFullError
+        If the disk fills up while writing; after freeing space, the same call
+        with ``resume=True`` finishes the store.
 
     Examples
     --------
@@ -274,14 +339,42 @@ def save_zarr(
     dtype = np.dtype(data.dtype)
     codecs = _codecs(compressor, compression_level, dtype)
 
+    try:
+        _write(movie, data, path, target, dtype, codecs, overwrite=overwrite, resume=resume, progress=progress)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(
+            path,
+            "free space on that disk (or write elsewhere), then call save_zarr(..., resume=True): "
+            "the chunks already written are kept",
+        ) from None
+    return path
+
+
+def _write(
+    movie: xr.DataArray,
+    data: da.Array,
+    path: Path,
+    target: tuple[int, ...],
+    dtype: np.dtype,
+    codecs: list[Any],
+    *,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Create (or reopen), fill and mark complete the store at ``path``; see :func:`save_zarr`."""
     existing = _read_group_meta(path) if path.exists() else None
-    fresh = True
     if path.exists():
         if overwrite:
             shutil.rmtree(path)
+        elif resume and existing is None and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # an empty folder holds nothing to keep
         elif resume and existing is not None:
             if existing.get("complete"):
-                return path
+                shutil.rmtree(path / _DONE, ignore_errors=True)
+                return
             array = zarr.open_array(store=str(path), path=_DATA, mode="r")
             if tuple(array.shape) != data.shape or np.dtype(array.dtype) != dtype or tuple(array.chunks) != target:
                 raise MovieFileError(
@@ -291,54 +384,20 @@ def save_zarr(
                     f"cannot be resumed with shape {data.shape}, dtype {dtype}, chunks {target}",
                     "pass overwrite=True to start again",
                 )
-            fresh = False
+        elif resume:
+            raise MovieFileError(
+                path,
+                _FORMAT,
+                "it exists but is not a temflow store (no temflow metadata in a zarr.json), so there is nothing "
+                "to resume: it may hold other data",
+                "remove it, or pass overwrite=True to replace it",
+            )
         else:
             raise MovieFileError(
                 path, _FORMAT, "it already exists", "pass overwrite=True to replace it or resume=True to finish it"
             )
-
-    if fresh:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(path), mode="w")
-        fill = False if dtype == bool else 0
-        group.create_array(
-            _DATA,
-            shape=data.shape,
-            dtype=dtype,
-            chunks=target,
-            compressors=codecs,
-            fill_value=fill,
-            dimension_names=DIMS,
-        )
-        for name, coord in movie.coords.items():
-            values = np.asarray(coord.values)
-            if values.dtype == object or values.dtype.kind in "US":
-                values = values.astype(str)
-            coord_array = group.create_array(
-                f"coords/{name}",
-                shape=values.shape,
-                dtype=values.dtype,
-                chunks=values.shape or (1,),
-                compressors=[],
-                dimension_names=tuple(coord.dims),
-                attributes=_jsonable(dict(coord.attrs)),
-            )
-            if values.size:
-                coord_array[...] = values
-        (path / _DONE).mkdir()
-        group.update_attributes(
-            {
-                "ome": _ome_metadata(movie),
-                "temflow": {
-                    "store_version": _STORE_VERSION,
-                    "name": movie.name if isinstance(movie.name, str) else None,
-                    "dims": list(DIMS),
-                    "coords": list(map(str, movie.coords)),
-                    "attrs": _jsonable(dict(movie.attrs)),
-                    "complete": False,
-                },
-            }
-        )
+    if not path.exists():
+        _create(path, movie, data.shape, dtype, target, codecs)
 
     done = {p.name for p in (path / _DONE).iterdir()} if (path / _DONE).exists() else set()
     writes = []
@@ -358,7 +417,6 @@ def save_zarr(
     meta["complete"] = True
     group.update_attributes({"temflow": meta})
     shutil.rmtree(path / _DONE, ignore_errors=True)
-    return path
 
 
 def open_zarr(
@@ -377,8 +435,10 @@ def open_zarr(
     store : str or path
         A store written by :func:`save_zarr`.
     chunks : int, tuple or mapping, optional
-        Rechunk to these sizes (frames per chunk, one per dim, or ``{dim: size}``);
-        default: the store's chunks.
+        Read in these sizes (frames per chunk, one per dim, or ``{dim: size}``);
+        default: the store's chunks. Each task reads only its own region, so
+        chunks smaller than the store's keep a task's memory small (a store
+        chunk is decoded, not held).
 
     Returns
     -------
@@ -413,6 +473,8 @@ def open_zarr(
         group = zarr.open_group(str(path), mode="r")
         array = group[_DATA]
         data = da.from_zarr(array)
+        if chunks is not None:
+            data = da.from_zarr(array, chunks=_target_chunks(data, chunks))
         coords = {}
         for name in meta.get("coords", []):
             coord = group[f"coords/{name}"]
@@ -422,7 +484,4 @@ def open_zarr(
             coords[name] = xr.Variable(dims, coord[...], attrs=dict(coord.attrs))
     except (KeyError, ValueError, OSError) as exc:
         raise MovieFileError(path, _FORMAT, f"the store is damaged ({type(exc).__name__}: {exc})") from None
-    movie = xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
-    if chunks is not None:
-        movie = movie.chunk(dict(zip(DIMS, _target_chunks(data, chunks))))
-    return movie
+    return xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -29,12 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from temflow.errors import DiskFullError, is_disk_full
 from temflow.pipeline._folder import check_output_folder
+from temflow.pipeline._lock import output_lock
 from temflow.pipeline.config import Config, SyntheticConfig, load_config
 from temflow.pipeline.stages import STAGE_FUNCTIONS, Run, write_json, model_path
 
 __all__ = ["run", "demo", "demo_config", "STAGES"]
 
+_FULL_BYTES = 16 * 2**20  # under this much free space, a writer's unexplained failure is a full disk
 STAGES = ("load", "context", "drift", "train", "infer", "masks", "measure", "track", "coarsening", "report")
 _DEPENDENCIES = (
     "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image", "dask-image",
@@ -112,13 +116,50 @@ def run(
     dict
         The run's summary (also in ``summary.json``): the report's path, the
         particle statistics, the coarsening verdict and the stage times.
+
+    Raises
+    ------
+    FolderInUseError
+        If another run is writing into the same output folder (the lock file
+        ``.temflow.lock`` names its pid and host). A lock left by a run that
+        was killed is taken over, with a note through ``echo``.
+    DiskFullError
+        If the disk fills up; after freeing space, the same call resumes.
     """
     if not isinstance(config, Config):
         config = load_config(config)
     say = echo or (lambda line: None)
     folder = config.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    check_output_folder(folder, source=config.source)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_output_folder(folder, source=config.source)
+        with output_lock(folder, say):
+            return _run_locked(config, folder, say, client)
+    except Exception as exc:
+        if not (is_disk_full(exc) or (isinstance(exc, RuntimeError) and _nearly_full(folder))):
+            raise
+        # one line naming the path; the stages are resumable, so a rerun with space finishes
+        where = getattr(exc, "path", None) or getattr(exc, "filename", None) or folder
+        raise DiskFullError(
+            where,
+            "free space on that disk (or set [output] folder to another disk), then run the same run file again: "
+            "finished stages are skipped and the interrupted one resumes",
+        ) from None
+
+
+def _nearly_full(folder: Path) -> bool:
+    """True if the disk holding ``folder`` has (almost) no space left.
+
+    Some writers (torch's checkpoint writer) report a full disk as a bare
+    RuntimeError with no errno: the free space tells.
+    """
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BYTES
+    except OSError:
+        return False
+
+
+def _run_locked(config: Config, folder: Path, say: Callable[[str], None], client: Any) -> dict[str, Any]:
     state = Run(config=config, folder=folder, echo=say, client=client)
     if client is not None:
         return _run_stages(state)

@@ -25,6 +25,7 @@ import xarray as xr
 from temflow.pipeline.config import Config
 
 _AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
+_MASK_TASK_PIXELS = 2**21  # pixels per task of the masks stage, as threshold_particles works
 
 __all__ = ["Run", "STAGE_FUNCTIONS", "model_path", "write_json"]
 
@@ -69,10 +70,20 @@ def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) ->
     from temflow.io.store import save_zarr
 
     path = run_state.folder / name
-    if path.exists() and not resume:
+    # the run owns its stores' names: a folder there that is no temflow store (left by a
+    # version of temflow that could be killed while creating one) is started again
+    if path.exists() and (not resume or not _is_store(path)):
         shutil.rmtree(path)
     save_zarr(array, path, resume=resume, progress=run_state.client is not None)
     return str(path)
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "temflow" in meta.get("attributes", {})
 
 
 def _open(path: str) -> xr.DataArray:
@@ -269,8 +280,16 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
     seg = state.config.segmentation
     if seg.method == "threshold":
         from temflow.analysis.measure import threshold_particles
+        from temflow.io.store import open_zarr
 
-        masks = threshold_particles(_open(state.results["drift"]["movie"]))
+        path = state.results["drift"]["movie"]
+        # read and write in tasks of _MASK_TASK_PIXELS: the threshold's temporaries are ~30x
+        # the frames, and the stores' chunks grow with the movie (to 2048 frames of 128^2)
+        movie = open_zarr(path)
+        per = max(1, _MASK_TASK_PIXELS // max(math.prod(movie.shape[1:]), 1))
+        if max(movie.data.chunks[0]) > per:
+            movie = open_zarr(path, chunks=per)
+        masks = threshold_particles(movie)
     else:
         from temflow.segmentation.inference import segment
 
