@@ -14,6 +14,7 @@ import temflow
 from temflow.errors import IncompleteStoreError, MovieFileError
 from temflow.io.store import is_complete
 from temflow.synthetic.generator import make_movie
+from ome_validation import assert_valid_ome_zarr
 
 
 @pytest.mark.parametrize("chunks", [None, 3, (4, 20, 33), {"time": 5, "y": 17}])
@@ -37,11 +38,13 @@ def test_bool_and_float_arrays_and_numpy_input(tmp_path):
     truth = make_movie(frames=3, size=32, seed=2)
     masks = (truth.labels > 0).compute()  # numpy-backed
     path = temflow.save_zarr(masks, tmp_path / "masks.zarr")
+    assert_valid_ome_zarr(path)
     back = temflow.open_zarr(path)
     assert back.dtype == bool
     np.testing.assert_array_equal(back.values, masks.values)
     prob = truth.movie.astype("float32") / 1000
     np.testing.assert_array_equal(temflow.open_zarr(temflow.save_zarr(prob, tmp_path / "p.zarr")).values, prob.values)
+    assert_valid_ome_zarr(tmp_path / "p.zarr")
 
 
 def test_all_zero_frames_are_written_and_complete(tmp_path):
@@ -57,7 +60,10 @@ def test_ome_zarr_axes_and_scale(tmp_path):
     path = temflow.save_zarr(movie, tmp_path / "m.zarr")
     meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
     multiscale = meta["multiscales"][0]
-    assert [a["name"] for a in multiscale["axes"]] == ["t", "y", "x"]
+    # NGFF 0.5: the axes' names are the array's dimension_names
+    assert [a["name"] for a in multiscale["axes"]] == ["time", "y", "x"]
+    assert json.loads((path / "0" / "zarr.json").read_text())["dimension_names"] == ["time", "y", "x"]
+    assert_valid_ome_zarr(path)
     assert [a.get("unit") for a in multiscale["axes"]] == ["second", "nanometer", "nanometer"]
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     np.testing.assert_allclose(scale, [0.5, 0.25, 0.25])

@@ -7,7 +7,17 @@ Layout of a store (a folder)::
                        and "temflow" (name, attrs, dims, complete flag)
       0/               the frames, dimension_names ("time", "y", "x")
       coords/<name>/   every coordinate, with its own dims and attrs
+      labels/          optional NGFF labels group (attrs "ome": {"labels": [...]}),
+        <name>/        masks or particle labels: a temflow store of their own with
+                       NGFF "image-label" metadata, so napari shows them as Labels
       .temflow-done/   one empty marker per finished chunk while writing
+
+The OME-Zarr 0.5 axes are named exactly as the array's ``dimension_names``
+(``time``, ``y``, ``x``), as NGFF requires, with units ``second`` and
+``nanometer``; the stores validate with ``ome-zarr-models``. ``xarray.open_zarr``
+sees the frames as a variable named ``"0"`` without coordinates (they live in
+``coords/``): :func:`open_zarr` is the one call that gives the movie with its
+coordinates and attrs.
 
 Completion is explicit: the group is first written with ``complete: false``
 and set to ``complete: true`` only after every chunk has been written, because
@@ -36,12 +46,15 @@ from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
 from temflow.errors import IncompleteStoreError, MovieFileError
+from temflow.io.formats.ome_zarr import is_ome_zarr
 
-__all__ = ["save_zarr", "open_zarr", "is_complete"]
+__all__ = ["save_zarr", "open_zarr", "is_complete", "save_labels", "open_labels", "label_names"]
 
 _FORMAT = "zarr"
 _DATA = "0"
 _DONE = ".temflow-done"
+_LABELS = "labels"
+_MASK_ATTR = "boolean_mask"
 _STORE_VERSION = 1
 _OME_UNITS = {"s": "second", "nm": "nanometer"}
 Compressor = Literal["zstd", "lz4", "none"]
@@ -56,7 +69,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # NaN and inf are not JSON: zarr.json must parse everywhere
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, os.PathLike):
@@ -114,7 +129,7 @@ def _ome_metadata(movie: xr.DataArray) -> dict[str, Any]:
     translation = []
     for dim in DIMS:
         unit = movie.coords[dim].attrs.get("units") if dim in movie.coords else None
-        axis: dict[str, Any] = {"name": "t" if dim == TIME else dim, "type": "time" if dim == TIME else "space"}
+        axis: dict[str, Any] = {"name": dim, "type": "time" if dim == TIME else "space"}
         if unit in _OME_UNITS:
             axis["unit"] = _OME_UNITS[unit]
         axes.append(axis)
@@ -189,6 +204,11 @@ def _read_group_meta(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise MovieFileError(path, _FORMAT, f"its zarr.json is not valid JSON ({exc})") from None
     return meta.get("attributes", {}).get("temflow")
+
+
+def _is_temflow_store(path: Path) -> bool:
+    """True if ``path`` holds temflow's metadata (complete or not)."""
+    return _read_group_meta(path) is not None
 
 
 def is_complete(store: str | os.PathLike[str]) -> bool:
@@ -399,6 +419,11 @@ def open_zarr(
         raise MovieFileError(path, _FORMAT, "a zarr store is a folder, but this is a file")
     meta = _read_group_meta(path)
     if meta is None:
+        if is_ome_zarr(path):
+            raise MovieFileError(
+                path, _FORMAT, "an OME-Zarr image written by another tool, not a temflow store",
+                "open it with temflow.open_movie(path), which reads its axes, scales and units",
+            )
         raise MovieFileError(
             path, _FORMAT, "not a temflow zarr store (no temflow metadata in zarr.json)", "write it with temflow.save_zarr"
         )
@@ -426,3 +451,150 @@ def open_zarr(
     if chunks is not None:
         movie = movie.chunk(dict(zip(DIMS, _target_chunks(data, chunks))))
     return movie
+
+
+def _check_label_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or name in ("coords", _DATA):
+        raise ValueError(f"name must be a plain folder name such as 'masks' or 'particles'; got {name!r}")
+    return name
+
+
+def label_names(store: str | os.PathLike[str]) -> list[str]:
+    """Names of the labels images listed in a store's NGFF ``labels/`` group.
+
+    Examples
+    --------
+    >>> label_names("no-such-store.zarr")
+    []
+    """
+    try:
+        meta = json.loads((Path(store) / _LABELS / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(n) for n in meta.get("attributes", {}).get("ome", {}).get("labels", [])]
+
+
+def save_labels(
+    labels: xr.DataArray,
+    store: str | os.PathLike[str],
+    *,
+    name: str = "masks",
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write masks or particle labels into the NGFF ``labels/`` group of a movie store.
+
+    The labels become ``store/labels/<name>``: a temflow store of their own
+    (resumable, opened by :func:`open_labels` or :func:`open_zarr`) carrying
+    OME-Zarr 0.5 ``image-label`` metadata, listed in ``store/labels``. Viewers
+    that read OME-Zarr (napari with ``napari-ome-zarr``) show them as a Labels
+    layer over the movie, in the same physical coordinates.
+
+    Computes: every chunk is computed and written, as by :func:`save_zarr`.
+
+    Parameters
+    ----------
+    labels : xarray.DataArray
+        Dims ``("time", "y", "x")`` and the movie's shape; boolean masks
+        (stored as uint8 0/1, NGFF labels are integers) or integer labels
+        (0 = background), e.g. from :func:`temflow.label_particles`.
+    store : str or path
+        A complete movie store written by :func:`save_zarr`.
+    name : str
+        Name of the labels image inside ``labels/``.
+    overwrite, resume, progress : bool
+        As for :func:`save_zarr`, for this labels image only.
+
+    Returns
+    -------
+    pathlib.Path
+        The labels image's path, ``store/labels/<name>``.
+
+    Raises
+    ------
+    MovieFileError
+        If ``store`` is not a complete temflow store, or the labels exist
+        (and neither ``overwrite`` nor ``resume`` is set).
+    ValueError
+        If the labels' shape differs from the movie's, or ``name`` is not a
+        plain folder name.
+    TypeError
+        If the labels are not boolean or integer.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, temflow
+    >>> movie = temflow.as_movie(np.arange(24, dtype="uint16").reshape(2, 3, 4), pixel_size_nm=0.5)
+    >>> path = save_zarr(movie, tempfile.mkdtemp() + "/m.zarr")
+    >>> _ = save_labels(movie > 10, path)
+    >>> label_names(path), open_labels(path).dtype
+    (['masks'], dtype('bool'))
+    """
+    if not isinstance(labels, xr.DataArray):
+        raise TypeError(f"labels must be an xarray.DataArray; got {type(labels).__name__}")
+    if tuple(labels.dims) != DIMS:
+        raise ValueError(f"labels must have dims {DIMS}; got {tuple(labels.dims)}; use labels.rename(...)")
+    name = _check_label_name(name)
+    root = Path(store)
+    if not is_complete(root):
+        raise MovieFileError(root, _FORMAT, "not a complete temflow movie store", "write the movie with temflow.save_zarr first")
+    shape = tuple(zarr.open_array(store=str(root), path=_DATA, mode="r").shape)
+    if tuple(labels.shape) != shape:
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)} but the movie in {str(root)!r} has shape {shape}; "
+            "labels must cover the movie frame for frame and pixel for pixel"
+        )
+    kind = np.dtype(labels.dtype).kind
+    if kind not in "biu":
+        raise TypeError(
+            f"labels must be boolean masks or integer labels; got dtype {labels.dtype}; "
+            "turn probabilities into masks with temflow.segment(...) first"
+        )
+    if kind == "b":
+        labels = labels.astype(np.uint8).assign_attrs({_MASK_ATTR: True})
+    path = save_zarr(labels, root / _LABELS / name, overwrite=overwrite, resume=resume, progress=progress)
+    image = zarr.open_group(str(path), mode="r+")
+    ome = dict(image.attrs["ome"])  # type: ignore[arg-type]
+    ome["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
+    image.update_attributes({"ome": ome})
+    # listed only once complete: a viewer never finds a half-written labels image
+    group = zarr.open_group(str(root / _LABELS), mode="a")
+    names = sorted(set(label_names(root)) | {name})
+    group.update_attributes({"ome": {"version": "0.5", "labels": names}})
+    return path
+
+
+def open_labels(store: str | os.PathLike[str], *, name: str = "masks") -> xr.DataArray:
+    """Open the labels image ``name`` of a movie store lazily.
+
+    Lazy: as :func:`open_zarr`. Masks saved from booleans come back boolean.
+
+    Parameters
+    ----------
+    store : str or path
+        A movie store with a ``labels/`` group (see :func:`save_labels`).
+    name : str
+        The labels image's name.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("time", "y", "x")`` with the movie's coordinates.
+
+    Raises
+    ------
+    MovieFileError
+        If the store has no labels image of that name.
+    """
+    name = _check_label_name(name)
+    root = Path(store)
+    if name not in label_names(root):
+        raise MovieFileError(
+            root, _FORMAT, f"no labels image named {name!r} (it has {label_names(root) or 'none'})",
+            "write one with temflow.io.save_labels(...)",
+        )
+    labels = open_zarr(root / _LABELS / name)
+    if labels.attrs.pop(_MASK_ATTR, False):
+        labels = labels.astype(bool)
+    return labels
