@@ -6,7 +6,6 @@ stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -68,11 +67,12 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, as_json: bool) -> None:
     """Describe a movie: dims, dtype, chunks, pixel size, time axis, size, metadata."""
+    from temflow._json import dumps
     from temflow.io.reader import describe, open_movie
 
     movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
     summary = describe(movie)
-    click.echo(json.dumps(summary, indent=2) if as_json else _format_info(summary))
+    click.echo(dumps(summary) if as_json else _format_info(summary))
 
 
 @main.command()

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import render_in_browser
+from ome_validation import assert_every_store_valid
 from temflow.pipeline.config import Config, load_config
 from temflow.segmentation.model_files import read_card
 from temflow.pipeline.runner import run
@@ -29,6 +30,15 @@ _SMALL = {
     "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": "127.0.0.1:0"},
     "output": {"figure_formats": ["png"]},
 }
+
+
+def _strict_json(path: Path):
+    """Parse like a browser's JSON.parse: NaN and Infinity are errors."""
+
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def _config(folder: Path, **changes) -> Config:
@@ -48,6 +58,17 @@ def test_a_run_writes_every_stage_and_a_rerun_skips_them(tmp_path):
                  "provenance.json", "report.html", "shifts.parquet"):  # fmt: skip
         assert (out / name).exists(), name
     assert Path(summary["report"]) == out / "report.html"
+    assert assert_every_store_valid(out) >= 4  # raw, corrected, masks and the true labels: valid OME-Zarr
+    for name in ("summary.json", "coarsening.json", "provenance.json"):
+        _strict_json(out / name)
+    particles = pd.read_parquet(out / "particles.parquet")  # a parquet dataset any reader takes whole
+    assert len(particles) > 0 and {"frame", "area", "y", "x"} <= set(particles.columns)
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(out / "tracks.parquet").field("equivalent_diameter").metadata[b"units"] == b"nm"
+    assert pq.read_schema(out / "statistics.parquet").field("number_density").metadata[b"units"] == "1/µm^2".encode()
+    page = (out / "report.html").read_text()
+    assert "mean_diameter <span class='unit'>(nm)</span>" in page
     assert summary["frames"] == 16 and summary["particles_first_frame"] > 0
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config"]["input"]["synthetic"]["frames"] == 16
@@ -205,3 +226,9 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
     with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
         summary = run(Config.from_dict(data), echo=lambda line: None)
     assert summary["particles_first_frame"] == 0
+    # no particles: the fits and mean sizes are undefined, written as null, and every JSON parses strictly
+    out = tmp_path / "out"
+    for name in ("summary.json", "coarsening.json", "provenance.json"):
+        _strict_json(out / name)
+    assert _strict_json(out / "summary.json")["mean_diameter_first_nm"] is None
+    assert pd.read_parquet(out / "particles.parquet").empty

@@ -4,7 +4,7 @@ Every stage is a function ``stage(run, resume) -> dict`` returning JSON-able
 results (paths, numbers); :mod:`temflow.pipeline.runner` decides which stages run, and
 passes ``resume=True`` when an interrupted attempt of the same stage exists.
 Arrays go to zarr stores (resumable chunk by chunk), tables to parquet written
-to a temporary file and renamed, figures to ``figures/``.
+to a temporary file and renamed (units in the schema), JSON strict (null for NaN), figures to ``figures/``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from temflow._json import write_json as _write_strict_json
 from temflow.pipeline.config import Config
 
 _AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
@@ -42,27 +43,15 @@ class Run:
     times: dict[str, float] = field(default_factory=dict)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    """Write strict JSON atomically: NaN and infinities become null (see :mod:`temflow._json`)."""
+    _write_strict_json(path, data)
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.parquet")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from temflow.analysis.tables import write_parquet
+
+    return write_parquet(table, path)
 
 
 def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) -> str:
