@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 
 import dask
 import dask.array as da
@@ -177,3 +180,30 @@ def test_bad_arguments(tmp_path):
         temflow.save_zarr(movie.rename(time="frame"), tmp_path / "b.zarr")
     with pytest.raises(TypeError, match="DataArray"):
         temflow.save_zarr(movie.values, tmp_path / "c.zarr")  # type: ignore[arg-type]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("scheduler", ["local", "distributed"])
+def test_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, monkeypatch, scheduler):
+    movie = make_movie(frames=8, size=16, seed=0, chunks=2).movie
+    with contextlib.ExitStack() as stack:
+        if scheduler == "distributed":
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                                       dashboard_address=None))
+            stack.enter_context(Client(cluster, set_as_default=True))
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        temflow.save_zarr(movie, tmp_path / "t.zarr", progress=True)
+        pipe = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", pipe)
+        temflow.save_zarr(movie, tmp_path / "p.zarr", progress=True)
+    shown = terminal.getvalue()
+    assert "writing t.zarr [" in shown and "4/4 chunks" in shown and shown.endswith("\n")
+    assert "\x1b" not in shown  # no ANSI escapes, only carriage returns
+    assert pipe.getvalue() == ""

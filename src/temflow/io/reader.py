@@ -363,6 +363,15 @@ def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s:
     return movie
 
 
+def _sources(source: Any) -> list[str]:
+    """The ``source`` attr as a list of strings (a synthetic movie's is one string, not a list)."""
+    if source is None:
+        return []
+    if isinstance(source, (str, os.PathLike)):
+        return [os.fspath(source)]
+    return [os.fspath(s) if isinstance(s, os.PathLike) else str(s) for s in source]
+
+
 def describe(movie: xr.DataArray) -> dict[str, Any]:
     """A JSON-serialisable summary of a movie, as ``temflow info`` prints it.
 
@@ -424,7 +433,7 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
         "field_of_view_nm": [dy * movie.sizes[Y], dx * movie.sizes[X]],
         "size_gb": float(movie.size * movie.dtype.itemsize / 1e9),
         "format": movie.attrs.get("format"),
-        "source": list(movie.attrs.get("source", [])),
+        "source": _sources(movie.attrs.get("source")),
         "instrument": dict(movie.attrs.get("instrument", {})),
         "metadata": {k: v for k, v in movie.attrs.items() if k not in known},
     })

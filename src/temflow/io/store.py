@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -172,27 +173,62 @@ def _write_block(block: np.ndarray, path: str, index: tuple[int, ...], slices: t
     return 1
 
 
-def _compute(tasks: list[Any], progress: bool) -> None:
-    if not progress:
+class _Bar:
+    """A one-line progress bar on stderr: ``\\r`` redraws, no ANSI escapes, at most 4 per second."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done = max(total, 1), label, 0
+        self.start = self.shown = time.perf_counter()
+
+    def update(self, steps: int = 1) -> None:
+        self.done += steps
+        now = time.perf_counter()
+        if now - self.shown < 0.25 and self.done < self.total:
+            return
+        self.shown = now
+        filled = int(30 * self.done / self.total)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} chunks {now - self.start:5.1f} s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _compute(tasks: list[Any], progress: bool, label: str = "writing") -> None:
+    # progress goes to stderr and only to a terminal: a pipe or a log file gets the result alone
+    if not progress or not sys.stderr.isatty():
         dask.compute(*tasks)
         return
     try:
-        from distributed import default_client
-        from distributed import progress as distributed_progress
+        from distributed import as_completed, default_client
 
         client = default_client()
     except (ImportError, ValueError):
         client = None
-    if client is not None:
-        # dask.diagnostics.ProgressBar cannot see a distributed scheduler: follow the futures
-        futures = client.compute(tasks)
-        distributed_progress(futures)
-        client.gather(futures)
-        return
-    from dask.diagnostics import ProgressBar
+    bar = _Bar(len(tasks), label)
+    try:
+        if client is not None:
+            # dask.diagnostics cannot see a distributed scheduler: follow the futures
+            futures = client.compute(tasks)
+            for future in as_completed(futures):
+                future.result()  # re-raises a failed chunk's error here
+                bar.update()
+            return
+        from dask.callbacks import Callback
 
-    with ProgressBar(out=sys.stderr):
-        dask.compute(*tasks)
+        keys = {t.key for t in tasks}
+
+        def _finished(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if key in keys:
+                bar.update()
+
+        with Callback(posttask=_finished):
+            dask.compute(*tasks)
+    finally:
+        bar.close()
 
 
 def _read_group_meta(path: Path) -> dict[str, Any] | None:
@@ -261,6 +297,10 @@ def save_zarr(
         Continue an interrupted write of the same shape, dtype and chunks:
         chunks already written are kept, the rest are written. A store that
         is already complete is left as it is.
+    progress : bool
+        Show a one-line progress bar (chunks written) on stderr when stderr
+        is a terminal; nothing in a pipe or a log file. Works with a local
+        scheduler and with a ``distributed.Client``.
 
     Returns
     -------
@@ -372,7 +412,7 @@ def save_zarr(
             )
         )
     if writes:
-        _compute(writes, progress)
+        _compute(writes, progress, f"writing {path.name}")
     group = zarr.open_group(str(path), mode="r+")
     meta = dict(group.attrs["temflow"])  # type: ignore[arg-type]
     meta["complete"] = True

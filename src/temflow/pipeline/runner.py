@@ -90,6 +90,7 @@ def run(
     *,
     client: Any = None,
     echo: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the whole pipeline; skip the stages already finished with the same settings.
 
@@ -104,6 +105,9 @@ def run(
         LocalCluster on loopback unless a scheduler address is given).
     echo : callable, optional
         Receives one line per event (the CLI prints them); default: silent.
+    progress : bool
+        Progress on stderr: bars for the zarr writes and the training batches
+        when stderr is a terminal, and one line per training epoch either way.
 
     Returns
     -------
@@ -116,7 +120,7 @@ def run(
     say = echo or (lambda line: None)
     folder = config.folder
     folder.mkdir(parents=True, exist_ok=True)
-    state = Run(config=config, folder=folder, echo=say, client=client)
+    state = Run(config=config, folder=folder, echo=say, client=client, progress=progress)
     if client is not None:
         return _run_stages(state)
     from temflow.cluster import connect, dashboard_link
@@ -291,11 +295,13 @@ def demo(
     size: int | None = None,
     scheduler: str | None = None,
     echo: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Make a synthetic in-situ movie and run the whole pipeline on it.
 
     Computes everything; writes under ``output``. Prints (through ``echo``)
-    each stage, a one-screen summary and the report's path.
+    each stage, a one-screen summary and the report's path; ``progress`` as
+    for :func:`run`.
     """
     say = echo or (lambda line: None)
     config = demo_config(output, frames=frames, size=size, scheduler=scheduler)
@@ -305,7 +311,7 @@ def demo(
         f"temflow demo: a synthetic {syn.frames}-frame {syn.size}x{syn.size} movie of ripening nanoparticles; "
         f"a U-Net is trained on weak labels, then the whole analysis -> {config.folder}/"
     )
-    summary = run(config, echo=say)
+    summary = run(config, echo=say, progress=progress)
     for line in format_summary(summary):
         say(line)
     for line in _truth_lines(Path(summary["folder"]) / "raw.truth", syn.pixel_size_nm):

@@ -38,6 +38,7 @@ class Run:
     folder: Path
     echo: Callable[[str], None]
     client: Any = None
+    progress: bool = False
     fingerprints: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
@@ -60,7 +61,7 @@ def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) ->
     path = run_state.folder / name
     if path.exists() and not resume:
         shutil.rmtree(path)
-    save_zarr(array, path, resume=resume, progress=run_state.client is not None)
+    save_zarr(array, path, resume=resume, progress=run_state.progress)
     return str(path)
 
 
@@ -93,7 +94,7 @@ def _load(run_state: Run, resume: bool) -> dict[str, Any]:
             for old in (path, path.with_suffix(".truth")):
                 shutil.rmtree(old, ignore_errors=True)
         # resume=True also writes a fresh store; after an interruption it keeps the chunks written
-        save_truth(truth, path, resume=True, progress=run_state.client is not None)
+        save_truth(truth, path, resume=True, progress=run_state.progress)
         return {"movie": str(path), "truth": str(path.with_suffix(".truth")), "source": "synthetic"}
     from temflow.io.reader import open_movie
     from temflow.io.store import is_complete
@@ -206,6 +207,7 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
         checkpoint_dir=folder / "checkpoints",
         resume=resume,
         seed=tr.seed,
+        progress=state.progress,
     )
     _write_table(history, folder / "history.parquet")
     save_figure(plot_training_history(history), state.folder / "figures" / "training", formats=_figure_formats(state))
