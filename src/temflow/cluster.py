@@ -19,6 +19,32 @@ if TYPE_CHECKING:  # distributed is imported lazily: importing temflow must not 
 
 __all__ = ["connect", "dashboard_link", "worker_threads"]
 
+#: What a nanny writes into *this* process's environment before spawning a worker
+#: (``distributed.nanny.pre-spawn-environ``): torch, imported later here, would read them
+_SPAWN_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
+@contextmanager
+def _own_environment() -> Iterator[None]:
+    """Give this process back the environment it had before the nannies spawned their workers.
+
+    A nanny sets ``OMP_NUM_THREADS=1`` (and the MKL/OpenBLAS equivalents) in the
+    process that starts the cluster, so that the worker it spawns inherits it.
+    Left there, torch imported afterwards in this process (training without a
+    client) would run on one thread, and a run with a ``LocalCluster`` would
+    train differently from the same run against ``--scheduler``. The workers
+    keep the setting: they are spawned before the environment is restored.
+    """
+    saved = {name: os.environ.get(name) for name in _SPAWN_VARIABLES}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
 
 def _default_workers() -> tuple[int, int]:
     cores = os.cpu_count() or 1
@@ -79,7 +105,10 @@ def connect(
     ------
     distributed.Client
         Set as the default scheduler inside the block; closed (with the local
-        cluster, if one was started) at its end.
+        cluster, if one was started) at its end. This process's thread
+        settings (``OMP_NUM_THREADS`` and the like) are left as they were:
+        the local workers get one BLAS thread each, this process keeps its own,
+        so torch in this process uses the cores it would use without a cluster.
 
     Raises
     ------
@@ -119,18 +148,22 @@ def connect(
     threads = threads_per_worker or (max(1, (os.cpu_count() or 1) // workers) if n_workers else default_threads)
     # worker processes talk over TCP on loopback; threaded workers share this process
     network = {"host": "127.0.0.1"} if processes else {}
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=processes,
-        memory_limit=memory_limit,
-        dashboard_address=dashboard_address,
-        silence_logs=40,
-        **network,
-    )
+    with _own_environment():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=processes,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+            silence_logs=40,
+            **network,
+        )
     client = Client(cluster, set_as_default=True)
     try:
-        yield client
+        # a worker restarted by its nanny (after running out of memory) sets the variables again:
+        # restore them when the block ends too
+        with _own_environment():
+            yield client
     finally:
         client.close()
         cluster.close()
