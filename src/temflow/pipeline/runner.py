@@ -35,7 +35,7 @@ __all__ = ["run", "demo", "demo_config", "STAGES"]
 
 STAGES = ("load", "drift", "train", "infer", "masks", "measure", "track", "coarsening", "report")
 _DEPENDENCIES = (
-    "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image", "dask-image",
+    "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image",
     "ncempy", "tifffile", "mrcfile", "h5py", "pandas", "pyarrow", "matplotlib", "torch",
     "safetensors", "laptrack",
 )  # fmt: skip
