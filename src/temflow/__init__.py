@@ -36,6 +36,7 @@ _LAZY = {
     "open_movie": "temflow.io.reader",
     "open_zarr": "temflow.io.store",
     "save_zarr": "temflow.io.store",
+    "to_hyperspy": "temflow.io.hyperspy",
     **dict.fromkeys(["DIMS", "as_movie", "check_movie", "frame_interval_s", "pixel_size_nm"], "temflow.movie"),
     "Config": "temflow.pipeline.config",
     "load_config": "temflow.pipeline.config",
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     )
     from temflow.drift import apply_drift, correct_drift, crop_valid, estimate_drift
     from temflow.errors import IncompleteStoreError, MovieFileError
-    from temflow.io import describe, open_movie, open_zarr, save_zarr
+    from temflow.io import describe, open_movie, open_zarr, save_zarr, to_hyperspy
     from temflow.movie import DIMS, as_movie, check_movie, frame_interval_s, pixel_size_nm
     from temflow.pipeline import Config, load_config, run
     from temflow.segmentation import TileDataset, make_tile_set, normalise, percentile_normalisation
@@ -119,6 +120,7 @@ __all__ = [
     "size_distribution",
     "size_statistics",
     "threshold_particles",
+    "to_hyperspy",
     "train",
 ]
 

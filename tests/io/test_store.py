@@ -192,11 +192,10 @@ def test_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, monkeypatch,
     movie = make_movie(frames=8, size=16, seed=0, chunks=2).movie
     with contextlib.ExitStack() as stack:
         if scheduler == "distributed":
-            from distributed import Client, LocalCluster
+            from temflow.cluster import connect
 
-            cluster = stack.enter_context(LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                                       dashboard_address=None))
-            stack.enter_context(Client(cluster, set_as_default=True))
+            stack.enter_context(connect(n_workers=1, threads_per_worker=2, processes=False,
+                                        dashboard_address="127.0.0.1:0"))
         terminal = _Terminal()
         monkeypatch.setattr(sys, "stderr", terminal)
         temflow.save_zarr(movie, tmp_path / "t.zarr", progress=True)

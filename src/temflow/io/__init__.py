@@ -5,12 +5,14 @@ MRC, TIFF stacks, folders of frames and ``.npy`` files lazily into ``xarray.Data
 movies (dims ``time, y, x``; coordinates in s and nm; the instrument's metadata in
 ``attrs``); writes and reads temflow's chunked, compressed zarr v3 stores. No torch, no
 ``distributed``. ``reader`` dispatches on the file family to one module per family in
-``formats/``; ``store`` writes and re-opens zarr
+``formats/``; ``hyperspy`` turns a movie into a HyperSpy signal (``temflow.as_movie`` reads signals); ``store`` writes and re-opens zarr
 (OME-Zarr 0.5 images, with masks and labels in the NGFF ``labels/`` group).
 """
 
 from __future__ import annotations
 
+from temflow.io.hyperspy import to_hyperspy
+from temflow.io.napari import napari_layers
 from temflow.io.reader import READERS, SUFFIXES, describe, detect_format, open_movie
 from temflow.io.store import is_complete, label_names, open_labels, open_zarr, save_labels, save_zarr
 
@@ -21,9 +23,11 @@ __all__ = [
     "detect_format",
     "is_complete",
     "label_names",
+    "napari_layers",
     "open_labels",
     "open_movie",
     "open_zarr",
     "save_labels",
     "save_zarr",
+    "to_hyperspy",
 ]
