@@ -490,6 +490,8 @@ def open_zarr(
     movie = xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
     if chunks is not None:
         movie = movie.chunk(dict(zip(DIMS, _target_chunks(data, chunks))))
+    if movie.attrs.pop(_MASK_ATTR, False):  # boolean masks kept as NGFF uint8 labels (save_labels)
+        movie = movie.astype(bool)
     return movie
 
 
@@ -634,7 +636,4 @@ def open_labels(store: str | os.PathLike[str], *, name: str = "masks") -> xr.Dat
             root, _FORMAT, f"no labels image named {name!r} (it has {label_names(root) or 'none'})",
             "write one with temflow.io.save_labels(...)",
         )
-    labels = open_zarr(root / _LABELS / name)
-    if labels.attrs.pop(_MASK_ATTR, False):
-        labels = labels.astype(bool)
-    return labels
+    return open_zarr(root / _LABELS / name)
