@@ -70,6 +70,10 @@ def test_errors_are_one_line_naming_the_file(tmp_path):
     temflow.save_zarr(make_movie(frames=2, size=16).movie, store)
     line = _one_line_error(["convert", str(store), str(store)])
     assert "already exists" in line and "--overwrite" in line and "overwrite=True" not in line
+    odd = tmp_path / "movie.xyz"
+    odd.write_bytes(b"\x00" * 64)
+    line = _one_line_error(["info", str(odd)])
+    assert "--format VALUE" in line and "format=" not in line
 
 
 def test_verbose_shows_the_traceback_quiet_prints_nothing(tmp_path):

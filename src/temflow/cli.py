@@ -37,7 +37,12 @@ def _cli_hint(message: str, command: click.Command | None) -> str:
     >>> _cli_hint("no pixel size; pass pixel_size_nm=... to open_movie to set it", cmd)
     'no pixel size; pass --pixel-size-nm N to set it'
     """
-    options = {p.name: p for p in (command.params if command else []) if isinstance(p, click.Option)}
+    options: dict[str, click.Option] = {}
+    for param in command.params if command else []:
+        if isinstance(param, click.Option):
+            # by the Python name and by the flag's own (--format is format_name in the code)
+            options[str(param.name)] = param
+            options[max(param.opts, key=len).lstrip("-").replace("-", "_")] = param
 
     def swap(match: re.Match[str]) -> str:
         name, value = match.groups()
