@@ -34,6 +34,7 @@ def test_synth_then_info_then_convert(tmp_path):
 
     result = runner.invoke(main, ["info", str(store)])
     assert result.exit_code == 0 and "uint16" in result.output
+    assert "source: temflow.synthetic.make_movie\n" in result.output  # one string, not one character per item
 
     tif = tmp_path / "stack.tif"
     tifffile.imwrite(tif, expected.values)
@@ -47,7 +48,8 @@ def test_synth_then_info_then_convert(tmp_path):
     # without a calibration the user is told, in one line, what was assumed and how to fix it
     result = runner.invoke(main, ["info", str(tif)])
     assert result.exit_code == 0
-    assert "temflow: warning:" in result.output and "pixel_size_nm" in result.output
+    assert "temflow: warning:" in result.output and "--pixel-size-nm" in result.output
+    assert "pixel_size_nm=" not in result.output  # the hint names the flag, not the Python keyword
 
 
 def _one_line_error(args):
@@ -67,7 +69,47 @@ def test_errors_are_one_line_naming_the_file(tmp_path):
     assert str(empty) in _one_line_error(["info", str(empty)])
     store = tmp_path / "a.zarr"
     temflow.save_zarr(make_movie(frames=2, size=16).movie, store)
-    assert "already exists" in _one_line_error(["convert", str(store), str(store)])
+    line = _one_line_error(["convert", str(store), str(store)])
+    assert "already exists" in line and "--overwrite" in line and "overwrite=True" not in line
+    odd = tmp_path / "movie.xyz"
+    odd.write_bytes(b"\x00" * 64)
+    line = _one_line_error(["info", str(odd)])
+    assert "--format VALUE" in line and "format=" not in line
+
+
+def test_verbose_shows_the_traceback_quiet_prints_nothing(tmp_path):
+    missing = tmp_path / "nothing.dm4"
+    loud = subprocess.run([sys.executable, "-m", "temflow.cli", "-v", "info", str(missing)], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr and str(missing) in loud.stderr.splitlines()[-1]
+    store = tmp_path / "m.zarr"
+    temflow.save_zarr(make_movie(frames=3, size=16).movie, store)
+    quiet = CliRunner().invoke(main, ["-q", "convert", str(store), str(tmp_path / "copy.zarr")])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    assert CliRunner().invoke(main, ["-v", "-q", "info", str(store)]).exit_code == 2
+
+
+def test_progress_goes_to_stderr_only_on_a_terminal(tmp_path):
+    store = tmp_path / "m.zarr"
+    temflow.save_zarr(make_movie(frames=6, size=16, chunks=2).movie, store)
+    # a pipe: the result line on stdout, nothing at all on stderr (no bar, no escape codes)
+    piped = subprocess.run([sys.executable, "-m", "temflow.cli", "convert", str(store), str(tmp_path / "c.zarr"),
+                            "--frames-per-chunk", "2"], capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == "" and piped.stdout.startswith("wrote ") and "\r" not in piped.stdout
+
+
+def test_help_and_version_import_nothing_heavy():
+    # the measured cost of --help was 6 s: dask.array, scipy.signal, pandas and xarray at import
+    code = (
+        "import sys; from temflow.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numpy', 'dask', 'xarray', 'pandas', 'scipy', 'zarr', 'torch', 'distributed') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    version = subprocess.run([sys.executable, "-m", "temflow.cli", "--version"], capture_output=True, text=True, timeout=120)
+    assert version.stdout.strip() == f"temflow, version {temflow.__version__}"
 
 
 def test_predict_command_writes_probabilities_and_masks(tmp_path):

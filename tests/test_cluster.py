@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -137,3 +141,49 @@ def test_an_unreachable_scheduler_is_refused_quickly():
         with connect("tcp://127.0.0.1"):
             pass
     assert time.perf_counter() - started < 10
+_SAME_RUN = """
+import contextlib, hashlib, json, os, sys, tempfile
+from temflow.cluster import connect
+
+
+
+def main():
+    mode = sys.argv[1]
+    cluster = connect(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") if mode == "local" else contextlib.nullcontext()
+    with cluster as client:
+        worker_env = client.run(lambda: os.environ.get("OMP_NUM_THREADS")) if client is not None else {}
+        here = os.environ.get("OMP_NUM_THREADS")
+        import torch
+        from temflow.segmentation.models import UNet
+        from temflow.segmentation.tiles import TileDataset, make_tile_set
+        from temflow.segmentation.training import train
+        from temflow.synthetic.generator import make_movie
+
+        truth = make_movie(frames=4, size=32, seed=5)
+        store = make_tile_set(truth.movie, tempfile.mkdtemp() + "/t.zarr", tile_size=16, frames=4, masks=truth.labels, blocks=2)
+        torch.manual_seed(0)
+        model, _ = train(UNet(depth=1, width=8), TileDataset(store, seed=1), epochs=1, batch_size=8, device="cpu", seed=3)
+        digest = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in model.state_dict().values())).hexdigest()
+        print(json.dumps({"env": here, "workers": sorted(worker_env.values()), "threads": torch.get_num_threads(), "weights": digest}))
+
+
+if __name__ == "__main__":  # the workers are spawned processes that import this file
+    main()
+"""
+
+
+@pytest.mark.slow
+def test_a_local_cluster_leaves_this_process_threads_and_the_same_run_trains_the_same_model(tmp_path):
+    # the nannies set OMP_NUM_THREADS=1 here before spawning; torch imported after them ran on one thread
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    script = tmp_path / "same_run.py"
+    script.write_text(_SAME_RUN)
+    runs = {}
+    for mode in ("local", "none"):
+        result = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    local, alone = runs["local"], runs["none"]
+    assert local["env"] is None and local["workers"] == ["1"]  # the workers keep their one BLAS thread
+    assert local["threads"] == alone["threads"]
+    assert local["weights"] == alone["weights"]

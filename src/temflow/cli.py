@@ -6,20 +6,82 @@ stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import json
+import logging
+import re
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from temflow._version import __version__
+
 __all__ = ["main"]
 
+# Python keyword hints in library errors ("pass overwrite=True") become the command's own
+# flags ("pass --overwrite") when the command has that option
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|\.\.\.|'[^']*'|\"[^\"]*\"|[\w.]+)")
 
-def _fail(exc: BaseException) -> None:
-    click.echo(f"temflow: error: {exc}", err=True)
+
+def _cli_hint(message: str, command: click.Command | None) -> str:
+    """``message`` with the Python keywords the command has as options replaced by its flags.
+
+    Examples
+    --------
+    >>> cmd = click.Command("convert", params=[click.Option(["--overwrite"], is_flag=True),
+    ...                                        click.Option(["--pixel-size-nm"], type=float)])
+    >>> _cli_hint("it exists; pass overwrite=True to replace it, or pixel_size_nm=... or bins=3", cmd)
+    'it exists; pass --overwrite to replace it, or --pixel-size-nm N or bins=3'
+    >>> _cli_hint("no pixel size; pass pixel_size_nm=... to open_movie to set it", cmd)
+    'no pixel size; pass --pixel-size-nm N to set it'
+    """
+    options: dict[str, click.Option] = {}
+    for param in command.params if command else []:
+        if isinstance(param, click.Option):
+            # by the Python name and by the flag's own (--format is format_name in the code)
+            options[str(param.name)] = param
+            options[max(param.opts, key=len).lstrip("-").replace("-", "_")] = param
+
+    def swap(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        option = options.get(name)
+        if option is None:
+            return match.group(0)
+        flag = max(option.opts, key=len)
+        if option.is_flag:
+            return flag
+        if value == "...":
+            kind = getattr(option.type, "name", "")
+            return f"{flag} {'N' if kind in ('float', 'integer') else 'VALUE'}"
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+
+    translated = _KEYWORD.sub(swap, message)
+    if translated != message:  # "pass --overwrite to save_zarr" names a function the user never called
+        translated = re.sub(r" (?:to|in) (?:temflow\.)?(?:open_movie|save_zarr|save_truth)\b(?:\(\.\.\.\))?", "", translated)
+    return translated
+
+
+def _fail(exc: BaseException, command: click.Command | None = None, verbosity: int = 0) -> None:
+    if verbosity > 0:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"temflow: error: {_cli_hint(str(exc), command)}", err=True)
     sys.exit(2)
+
+
+def _verbosity() -> int:
+    """-1 with --quiet, 0 by default, 1 and more with -v, -vv."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None and not isinstance(ctx.obj, dict):
+        ctx = ctx.parent
+    return int(ctx.obj.get("verbosity", 0)) if ctx is not None else 0
+
+
+def _say(message: str) -> None:
+    """An informational line on stdout, unless --quiet."""
+    if _verbosity() >= 0:
+        click.echo(message)
 
 
 class _Group(click.Group):
@@ -33,7 +95,9 @@ class _Group(click.Group):
             try:
                 return super().invoke(ctx)
             except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
-                _fail(exc)
+                name = ctx.invoked_subcommand
+                verbosity = int(ctx.obj.get("verbosity", 0)) if isinstance(ctx.obj, dict) else 0
+                _fail(exc, self.get_command(ctx, name) if name else None, verbosity)
             except OSError as exc:
                 from temflow.errors import DiskFullError, is_disk_full
 
@@ -45,9 +109,16 @@ class _Group(click.Group):
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+    if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)) and _verbosity() < 1:
         return
-    click.echo(f"temflow: warning: {message}", err=True)
+    ctx = click.get_current_context(silent=True)
+    click.echo(f"temflow: warning: {_cli_hint(str(message), ctx.command if ctx else None)}", err=True)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "-"
+    return str(value)
 
 
 def _format_info(info: dict[str, Any]) -> str:
@@ -57,30 +128,50 @@ def _format_info(info: dict[str, Any]) -> str:
             if not value:
                 continue
             lines.append(f"{key}:")
-            lines.extend(f"  {k}: {v}" for k, v in value.items())
+            lines.extend(f"  {k}: {_format_value(v)}" for k, v in value.items())
         else:
-            lines.append(f"{key}: {value}")
+            lines.append(f"{key}: {_format_value(value)}")
     return "\n".join(lines)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="temflow")
-def main() -> None:
-    """temflow: in-situ TEM movies to particle statistics, lazily, on any Dask cluster."""
+@click.version_option(__version__, "-V", "--version", prog_name="temflow")
+@click.option("-v", "--verbose", count=True, help="More detail: -v shows tracebacks and library logs, -vv debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Only results, warnings and errors: no progress, no status lines.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """temflow: in-situ TEM movies to particle statistics, lazily, on any Dask cluster.
+
+    Progress goes to stderr, and only when stderr is a terminal; results and
+    status lines go to stdout.
+    """
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other; pass one of them")
+    ctx.obj = {"verbosity": -1 if quiet else verbose}
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+
+
+_FORMAT_HELP = ("Reader to use when the suffix misleads: dm3, dm4, insitu, dm-series, ser, emd, mrc, tiff, "
+                "frames, npy, zarr, ome-zarr.")
 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
 @click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
+@click.option("--format", "format_name", default=None, help=_FORMAT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, as_json: bool) -> None:
+def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None, format_name: str | None,
+         as_json: bool) -> None:
     """Describe a movie: dims, dtype, chunks, pixel size, time axis, size, metadata."""
+    from temflow._json import dumps
     from temflow.io.reader import describe, open_movie
 
-    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
+    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm, format=format_name)
     summary = describe(movie)
-    click.echo(json.dumps(summary, indent=2) if as_json else _format_info(summary))
+    click.echo(dumps(summary) if as_json else _format_info(summary))
 
 
 def _save_store(movie: Any, store: Path, *, resumable: bool, **options: Any) -> Path:
@@ -113,6 +204,7 @@ def _save_store(movie: Any, store: Path, *, resumable: bool, **options: Any) -> 
 @click.option("--frames-per-chunk", type=int, default=None, help="zarr chunk length along time.")
 @click.option("--frame-interval-s", type=float, default=None, help="Time between frames, s; overrides the file's.")
 @click.option("--pixel-size-nm", type=float, default=None, help="Pixel size, nm; overrides the file's (needed if it has none).")
+@click.option("--format", "format_name", default=None, help=_FORMAT_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option(
     "--resume", is_flag=True, help="Finish an interrupted conversion: chunks already written are kept."
@@ -123,10 +215,11 @@ def convert(
     frames_per_chunk: int | None,
     frame_interval_s: float | None,
     pixel_size_nm: float | None,
+    format_name: str | None,
     overwrite: bool,
     resume: bool,
 ) -> None:
-    """Convert a microscope movie to a compressed zarr v3 store.
+    """Convert a microscope movie to a compressed zarr v3 store (progress on a terminal).
 
     Interrupted (killed, disk full)? Run the same command with --resume: the
     chunks already written are kept and the rest are written.
@@ -136,12 +229,14 @@ def convert(
 
     if overwrite and resume:
         raise ValueError("--overwrite and --resume exclude each other: pass --overwrite to start again or --resume to finish")
-    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm)
+    movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm, format=format_name)
     finished = resume and is_complete(store)
     written = _save_store(
-        movie, store, resumable=True, chunks=frames_per_chunk, overwrite=overwrite, resume=resume
+        movie, store, resumable=True, chunks=frames_per_chunk, overwrite=overwrite, resume=resume,
+        progress=_verbosity() >= 0,
     )
-    click.echo(f"{written} was already complete; nothing to do" if finished else f"wrote {written}")
+    _say(f"{written} was already complete; nothing to do" if finished else
+         f"wrote {written} ({movie.sizes['time']} frames of {movie.sizes['y']} x {movie.sizes['x']})")
 
 
 @main.command()
@@ -185,12 +280,12 @@ def synth(
     from temflow.errors import MovieFileError
 
     try:
-        written = save_truth(truth, store, overwrite=overwrite)
+        written = save_truth(truth, store, overwrite=overwrite, progress=_verbosity() >= 0)
     except MovieFileError as exc:
         if exc.fix is None or "=True" not in exc.fix:
             raise
         raise MovieFileError(exc.path, exc.format, exc.problem, "pass --overwrite to replace it") from None
-    click.echo(f"wrote {written} (ground truth beside it in {written.with_suffix('.truth')})")
+    _say(f"wrote {written} (ground truth beside it in {written.with_suffix('.truth')})")
 
 
 @main.command()
@@ -219,13 +314,14 @@ def predict(
     with connect(scheduler) as client:
         link = dashboard_link(client)
         if link:
-            click.echo(f"Dask dashboard: {link}")
-        probabilities = run_model(frames, model, tile=tile, device=device)  # type: ignore[arg-type]
-        written = _save_store(probabilities, store, resumable=False, overwrite=overwrite, progress=True)
-        click.echo(f"wrote {written}")
+            _say(f"Dask dashboard: {link}")
+        progress = _verbosity() >= 0
+        output = run_model(frames, model, tile=tile, device=device)  # type: ignore[arg-type]
+        written = _save_store(output, store, resumable=False, overwrite=overwrite, progress=progress)
+        _say(f"wrote {written}")
         if masks is not None:
-            _save_store(segment(open_zarr(written)), masks, resumable=False, overwrite=overwrite, progress=True)
-            click.echo(f"wrote {masks}")
+            _save_store(segment(open_zarr(written)), masks, resumable=False, overwrite=overwrite, progress=progress)
+            _say(f"wrote {masks}")
 
 
 @main.command(name="run")
@@ -241,9 +337,9 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
     config = load_config(config_file)
     if scheduler:
         config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, scheduler=scheduler))
-    summary = run(config, echo=click.echo)
+    summary = run(config, echo=_say, progress=_verbosity() >= 0)
     for line in format_summary(summary):
-        click.echo(line)
+        _say(line)
 
 
 @main.command(name="watch")
@@ -282,7 +378,7 @@ def demo(output: Path, frames: int | None, size: int | None, scheduler: str | No
     """Make a synthetic movie and run the whole pipeline on it."""
     from temflow.pipeline.runner import demo as run_demo
 
-    run_demo(output, frames=frames, size=size, scheduler=scheduler, echo=click.echo)
+    run_demo(output, frames=frames, size=size, scheduler=scheduler, echo=_say, progress=_verbosity() >= 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,6 +77,32 @@ def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
         raise ValueError(f"cannot reach the Dask scheduler at {address!r} ({exc.strerror or exc}); check the address "
                          "and that the scheduler is running there") from None
 
+#: What a nanny writes into *this* process's environment before spawning a worker
+#: (``distributed.nanny.pre-spawn-environ``): torch, imported later here, would read them
+_SPAWN_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
+@contextmanager
+def _own_environment() -> Iterator[None]:
+    """Give this process back the environment it had before the nannies spawned their workers.
+
+    A nanny sets ``OMP_NUM_THREADS=1`` (and the MKL/OpenBLAS equivalents) in the
+    process that starts the cluster, so that the worker it spawns inherits it.
+    Left there, torch imported afterwards in this process (training without a
+    client) would run on one thread, and a run with a ``LocalCluster`` would
+    train differently from the same run against ``--scheduler``. The workers
+    keep the setting: they are spawned before the environment is restored.
+    """
+    saved = {name: os.environ.get(name) for name in _SPAWN_VARIABLES}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
 
 def _default_workers() -> tuple[int, int]:
     cores = os.cpu_count() or 1
@@ -139,7 +165,10 @@ def connect(
     ------
     distributed.Client
         Set as the default scheduler inside the block; closed (with the local
-        cluster, if one was started) at its end.
+        cluster, if one was started) at its end. This process's thread
+        settings (``OMP_NUM_THREADS`` and the like) are left as they were:
+        the local workers get one BLAS thread each, this process keeps its own,
+        so torch in this process uses the cores it would use without a cluster.
 
     Raises
     ------
@@ -203,15 +232,16 @@ def connect(
     # worker processes talk over TCP on loopback; threaded workers share this process (inproc://)
     # but each still starts an HTTP server, which distributed binds to every interface unless told
     network = {"host": "127.0.0.1"} if processes else {"worker_dashboard_address": "127.0.0.1:0"}
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=processes,
-        memory_limit=memory_limit,
-        dashboard_address=f"{bind}:{dashboard_port}",
-        silence_logs=40,
-        **network,
-    )
+    with _own_environment():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=processes,
+            memory_limit=memory_limit,
+            dashboard_address=f"{bind}:{dashboard_port}",
+            silence_logs=40,
+            **network,
+        )
     # the link distributed prints names the machine's address for an inproc:// scheduler
     link = {"distributed.dashboard.link": "{scheme}://" + bind + ":{port}/status"} if _is_loopback(
         dashboard_host) else {}
@@ -221,7 +251,10 @@ def connect(
         with dask.config.set(link):
             client = Client(cluster, set_as_default=True)
             try:
-                yield client
+                # a worker restarted by its nanny (after running out of memory) sets the variables
+                # again: restore them when the block ends too
+                with _own_environment():
+                    yield client
             finally:
                 client.close()
     finally:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -195,30 +196,130 @@ def frame_interval_s(movie: xr.DataArray) -> float:
     return float(np.median(np.diff(t)))
 
 
+# --- HyperSpy signals (read without importing HyperSpy; temflow.io.hyperspy writes them) ---
+
+@dataclass
+class _SignalCalibration:
+    """What a signal says about its frames, in temflow's units."""
+
+    data: Any
+    pixel_size_nm: tuple[float, float] | None
+    origin_nm: tuple[float, float]
+    times_s: np.ndarray | None
+    title: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_signal(value: Any) -> bool:
+    """True for a HyperSpy signal (or anything shaped like one)."""
+    return hasattr(value, "axes_manager") and hasattr(value, "data") and not isinstance(value, np.ndarray)
+
+
+def _units(axis: Any) -> str | None:
+    units = getattr(axis, "units", None)
+    return units if isinstance(units, str) and units.strip() else None  # traits' Undefined is not a str
+
+
+def _values(axis: Any) -> np.ndarray:
+    """The axis's coordinate of every index, in its own units (uniform or not)."""
+    if getattr(axis, "is_uniform", True):
+        return float(getattr(axis, "offset", 0.0)) + float(getattr(axis, "scale", 1.0)) * np.arange(int(axis.size))
+    return np.asarray(axis.axis, dtype=float)
+
+
+def _read_signal(signal: Any) -> _SignalCalibration:
+    """The data (lazy stays lazy) and calibrations of a 2-D signal with at most one navigation axis.
+
+    Raises
+    ------
+    ValueError
+        If the signal is not a stack of 2-D images along at most one axis.
+    """
+    manager = signal.axes_manager
+    navigation = list(manager.navigation_axes)
+    images = list(manager.signal_axes)
+    if len(images) != 2 or len(navigation) > 1:
+        raise ValueError(
+            f"a movie is a Signal2D with at most one navigation axis (time); got {len(navigation)} navigation and "
+            f"{len(images)} signal axes ({signal!r}); select one series first, e.g. signal.inav[:, 0]"
+        )
+    data = signal.data
+    if navigation:
+        # HyperSpy's array order is (navigation..., signal...) reversed in its own natural order: use the array's
+        time = navigation[0]
+        if int(time.index_in_array) != 0:
+            raise ValueError(f"the time axis must be the array's first axis; it is axis {time.index_in_array}")
+    y_axis, x_axis = sorted(images, key=lambda a: int(a.index_in_array))
+    notes: list[str] = []
+    pixel: list[float] = []
+    origin: list[float] = []
+    for axis, dim in ((y_axis, "y"), (x_axis, "x")):
+        units = _units(axis)
+        values = _values(axis)
+        step = float(values[1] - values[0]) if values.size > 1 else float(getattr(axis, "scale", 1.0))
+        converted = length_to_nm(step, units) if units else None
+        if converted is None or converted <= 0 or not getattr(axis, "is_uniform", True):
+            notes.append(f"axis {dim!r} has units {units or 'none'} and scale {step:g}: not a uniform length in nm")
+        else:
+            pixel.append(converted)
+            origin.append(float(length_to_nm(float(values[0]), units or "") or 0.0))
+    times = None
+    if navigation:
+        units = _units(navigation[0])
+        values = _values(navigation[0])
+        factor = time_to_s(1.0, units) if units else None
+        if factor is None:
+            notes.append(f"the navigation axis has units {units or 'none'}: not a time")
+        else:
+            times = values * factor
+    else:
+        data = data[None]
+        times = np.zeros(1)
+    title = getattr(getattr(getattr(signal, "metadata", None), "General", None), "title", None)
+    return _SignalCalibration(
+        data=data,
+        pixel_size_nm=(pixel[0], pixel[1]) if len(pixel) == 2 else None,
+        origin_nm=(origin[0], origin[1]) if len(origin) == 2 else (0.0, 0.0),
+        times_s=times,
+        title=title if isinstance(title, str) and title else None,
+        notes=notes,
+    )
+
+
 def as_movie(
     data: Any,
     *,
-    pixel_size_nm: float | Sequence[float] = 1.0,
-    frame_interval_s: float | None = 1.0,
+    pixel_size_nm: float | Sequence[float] | Literal["auto"] = "auto",
+    frame_interval_s: float | None | Literal["auto"] = "auto",
     times_s: Sequence[float] | np.ndarray | None = None,
-    origin_nm: Sequence[float] = (0.0, 0.0),
+    origin_nm: Sequence[float] | Literal["auto"] = "auto",
     attrs: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> xr.DataArray:
-    """Wrap a ``(time, y, x)`` array (numpy or dask) as a temflow movie.
+    """Wrap a ``(time, y, x)`` array (numpy or dask) or a HyperSpy signal as a temflow movie.
 
     Parameters
     ----------
-    data : array_like, shape (time, y, x)
-        Frames; a dask array stays lazy. A 2-D image becomes one frame.
-    pixel_size_nm : float or (float, float)
-        Pixel size in nm, square or ``(dy, dx)``.
-    frame_interval_s : float or None
-        Time between frames in s. ``None`` uses the frame index as time and warns.
+    data : array_like, shape (time, y, x), or a HyperSpy Signal2D
+        Frames; a dask array stays lazy. A 2-D image becomes one frame. A
+        HyperSpy ``Signal2D`` (a stack along at most one navigation axis)
+        keeps its backing (a lazy signal stays lazy: nothing is computed)
+        and its axes' calibrations: the signal axes' scales and offsets in
+        any length unit (nm, µm, Å, m) become ``y``/``x`` in nm, the
+        navigation axis (s, ms, ...; uniform or not) becomes ``time`` in s,
+        and the title the name. An axis without a usable unit is treated as
+        with an array (1 nm per pixel, the frame index as time) with a warning.
+    pixel_size_nm : float, (float, float) or "auto"
+        Pixel size in nm, square or ``(dy, dx)``; "auto": the signal's
+        calibration, 1.0 for an array.
+    frame_interval_s : float, None or "auto"
+        Time between frames in s. ``None`` uses the frame index as time and
+        warns; "auto": the signal's time axis, 1.0 for an array.
     times_s : sequence of float, optional
         Explicit acquisition times in s; overrides ``frame_interval_s``.
-    origin_nm : (float, float)
-        Physical position of the first pixel centre, nm.
+    origin_nm : (float, float) or "auto"
+        Physical position of the first pixel centre, nm; "auto": the signal's
+        offsets, ``(0, 0)`` for an array.
     attrs : mapping, optional
         Metadata to attach (instrument, source...).
     name : str, optional
@@ -236,6 +337,36 @@ def as_movie(
     >>> m.dims, m.time.values.tolist(), m.x.attrs["units"]
     (('time', 'y', 'x'), [0.0, 0.1, 0.2], 'nm')
     """
+    if _is_signal(data):
+        signal = _read_signal(data)
+        warn = [n for n in signal.notes if pixel_size_nm == "auto" and n.startswith("axis ")]
+        if frame_interval_s == "auto" and times_s is None:
+            warn += [n for n in signal.notes if n.startswith("the navigation axis")]
+        if warn:
+            warnings.warn(
+                "the HyperSpy signal's calibration is incomplete (" + "; ".join(warn) + "); using 1 nm per pixel "
+                "and the frame index as time where it lacks one. Pass pixel_size_nm=... or frame_interval_s=... "
+                "(or set the axes' scale and units in HyperSpy) to give the real values.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if pixel_size_nm == "auto" and signal.pixel_size_nm is not None:
+            pixel_size_nm = signal.pixel_size_nm
+        if origin_nm == "auto" and signal.pixel_size_nm is not None:
+            origin_nm = signal.origin_nm
+        if times_s is None and frame_interval_s == "auto" and signal.times_s is not None:
+            times_s = signal.times_s
+        merged = {"format": "hyperspy", "pixel_calibrated": signal.pixel_size_nm is not None or pixel_size_nm != "auto",
+                  "time_calibrated": signal.times_s is not None or frame_interval_s != "auto" or times_s is not None}
+        data = signal.data
+        attrs = {**merged, **dict(attrs or {})}
+        name = name if name is not None else signal.title
+    if pixel_size_nm == "auto":
+        pixel_size_nm = 1.0
+    if frame_interval_s == "auto":
+        frame_interval_s = 1.0
+    if origin_nm == "auto":
+        origin_nm = (0.0, 0.0)
     if getattr(data, "ndim", None) is None:
         data = np.asarray(data)
     if data.ndim == 2:

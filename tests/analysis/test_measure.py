@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pyarrow.dataset
 import pandas as pd
 import pytest
 
@@ -142,10 +145,19 @@ def test_measure_chunked_equals_eager_and_parquet(drifting, chunks, tmp_path):
     pd.testing.assert_frame_equal(table, eager)
     assert table.attrs == eager.attrs
     path = measure_particles_to_parquet(labels, tmp_path / "parts", movie, min_area_nm2=2.0)
-    assert len(list((path / "particles").glob("part-*.parquet"))) == len(labels.chunks[0])
+    assert len(list(path.glob("part-*.parquet"))) == len(labels.chunks[0])
     back = read_particles(path)
     pd.testing.assert_frame_equal(back, table)
     assert back.attrs == table.attrs
+    # the folder is a parquet dataset any reader takes whole, units in its schema
+    plain = pd.read_parquet(path).sort_values(["frame", "label"], ignore_index=True)
+    pd.testing.assert_frame_equal(plain, table, check_like=False)
+    schema = pyarrow.dataset.dataset(path).schema
+    assert schema.field("area").metadata[b"units"] == b"nm^2"
+    assert schema.field("time").metadata[b"units"] == b"s"
+    assert schema.field("frame").metadata is None
+    units = json.loads(schema.metadata[b"temflow"])["units"]
+    assert units["equivalent_diameter"] == "nm" and units["orientation"] == "rad"
     with pytest.raises(ValueError, match="exists and is not empty"):
         measure_particles_to_parquet(labels, path, movie)
 
@@ -166,6 +178,26 @@ def test_empty_movie_gives_empty_table(tmp_path):
     assert table.attrs["times_s"] == [0.0, 1.0, 2.0]
     back = read_particles(measure_particles_to_parquet(labels, tmp_path / "empty"))
     assert back.empty and back.attrs == table.attrs
+    assert pd.read_parquet(tmp_path / "empty").empty
+
+
+def test_reads_the_old_layout_and_overwrites_it(tmp_path):
+    labels = as_movie(np.zeros((2, 16, 16), dtype=np.int32), pixel_size_nm=0.5)
+    labels[:, 4:8, 4:8] = 1
+    table = measure_particles(labels)
+    old = tmp_path / "old"
+    (old / "particles").mkdir(parents=True)
+    (old / "frames").mkdir()
+    table.to_parquet(old / "particles" / "part-00000.parquet", index=False)
+    pd.DataFrame({"frame": [0, 1], "time": [0.0, 1.0], "recorded_px": [256.0, 256.0]}).to_parquet(
+        old / "frames" / "part-00000.parquet", index=False)
+    (old / "pixel_area_nm2").write_text("0.25")
+    back = read_particles(old)
+    pd.testing.assert_frame_equal(back, table)
+    assert back.attrs == table.attrs
+    measure_particles_to_parquet(labels, old, overwrite=True)
+    assert sorted(p.name for p in old.iterdir()) == ["part-00000.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(old), table)
 
 
 def test_measure_bad_input(drifting):

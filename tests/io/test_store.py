@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 
 import dask
 import dask.array as da
@@ -14,6 +17,7 @@ import temflow
 from temflow.errors import IncompleteStoreError, MovieFileError
 from temflow.io.store import is_complete
 from temflow.synthetic.generator import make_movie
+from ome_validation import assert_valid_ome_zarr
 
 
 @pytest.mark.parametrize("chunks", [None, 3, (4, 20, 33), {"time": 5, "y": 17}])
@@ -37,11 +41,13 @@ def test_bool_and_float_arrays_and_numpy_input(tmp_path):
     truth = make_movie(frames=3, size=32, seed=2)
     masks = (truth.labels > 0).compute()  # numpy-backed
     path = temflow.save_zarr(masks, tmp_path / "masks.zarr")
+    assert_valid_ome_zarr(path)
     back = temflow.open_zarr(path)
     assert back.dtype == bool
     np.testing.assert_array_equal(back.values, masks.values)
     prob = truth.movie.astype("float32") / 1000
     np.testing.assert_array_equal(temflow.open_zarr(temflow.save_zarr(prob, tmp_path / "p.zarr")).values, prob.values)
+    assert_valid_ome_zarr(tmp_path / "p.zarr")
 
 
 def test_all_zero_frames_are_written_and_complete(tmp_path):
@@ -57,7 +63,10 @@ def test_ome_zarr_axes_and_scale(tmp_path):
     path = temflow.save_zarr(movie, tmp_path / "m.zarr")
     meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
     multiscale = meta["multiscales"][0]
-    assert [a["name"] for a in multiscale["axes"]] == ["t", "y", "x"]
+    # NGFF 0.5: the axes' names are the array's dimension_names
+    assert [a["name"] for a in multiscale["axes"]] == ["time", "y", "x"]
+    assert json.loads((path / "0" / "zarr.json").read_text())["dimension_names"] == ["time", "y", "x"]
+    assert_valid_ome_zarr(path)
     assert [a.get("unit") for a in multiscale["axes"]] == ["second", "nanometer", "nanometer"]
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     np.testing.assert_allclose(scale, [0.5, 0.25, 0.25])
@@ -317,3 +326,27 @@ def test_opening_in_smaller_chunks_reads_only_each_tasks_region(tmp_path):
         blocks = dask.compute(*opened.data.to_delayed().ravel())  # no final concatenation
     np.testing.assert_array_equal(np.concatenate(blocks), movie.values)
     assert frames and max(frames) <= 5  # no task ever held the store's whole 12-frame chunk
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("scheduler", ["local", "distributed"])
+def test_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, monkeypatch, scheduler):
+    movie = make_movie(frames=8, size=16, seed=0, chunks=2).movie
+    with contextlib.ExitStack() as stack:
+        if scheduler == "distributed":
+            from temflow.cluster import connect
+
+            stack.enter_context(connect(n_workers=1, threads_per_worker=2, processes=False,
+                                        dashboard_address="127.0.0.1:0"))
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        temflow.save_zarr(movie, tmp_path / "t.zarr", progress=True)
+        pipe = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", pipe)
+        temflow.save_zarr(movie, tmp_path / "p.zarr", progress=True)
+    shown = terminal.getvalue()
+    assert "writing t.zarr [" in shown and "4/4 chunks" in shown and shown.endswith("\n")
+    assert "\x1b" not in shown  # no ANSI escapes, only carriage returns
+    assert pipe.getvalue() == ""

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from conftest import render_in_browser
+from ome_validation import assert_every_store_valid
 from temflow.pipeline.config import Config, load_config
 from temflow.segmentation.model_files import read_card
 from temflow.pipeline.runner import run
-from temflow.io.store import open_zarr
+from temflow.io.store import label_names, open_zarr
 from temflow.segmentation.tiles import DENOISING_NOISE, TileDataset
 
 _MIN_FIGURES = 5
@@ -29,6 +30,15 @@ _SMALL = {
     "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": "127.0.0.1:0"},
     "output": {"figure_formats": ["png"]},
 }
+
+
+def _strict_json(path: Path):
+    """Parse like a browser's JSON.parse: NaN and Infinity are errors."""
+
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def _config(folder: Path, **changes) -> Config:
@@ -43,11 +53,24 @@ def test_a_run_writes_every_stage_and_a_rerun_skips_them(tmp_path):
     lines: list[str] = []
     summary = run(_config(tmp_path / "out"), echo=lines.append)
     out = tmp_path / "out"
-    for name in ("raw.zarr", "corrected.zarr", "masks.zarr", "particles.parquet", "tracks.parquet",
+    for name in ("raw.zarr", "corrected.zarr", "corrected.zarr/labels/masks", "particles.parquet", "tracks.parquet",
                  "events.parquet", "statistics.parquet", "coarsening.json", "summary.json",
                  "provenance.json", "report.html", "shifts.parquet"):  # fmt: skip
         assert (out / name).exists(), name
     assert Path(summary["report"]) == out / "report.html"
+    assert assert_every_store_valid(out) >= 3  # raw, corrected (with its masks) and the true labels: valid OME-Zarr
+    assert label_names(out / "corrected.zarr") == ["masks"]
+    assert open_zarr(out / "corrected.zarr" / "labels" / "masks").dtype == bool
+    for name in ("summary.json", "coarsening.json", "provenance.json"):
+        _strict_json(out / name)
+    particles = pd.read_parquet(out / "particles.parquet")  # a parquet dataset any reader takes whole
+    assert len(particles) > 0 and {"frame", "area", "y", "x"} <= set(particles.columns)
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(out / "tracks.parquet").field("equivalent_diameter").metadata[b"units"] == b"nm"
+    assert pq.read_schema(out / "statistics.parquet").field("number_density").metadata[b"units"] == "1/µm^2".encode()
+    page = (out / "report.html").read_text()
+    assert "mean_diameter <span class='unit'>(nm)</span>" in page
     assert summary["frames"] == 16 and summary["particles_first_frame"] > 0
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config"]["input"]["synthetic"]["frames"] == 16
@@ -85,7 +108,7 @@ def _chunk_mtimes(store: Path) -> dict[str, int]:
 
 def _arrays_and_tables(folder: Path) -> dict[str, object]:
     out: dict[str, object] = {}
-    for store in ("raw.zarr", "corrected.zarr", "masks.zarr"):
+    for store in ("raw.zarr", "corrected.zarr", "corrected.zarr/labels/masks"):
         out[store] = open_zarr(folder / store).values
     for table in ("shifts.parquet", "tracks.parquet", "events.parquet", "statistics.parquet"):
         out[table] = pd.read_parquet(folder / table)
@@ -124,7 +147,8 @@ def test_killed_mid_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     process = subprocess.Popen(
         command + [str(tmp_path / "killed.toml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    done = killed / "masks.zarr" / ".temflow-done"
+    masks = killed / "corrected.zarr" / "labels" / "masks"  # the movie's NGFF labels group
+    done = masks / ".temflow-done"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if done.exists() and len(list(done.iterdir())) >= 5:
@@ -134,7 +158,7 @@ def test_killed_mid_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert not (killed / "stages" / "masks.json").exists()
-    before = _chunk_mtimes(killed / "masks.zarr")
+    before = _chunk_mtimes(masks)
     finished_before = {p.name for p in done.iterdir()}
     assert 0 < len(finished_before) < 24
 
@@ -143,7 +167,7 @@ def test_killed_mid_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert "masks      resuming" in result.stdout
     assert "load       done before, skipped" in result.stdout
     # the chunks finished before the kill were kept, not recomputed
-    after = _chunk_mtimes(killed / "masks.zarr")
+    after = _chunk_mtimes(masks)
     for marker in finished_before:
         chunk = "c/" + marker.replace(".", "/")  # zarr v3's default chunk key
         if chunk in before:  # all-False chunks are never written (fill value)
@@ -182,7 +206,7 @@ def test_autoencoder_route_finds_the_true_particles(tmp_path):
     assert card["training"]["added_noise"] == DENOISING_NOISE
     assert card["training"]["epochs"] * -(-len(tiles) // 16) >= 300
     assert open_zarr(out / "prediction.zarr").attrs["quantity"] == "reconstruction"
-    masks = open_zarr(out / "masks.zarr").values
+    masks = open_zarr(out / "raw.zarr" / "labels" / "masks").values  # drift off: the masks label raw.zarr
     truth = open_zarr(out / "raw.truth" / "labels.zarr").values > 0
     raw = open_zarr(out / "raw.zarr").values.astype(np.float32)
     recorded = raw > 0.05 * np.median(raw)  # black drift borders are not scored
@@ -205,6 +229,12 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
     with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
         summary = run(Config.from_dict(data), echo=lambda line: None)
     assert summary["particles_first_frame"] == 0
+    # no particles: the fits and mean sizes are undefined, written as null, and every JSON parses strictly
+    out = tmp_path / "out"
+    for name in ("summary.json", "coarsening.json", "provenance.json"):
+        _strict_json(out / name)
+    assert _strict_json(out / "summary.json")["mean_diameter_first_nm"] is None
+    assert pd.read_parquet(out / "particles.parquet").empty
 
 
 def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_path, monkeypatch):

@@ -67,6 +67,15 @@ def test_same_seed_same_weights(tile_set):
     assert history.attrs["tiles"] == len(dataset) and history.attrs["config"]["seed"] == 3
 
 
+def test_progress_in_a_pipe_is_one_line_per_epoch(tile_set, capsys):
+    # capsys's stderr is not a terminal, as in `temflow run 2> log`: no redrawn bar, one line per epoch
+    train(_unet(), TileDataset(tile_set, seed=1), epochs=2, batch_size=8, device="cpu", seed=3, progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and "\r" not in err, err
+    assert lines[0].startswith("epoch 1/2 done in") and "train " in lines[0] and "val " in lines[0]
+
+
 def test_dataloader_worker_processes_give_the_same_weights(tile_set):
     """Augmentation is seeded per tile, so reading tiles in worker processes changes nothing."""
     dataset = TileDataset(tile_set)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from scipy import ndimage as ndi
 
 from temflow.movie import DIMS, TIME, X, Y, check_movie, pixel_size_nm
 from temflow.analysis import _touching
+from temflow.analysis.tables import read_table_metadata, write_parquet
 from temflow.analysis.threshold import _border_level_of, _recorded, threshold_particles
 
 __all__ = ["COLUMNS", "label_particles", "measure_particles", "measure_particles_to_parquet", "read_particles", "threshold_particles"]
@@ -388,10 +390,14 @@ def measure_particles(
     return _finish(table, frames, pixel_area)
 
 
-def _write_block(labels, image, start, path: Path, index: int, **kw: Any) -> int:
+def _write_block(labels, image, start, path: Path, index: int, pixel_area_nm2: float, **kw: Any) -> int:
     table, frames = _measure_block(labels, image, start, **kw)
-    table.to_parquet(path / "particles" / f"part-{index:05d}.parquet", index=False)
-    frames.to_parquet(path / "frames" / f"part-{index:05d}.parquet", index=False)
+    # every part has the same schema (an empty chunk included), so the folder reads as one dataset;
+    # the part's frames (times, recorded areas) ride in its schema, frames without particles too
+    table = table.astype(_empty_table().dtypes.to_dict())
+    frames_meta = {str(c): frames[c].tolist() for c in frames.columns}
+    write_parquet(table, path / f"part-{index:05d}.parquet",
+                  metadata={"pixel_area_nm2": pixel_area_nm2, "frames": frames_meta})
     return len(table)
 
 
@@ -407,9 +413,13 @@ def measure_particles_to_parquet(
     """Measure like :func:`measure_particles`, writing one parquet part per time chunk.
 
     Computes and writes: each task measures one time chunk and writes its rows
-    to ``path/particles/part-NNNNN.parquet`` (and its frames' recorded areas to
-    ``path/frames/``), returning only a row count, so memory stays flat however
-    long the movie. Read the result with :func:`read_particles`.
+    to ``path/part-NNNNN.parquet``, returning only a row count, so memory stays
+    flat however long the movie. The folder is a parquet dataset that any
+    parquet reader takes whole (``pandas.read_parquet(path)``); each part's
+    schema carries the columns' units (field metadata ``units`` and the
+    schema's ``temflow`` JSON, see :mod:`temflow.analysis.tables`), the pixel
+    area and its frames' times and recorded areas. :func:`read_particles`
+    gives the table with those ``attrs`` back.
 
     Parameters
     ----------
@@ -433,20 +443,23 @@ def measure_particles_to_parquet(
     """
     labels, movie, options, pixel_area = _prepare(labels, movie, min_area_nm2, border_value)
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"path {str(root)!r} is a file; a particle table is a folder of parquet parts")
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise ValueError(f"path {str(root)!r} exists and is not empty; pass overwrite=True or choose a new directory")
-    for sub in ("particles", "frames"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        for old in (root / sub).glob("part-*.parquet"):
-            old.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("part-*.parquet"):
+        old.unlink()
+    for old_layout in ("particles", "frames"):  # temflow <= 0.1's layout, replaced
+        shutil.rmtree(root / old_layout, ignore_errors=True)
+    (root / "pixel_area_nm2").unlink(missing_ok=True)
     times = options["times"]
     tasks = []
     for i, (lab, img, start, span) in enumerate(_blocks(labels, movie)):
         kw = options | {"times": times[span]}
         write = dask.delayed(_write_block) if isinstance(lab, Delayed) else _write_block
-        tasks.append(write(lab, img, start, root, i, **kw))
+        tasks.append(write(lab, img, start, root, i, pixel_area, **kw))
     dask.compute(tasks)
-    (root / "pixel_area_nm2").write_text(repr(pixel_area))
     return root
 
 
@@ -461,12 +474,18 @@ def read_particles(path: str | os.PathLike[str]) -> pd.DataFrame:
         If ``path`` is not such a directory.
     """
     root = Path(path)
-    parts = sorted((root / "particles").glob("part-*.parquet"))
-    frame_parts = sorted((root / "frames").glob("part-*.parquet"))
-    if not parts or not (root / "pixel_area_nm2").exists():
+    parts = sorted(root.glob("part-*.parquet"))
+    if (root / "particles").is_dir() and (root / "pixel_area_nm2").exists():  # temflow <= 0.1's layout
+        old = sorted((root / "particles").glob("part-*.parquet"))
+        frame_parts = sorted((root / "frames").glob("part-*.parquet"))
+        tables = [t for t in (pd.read_parquet(p) for p in old) if len(t)]
+        table = pd.concat(tables, ignore_index=True) if tables else _empty_table()
+        frames = pd.concat([pd.read_parquet(p) for p in frame_parts], ignore_index=True)
+        return _finish(table, frames, float((root / "pixel_area_nm2").read_text()))
+    metas = [read_table_metadata(p) for p in parts]
+    if not parts or not all("frames" in m and "pixel_area_nm2" in m for m in metas):
         raise ValueError(f"{str(root)!r} holds no particle table; write one with measure_particles_to_parquet(...)")
     tables = [t for t in (pd.read_parquet(p) for p in parts) if len(t)]
     table = pd.concat(tables, ignore_index=True) if tables else _empty_table()
-    frames = pd.concat([pd.read_parquet(p) for p in frame_parts], ignore_index=True).sort_values("frame")
-    pixel_area = float((root / "pixel_area_nm2").read_text())
-    return _finish(table, frames, pixel_area)
+    frames = pd.concat([pd.DataFrame(m["frames"]) for m in metas], ignore_index=True)
+    return _finish(table, frames, float(metas[0]["pixel_area_nm2"]))

@@ -18,7 +18,8 @@ Readers (``READERS``: format name -> function; pixels read with):
 - ``tiff``: multi-page TIFF stack (raw offsets when uncompressed, else tifffile per page);
 - ``frames``: folder or glob of ``.tif`` / ``.png`` frames (tifffile / Pillow);
 - ``npy``: NumPy ``.npy`` (numpy memory map);
-- ``zarr``: temflow's own store (:func:`temflow.io.store.open_zarr`).
+- ``zarr``: temflow's own store (:func:`temflow.io.store.open_zarr`), or an OME-Zarr image
+  written by another tool (NGFF 0.4/0.5; ``ome-zarr`` reads only those).
 
 Any failure, from the checks or from the library underneath (also under
 ``python -O``, where ncempy's ``assert`` checks vanish), is raised as
@@ -41,9 +42,9 @@ import xarray as xr
 
 from temflow.movie import DIMS, TIME, X, Y, as_movie, check_movie
 from temflow.errors import MovieFileError
-from temflow.io.formats import emd, gatan, mrc, npy, tia, tiff
+from temflow.io.formats import emd, gatan, mrc, npy, ome_zarr, tia, tiff
 from temflow.io.formats._common import RawMovie, frames_per_chunk, jsonable
-from temflow.io.store import open_zarr
+from temflow.io.store import _is_temflow_store, open_zarr
 
 __all__ = ["open_movie", "describe", "READERS", "SUFFIXES", "detect_format"]
 
@@ -58,12 +59,14 @@ def _dm4(path: Path, *, chunks: Chunks = None) -> RawMovie:
     return gatan.read_dm(path, chunks=chunks, fmt="dm4")
 
 
-def _zarr(path: Path, *, chunks: Chunks = None) -> xr.DataArray:
+def _zarr(path: Path, *, chunks: Chunks = None) -> xr.DataArray | RawMovie:
+    if not _is_temflow_store(path) and ome_zarr.is_ome_zarr(path):
+        return ome_zarr.read_ome_zarr(path, chunks=chunks)  # an OME-Zarr image from another tool
     return open_zarr(path, chunks=chunks)
 
 
 #: format name -> reader; each returns a :class:`temflow.io.formats._common.RawMovie`
-#: (``zarr`` returns the finished movie).
+#: (``zarr`` returns the finished movie for temflow's stores).
 READERS: dict[str, Callable[..., Any]] = {
     "dm3": _dm3,
     "dm4": _dm4,
@@ -76,6 +79,7 @@ READERS: dict[str, Callable[..., Any]] = {
     "frames": tiff.read_frames,
     "npy": npy.read_npy,
     "zarr": _zarr,
+    "ome-zarr": ome_zarr.read_ome_zarr,
 }
 
 #: file suffix -> format name
@@ -149,7 +153,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "dm-series" if text.lower().endswith((".dm3", ".dm4")) else "frames"
     p = Path(text)
     if p.is_dir():
-        if p.suffix.lower() == ".zarr" or (p / "zarr.json").exists():
+        if p.suffix.lower() == ".zarr" or (p / "zarr.json").exists() or (p / ".zattrs").exists():
             return "zarr"
         if gatan.is_insitu_folder(p):
             return "insitu"
@@ -170,7 +174,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 def _check_magic(path: Path, fmt: str) -> None:
     """Refuse a file whose first bytes belong to another format (a renamed or wrong file)."""
-    if fmt in ("zarr", "insitu", "dm-series") or path.is_dir() or not path.is_file():
+    if fmt in ("zarr", "ome-zarr", "insitu", "dm-series") or path.is_dir() or not path.is_file():
         return
     if path.stat().st_size == 0:
         raise MovieFileError(path, fmt, "the file is empty (0 bytes)", "copy the file again from the acquisition computer")
@@ -402,6 +406,15 @@ def _assemble(raw: RawMovie, *, chunks: dict[str, int] | None, frame_interval_s:
     return movie
 
 
+def _sources(source: Any) -> list[str]:
+    """The ``source`` attr as a list of strings (a synthetic movie's is one string, not a list)."""
+    if source is None:
+        return []
+    if isinstance(source, (str, os.PathLike)):
+        return [os.fspath(source)]
+    return [os.fspath(s) if isinstance(s, os.PathLike) else str(s) for s in source]
+
+
 def describe(movie: xr.DataArray) -> dict[str, Any]:
     """A JSON-serialisable summary of a movie, as ``temflow info`` prints it.
 
@@ -463,7 +476,7 @@ def describe(movie: xr.DataArray) -> dict[str, Any]:
         "field_of_view_nm": [dy * movie.sizes[Y], dx * movie.sizes[X]],
         "size_gb": float(movie.size * movie.dtype.itemsize / 1e9),
         "format": movie.attrs.get("format"),
-        "source": list(movie.attrs.get("source", [])),
+        "source": _sources(movie.attrs.get("source")),
         "instrument": dict(movie.attrs.get("instrument", {})),
         "metadata": {k: v for k, v in movie.attrs.items() if k not in known},
     })

@@ -7,7 +7,17 @@ Layout of a store (a folder)::
                        and "temflow" (name, attrs, dims, complete flag)
       0/               the frames, dimension_names ("time", "y", "x")
       coords/<name>/   every coordinate, with its own dims and attrs
+      labels/          optional NGFF labels group (attrs "ome": {"labels": [...]}),
+        <name>/        masks or particle labels: a temflow store of their own with
+                       NGFF "image-label" metadata, so napari shows them as Labels
       .temflow-done/   one empty marker per finished chunk while writing
+
+The OME-Zarr 0.5 axes are named exactly as the array's ``dimension_names``
+(``time``, ``y``, ``x``), as NGFF requires, with units ``second`` and
+``nanometer``; the stores validate with ``ome-zarr-models``. ``xarray.open_zarr``
+sees the frames as a variable named ``"0"`` without coordinates (they live in
+``coords/``): :func:`open_zarr` is the one call that gives the movie with its
+coordinates and attrs.
 
 Completion is explicit: the group is first written with ``complete: false``
 and set to ``complete: true`` only after every chunk has been written, because
@@ -28,6 +38,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -41,13 +52,16 @@ from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
 from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
+from temflow.io.formats.ome_zarr import is_ome_zarr
 
-__all__ = ["save_zarr", "open_zarr", "is_complete"]
+__all__ = ["save_zarr", "open_zarr", "is_complete", "save_labels", "open_labels", "label_names"]
 
 _FORMAT = "zarr"
 _DATA = "0"
 _DONE = ".temflow-done"
 _NEW = ".temflow-new"
+_LABELS = "labels"
+_MASK_ATTR = "boolean_mask"
 _STORE_VERSION = 1
 _OME_UNITS = {"s": "second", "nm": "nanometer"}
 Compressor = Literal["zstd", "lz4", "none"]
@@ -62,7 +76,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # NaN and inf are not JSON: zarr.json must parse everywhere
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, os.PathLike):
@@ -120,7 +136,7 @@ def _ome_metadata(movie: xr.DataArray) -> dict[str, Any]:
     translation = []
     for dim in DIMS:
         unit = movie.coords[dim].attrs.get("units") if dim in movie.coords else None
-        axis: dict[str, Any] = {"name": "t" if dim == TIME else dim, "type": "time" if dim == TIME else "space"}
+        axis: dict[str, Any] = {"name": dim, "type": "time" if dim == TIME else "space"}
         if unit in _OME_UNITS:
             axis["unit"] = _OME_UNITS[unit]
         axes.append(axis)
@@ -163,27 +179,62 @@ def _write_block(block: np.ndarray, path: str, index: tuple[int, ...], slices: t
     return 1
 
 
-def _compute(tasks: list[Any], progress: bool) -> None:
-    if not progress:
+class _Bar:
+    """A one-line progress bar on stderr: ``\\r`` redraws, no ANSI escapes, at most 4 per second."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done = max(total, 1), label, 0
+        self.start = self.shown = time.perf_counter()
+
+    def update(self, steps: int = 1) -> None:
+        self.done += steps
+        now = time.perf_counter()
+        if now - self.shown < 0.25 and self.done < self.total:
+            return
+        self.shown = now
+        filled = int(30 * self.done / self.total)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} chunks {now - self.start:5.1f} s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _compute(tasks: list[Any], progress: bool, label: str = "writing") -> None:
+    # progress goes to stderr and only to a terminal: a pipe or a log file gets the result alone
+    if not progress or not sys.stderr.isatty():
         dask.compute(*tasks)
         return
     try:
-        from distributed import default_client
-        from distributed import progress as distributed_progress
+        from distributed import as_completed, default_client
 
         client = default_client()
     except (ImportError, ValueError):
         client = None
-    if client is not None:
-        # dask.diagnostics.ProgressBar cannot see a distributed scheduler: follow the futures
-        futures = client.compute(tasks)
-        distributed_progress(futures)
-        client.gather(futures)
-        return
-    from dask.diagnostics import ProgressBar
+    bar = _Bar(len(tasks), label)
+    try:
+        if client is not None:
+            # dask.diagnostics cannot see a distributed scheduler: follow the futures
+            futures = client.compute(tasks)
+            for future in as_completed(futures):
+                future.result()  # re-raises a failed chunk's error here
+                bar.update()
+            return
+        from dask.callbacks import Callback
 
-    with ProgressBar(out=sys.stderr):
-        dask.compute(*tasks)
+        keys = {t.key for t in tasks}
+
+        def _finished(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if key in keys:
+                bar.update()
+
+        with Callback(posttask=_finished):
+            dask.compute(*tasks)
+    finally:
+        bar.close()
 
 
 def _read_group_meta(path: Path) -> dict[str, Any] | None:
@@ -251,6 +302,11 @@ def _create(path: Path, movie: xr.DataArray, shape: tuple[int, ...], dtype: np.d
     os.rename(staging, path)
 
 
+def _is_temflow_store(path: Path) -> bool:
+    """True if ``path`` holds temflow's metadata (complete or not)."""
+    return _read_group_meta(path) is not None
+
+
 def is_complete(store: str | os.PathLike[str]) -> bool:
     """True if ``store`` is a temflow zarr store whose writing finished.
 
@@ -302,6 +358,10 @@ def save_zarr(
         chunks already written are kept, the rest are written. A store that
         is already complete is left as it is; one that does not exist yet (or
         an empty folder) is written from the start.
+    progress : bool
+        Show a one-line progress bar (chunks written) on stderr when stderr
+        is a terminal; nothing in a pipe or a log file. Works with a local
+        scheduler and with a ``distributed.Client``.
 
     Returns
     -------
@@ -411,7 +471,7 @@ def _write(
             )
         )
     if writes:
-        _compute(writes, progress)
+        _compute(writes, progress, f"writing {path.name}")
     group = zarr.open_group(str(path), mode="r+")
     meta = dict(group.attrs["temflow"])  # type: ignore[arg-type]
     meta["complete"] = True
@@ -459,6 +519,11 @@ def open_zarr(
         raise MovieFileError(path, _FORMAT, "a zarr store is a folder, but this is a file")
     meta = _read_group_meta(path)
     if meta is None:
+        if is_ome_zarr(path):
+            raise MovieFileError(
+                path, _FORMAT, "an OME-Zarr image written by another tool, not a temflow store",
+                "open it with temflow.open_movie(path), which reads its axes, scales and units",
+            )
         raise MovieFileError(
             path, _FORMAT, "not a temflow zarr store (no temflow metadata in zarr.json)", "write it with temflow.save_zarr"
         )
@@ -484,4 +549,151 @@ def open_zarr(
             coords[name] = xr.Variable(dims, coord[...], attrs=dict(coord.attrs))
     except (KeyError, ValueError, OSError) as exc:
         raise MovieFileError(path, _FORMAT, f"the store is damaged ({type(exc).__name__}: {exc})") from None
-    return xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
+    movie = xr.DataArray(data, dims=DIMS, coords=coords, attrs=dict(meta.get("attrs", {})), name=meta.get("name"))
+    if movie.attrs.pop(_MASK_ATTR, False):  # boolean masks kept as NGFF uint8 labels (save_labels)
+        movie = movie.astype(bool)
+    return movie
+
+
+def _check_label_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or name in ("coords", _DATA):
+        raise ValueError(f"name must be a plain folder name such as 'masks' or 'particles'; got {name!r}")
+    return name
+
+
+def label_names(store: str | os.PathLike[str]) -> list[str]:
+    """Names of the labels images listed in a store's NGFF ``labels/`` group.
+
+    Examples
+    --------
+    >>> label_names("no-such-store.zarr")
+    []
+    """
+    try:
+        meta = json.loads((Path(store) / _LABELS / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(n) for n in meta.get("attributes", {}).get("ome", {}).get("labels", [])]
+
+
+def save_labels(
+    labels: xr.DataArray,
+    store: str | os.PathLike[str],
+    *,
+    name: str = "masks",
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write masks or particle labels into the NGFF ``labels/`` group of a movie store.
+
+    The labels become ``store/labels/<name>``: a temflow store of their own
+    (resumable, opened by :func:`open_labels` or :func:`open_zarr`) carrying
+    OME-Zarr 0.5 ``image-label`` metadata, listed in ``store/labels``. Viewers
+    that read OME-Zarr (napari with ``napari-ome-zarr``) show them as a Labels
+    layer over the movie, in the same physical coordinates.
+
+    Computes: every chunk is computed and written, as by :func:`save_zarr`.
+
+    Parameters
+    ----------
+    labels : xarray.DataArray
+        Dims ``("time", "y", "x")`` and the movie's shape; boolean masks
+        (stored as uint8 0/1, NGFF labels are integers) or integer labels
+        (0 = background), e.g. from :func:`temflow.label_particles`.
+    store : str or path
+        A complete movie store written by :func:`save_zarr`.
+    name : str
+        Name of the labels image inside ``labels/``.
+    overwrite, resume, progress : bool
+        As for :func:`save_zarr`, for this labels image only.
+
+    Returns
+    -------
+    pathlib.Path
+        The labels image's path, ``store/labels/<name>``.
+
+    Raises
+    ------
+    MovieFileError
+        If ``store`` is not a complete temflow store, or the labels exist
+        (and neither ``overwrite`` nor ``resume`` is set).
+    ValueError
+        If the labels' shape differs from the movie's, or ``name`` is not a
+        plain folder name.
+    TypeError
+        If the labels are not boolean or integer.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, temflow
+    >>> movie = temflow.as_movie(np.arange(24, dtype="uint16").reshape(2, 3, 4), pixel_size_nm=0.5)
+    >>> path = save_zarr(movie, tempfile.mkdtemp() + "/m.zarr")
+    >>> _ = save_labels(movie > 10, path)
+    >>> label_names(path), open_labels(path).dtype
+    (['masks'], dtype('bool'))
+    """
+    if not isinstance(labels, xr.DataArray):
+        raise TypeError(f"labels must be an xarray.DataArray; got {type(labels).__name__}")
+    if tuple(labels.dims) != DIMS:
+        raise ValueError(f"labels must have dims {DIMS}; got {tuple(labels.dims)}; use labels.rename(...)")
+    name = _check_label_name(name)
+    root = Path(store)
+    if not is_complete(root):
+        raise MovieFileError(root, _FORMAT, "not a complete temflow movie store", "write the movie with temflow.save_zarr first")
+    shape = tuple(zarr.open_array(store=str(root), path=_DATA, mode="r").shape)
+    if tuple(labels.shape) != shape:
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)} but the movie in {str(root)!r} has shape {shape}; "
+            "labels must cover the movie frame for frame and pixel for pixel"
+        )
+    kind = np.dtype(labels.dtype).kind
+    if kind not in "biu":
+        raise TypeError(
+            f"labels must be boolean masks or integer labels; got dtype {labels.dtype}; "
+            "turn probabilities into masks with temflow.segment(...) first"
+        )
+    if kind == "b":
+        labels = labels.astype(np.uint8).assign_attrs({_MASK_ATTR: True})
+    path = save_zarr(labels, root / _LABELS / name, overwrite=overwrite, resume=resume, progress=progress)
+    image = zarr.open_group(str(path), mode="r+")
+    ome = dict(image.attrs["ome"])  # type: ignore[arg-type]
+    ome["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
+    image.update_attributes({"ome": ome})
+    # listed only once complete: a viewer never finds a half-written labels image
+    group = zarr.open_group(str(root / _LABELS), mode="a")
+    names = sorted(set(label_names(root)) | {name})
+    group.update_attributes({"ome": {"version": "0.5", "labels": names}})
+    return path
+
+
+def open_labels(store: str | os.PathLike[str], *, name: str = "masks") -> xr.DataArray:
+    """Open the labels image ``name`` of a movie store lazily.
+
+    Lazy: as :func:`open_zarr`. Masks saved from booleans come back boolean.
+
+    Parameters
+    ----------
+    store : str or path
+        A movie store with a ``labels/`` group (see :func:`save_labels`).
+    name : str
+        The labels image's name.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("time", "y", "x")`` with the movie's coordinates.
+
+    Raises
+    ------
+    MovieFileError
+        If the store has no labels image of that name.
+    """
+    name = _check_label_name(name)
+    root = Path(store)
+    if name not in label_names(root):
+        raise MovieFileError(
+            root, _FORMAT, f"no labels image named {name!r} (it has {label_names(root) or 'none'})",
+            "write one with temflow.io.save_labels(...)",
+        )
+    return open_zarr(root / _LABELS / name)

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from temflow.analysis.tables import column_units
+
 __all__ = ["write_report"]
 
 _STYLE = """
@@ -52,7 +54,12 @@ def _fmt(value: Any) -> str:
 
 def _table(frame: pd.DataFrame, max_rows: int = 30) -> str:
     shown = frame.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    units = column_units(shown.columns)
+    head = "".join(
+        f"<th>{html.escape(str(c))}" + (f" <span class='unit'>({html.escape(units[str(c)])})</span>" if str(c) in units else "")
+        + "</th>"
+        for c in shown.columns
+    )
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False)
     )

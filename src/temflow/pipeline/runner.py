@@ -41,7 +41,7 @@ __all__ = ["run", "demo", "demo_config", "STAGES"]
 _FULL_BYTES = 16 * 2**20  # under this much free space, a writer's unexplained failure is a full disk
 STAGES = ("load", "context", "drift", "train", "infer", "masks", "measure", "track", "coarsening", "report")
 _DEPENDENCIES = (
-    "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image", "dask-image",
+    "numpy", "scipy", "dask", "distributed", "xarray", "zarr", "scikit-image",
     "ncempy", "tifffile", "imagecodecs", "mrcfile", "h5py", "pandas", "pyarrow", "matplotlib", "torch",
     "safetensors", "laptrack",
 )  # fmt: skip
@@ -96,6 +96,7 @@ def run(
     *,
     client: Any = None,
     echo: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the whole pipeline; skip the stages already finished with the same settings.
 
@@ -110,6 +111,9 @@ def run(
         LocalCluster on loopback unless a scheduler address is given).
     echo : callable, optional
         Receives one line per event (the CLI prints them); default: silent.
+    progress : bool
+        Progress on stderr: bars for the zarr writes and the training batches
+        when stderr is a terminal, and one line per training epoch either way.
 
     Returns
     -------
@@ -134,7 +138,7 @@ def run(
         folder.mkdir(parents=True, exist_ok=True)
         check_output_folder(folder, source=config.source)
         with output_lock(folder, say):
-            return _run_locked(config, folder, say, client)
+            return _run_locked(config, folder, say, client, progress)
     except Exception as exc:
         if not (is_disk_full(exc) or (isinstance(exc, RuntimeError) and _nearly_full(folder))):
             raise
@@ -159,8 +163,10 @@ def _nearly_full(folder: Path) -> bool:
         return False
 
 
-def _run_locked(config: Config, folder: Path, say: Callable[[str], None], client: Any) -> dict[str, Any]:
-    state = Run(config=config, folder=folder, echo=say, client=client)
+def _run_locked(
+    config: Config, folder: Path, say: Callable[[str], None], client: Any, progress: bool
+) -> dict[str, Any]:
+    state = Run(config=config, folder=folder, echo=say, client=client, progress=progress)
     if client is not None:
         return _run_stages(state)
     from temflow.cluster import check_scheduler, connect, dashboard_link
@@ -348,11 +354,13 @@ def demo(
     size: int | None = None,
     scheduler: str | None = None,
     echo: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Make a synthetic in-situ movie and run the whole pipeline on it.
 
     Computes everything; writes under ``output``. Prints (through ``echo``)
-    each stage, a one-screen summary and the report's path.
+    each stage, a one-screen summary and the report's path; ``progress`` as
+    for :func:`run`.
     """
     say = echo or (lambda line: None)
     config = demo_config(output, frames=frames, size=size, scheduler=scheduler)
@@ -362,7 +370,7 @@ def demo(
         f"temflow demo: a synthetic {syn.frames}-frame {syn.size}x{syn.size} movie of ripening nanoparticles; "
         f"a U-Net is trained on weak labels, then the whole analysis -> {config.folder}/"
     )
-    summary = run(config, echo=say)
+    summary = run(config, echo=say, progress=progress)
     for line in format_summary(summary):
         say(line)
     corrected = json.loads((Path(summary["folder"]) / "stages" / "drift.json").read_text())["result"]["movie"]

@@ -4,7 +4,7 @@ Every stage is a function ``stage(run, resume) -> dict`` returning JSON-able
 results (paths, numbers); :mod:`temflow.pipeline.runner` decides which stages run, and
 passes ``resume=True`` when an interrupted attempt of the same stage exists.
 Arrays go to zarr stores (resumable chunk by chunk), tables to parquet written
-to a temporary file and renamed, figures to ``figures/``.
+to a temporary file and renamed (units in the schema), JSON strict (null for NaN), figures to ``figures/``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from temflow._json import write_json as _write_strict_json
 from temflow.pipeline.config import Config
 
 _AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
@@ -38,32 +39,21 @@ class Run:
     folder: Path
     echo: Callable[[str], None]
     client: Any = None
+    progress: bool = False
     fingerprints: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    """Write strict JSON atomically: NaN and infinities become null (see :mod:`temflow._json`)."""
+    _write_strict_json(path, data)
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp.parquet")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from temflow.analysis.tables import write_parquet
+
+    return write_parquet(table, path)
 
 
 def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) -> str:
@@ -74,7 +64,7 @@ def _save_array(run_state: Run, array: xr.DataArray, name: str, resume: bool) ->
     # version of temflow that could be killed while creating one) is started again
     if path.exists() and (not resume or not _is_store(path)):
         shutil.rmtree(path)
-    save_zarr(array, path, resume=resume, progress=run_state.client is not None)
+    save_zarr(array, path, resume=resume, progress=run_state.progress)
     return str(path)
 
 
@@ -115,7 +105,7 @@ def _load(run_state: Run, resume: bool) -> dict[str, Any]:
             for old in (path, path.with_suffix(".truth")):
                 shutil.rmtree(old, ignore_errors=True)
         # resume=True also writes a fresh store; after an interruption it keeps the chunks written
-        save_truth(truth, path, resume=True, progress=run_state.client is not None)
+        save_truth(truth, path, resume=True, progress=run_state.progress)
         return {"movie": str(path), "truth": str(path.with_suffix(".truth")), "source": "synthetic"}
     from temflow.io.reader import open_movie
     from temflow.io.store import is_complete
@@ -237,6 +227,7 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
         checkpoint_dir=folder / "checkpoints",
         resume=resume,
         seed=tr.seed,
+        progress=state.progress,
     )
     _write_table(history, folder / "history.parquet")
     save_figure(plot_training_history(history), state.folder / "figures" / "training", formats=_figure_formats(state))
@@ -295,6 +286,14 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
 
         values = _open(state.results["infer"]["output"])
         masks = segment(values, method="threshold" if seg.threshold is not None else None, threshold=seg.threshold)
+    movie = Path(state.results["drift"]["movie"])
+    if movie.parent == state.folder:
+        # a store this run wrote: the masks go into its NGFF labels group, so OME-Zarr viewers
+        # (napari) show them over the movie; a user's own input store is never written into
+        from temflow.io.store import save_labels
+
+        path = save_labels(masks, movie, name="masks", overwrite=not resume, resume=resume, progress=state.progress)
+        return {"masks": str(path)}
     return {"masks": _save_array(state, masks, "masks.zarr", resume)}
 
 

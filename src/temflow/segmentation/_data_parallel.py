@@ -183,7 +183,11 @@ def _train_on_cluster(
         while True:
             finished = all(f.done() for f in futures)
             for row in queue.get(batch=queue.qsize()) if queue.qsize() else []:
-                bar.update(1, f"epoch {row['epoch']} train {row['train_loss']:.4f} val {row['val_loss']:.4f}")
+                note = f"epoch {row['epoch']}/{config.epochs} train {row['train_loss']:.4f} val {row['val_loss']:.4f}"
+                bar.update(1, note)
+                if not bar.terminal:  # a pipe or a log file: one line per epoch instead of the bar
+                    sys.stderr.write(note + "\n")
+                    sys.stderr.flush()
             if finished:
                 break
             time.sleep(0.2)

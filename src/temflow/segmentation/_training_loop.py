@@ -39,12 +39,14 @@ class _Progress:
     def __init__(self, total: int, stream: TextIO | None, label: str) -> None:
         self.total, self.stream, self.label, self.done = max(total, 1), stream, label, 0
         self.start = self.shown = time.perf_counter()
+        # a pipe or a log file gets one line per epoch (close), never the redrawn bar
+        self.terminal = stream is not None and stream.isatty()
 
     def update(self, steps: int = 1, note: str = "") -> None:
         self.done += steps
         now = time.perf_counter()
-        # redraw at most twice a second: a log file is not a terminal
-        if self.stream is None or (now - self.shown < 0.5 and self.done < self.total):
+        # redraw at most twice a second
+        if self.stream is None or not self.terminal or (now - self.shown < 0.5 and self.done < self.total):
             return
         self.shown = now
         width = 24
@@ -57,7 +59,8 @@ class _Progress:
 
     def close(self, note: str = "") -> None:
         if self.stream is not None:
-            self.stream.write(f"\r{self.label} done in {time.perf_counter() - self.start:.1f}s {note}".ljust(79) + "\n")
+            line = f"{self.label} done in {time.perf_counter() - self.start:.1f}s {note}"
+            self.stream.write(("\r" + line.ljust(78) if self.terminal else line) + "\n")
             self.stream.flush()
 
 

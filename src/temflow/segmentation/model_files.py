@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from temflow._json import dumps
 from temflow.segmentation._normalisation import _parse_normalisation
 from temflow.segmentation.models import _ARCHITECTURES, _check_int
 
@@ -137,7 +138,7 @@ def save_model(
         "weights_sha256": _weights_sha256(tensors),
     }
     try:
-        text = json.dumps(card, sort_keys=True)
+        text = dumps(card, indent=None, sort_keys=True)
     except TypeError as exc:
         raise TypeError(f"training provenance must be JSON-serialisable ({exc})") from None
     target = Path(path)

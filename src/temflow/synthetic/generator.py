@@ -25,7 +25,6 @@ Conventions
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from temflow._json import write_json
 from temflow.movie import AXIS, DIMS, TIME, X, Y, as_movie
 from temflow.synthetic._render import lazy_render
 from temflow.synthetic._simulation import drift_trajectory, lsw_distribution, simulate
@@ -455,5 +455,5 @@ def save_truth(
     )
     shifts.to_parquet(folder / "shifts.parquet", index=False)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in truth.parameters.items()}
-    (folder / "parameters.json").write_text(json.dumps(params, indent=2))
+    write_json(folder / "parameters.json", params)
     return Path(path)
