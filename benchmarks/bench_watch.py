@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--refresh-s", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="Processes segmenting frames side by side (live).")
+    parser.add_argument("--bin", type=int, default=1, help="Live segmentation on frames binned this much.")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--quick", action="store_true", help="20 frames of 256 x 256")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
@@ -81,11 +82,12 @@ def main() -> None:
             warnings.simplefilter("ignore", UserWarning)  # TIFF frames without a pixel calibration: 1 px = 1 nm
             t0 = time.perf_counter()
             summary = watch(folder, work / "live", config=Config.from_dict(settings), refresh_s=args.refresh_s,
-                            poll_s=0.01, idle_timeout_s=0.2, finish=False, workers=args.workers)
+                            poll_s=0.01, idle_timeout_s=0.2, finish=False, workers=args.workers,
+                            bin_px=args.bin)
             live_wall = time.perf_counter() - t0 - 0.2  # the idle timeout at the end is not work
             results["live_frames_per_s_per_frame_work"] = summary["frames_per_s"]
             results["live_frames_per_s_session"] = args.frames / live_wall
-            print(f"live ({args.workers} workers): {summary['frames_per_s']:.2f} frames/s (read + zarr + drift + masks + "
+            print(f"live ({args.workers} workers, bin {args.bin}): {summary['frames_per_s']:.2f} frames/s (read + zarr + drift + masks + "
                   "measure, time with frames in flight); "
                   f"{args.frames / live_wall:.2f} frames/s for the whole session with refreshes every "
                   f"{args.refresh_s} s ({live_wall:.1f} s)")

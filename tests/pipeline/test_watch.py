@@ -68,11 +68,12 @@ def test_follow_stop_resume_and_finish_as_the_batch_run(tmp_path, movie):
     writer = threading.Thread(target=_write_frames, args=(folder, movie, 7, FRAMES, 0.02))
     writer.start()
     lines: list[str] = []
-    second = watch(folder, out, config=_config(folder, out), refresh_s=0.1, poll_s=0.02, idle_timeout_s=1.0,
-                   echo=lines.append, workers=2)  # frames segmented side by side in two processes
+    # (stops at the last frame; the idle timeout only guards against a hang on a loaded machine)
+    second = watch(folder, out, config=_config(folder, out), refresh_s=0.1, poll_s=0.02, idle_timeout_s=60.0,
+                   max_frames=FRAMES, echo=lines.append, workers=2)  # frames segmented side by side in two processes
     writer.join()
     assert any("continuing after 7 frames" in line for line in lines)
-    assert second["frames"] == FRAMES and second["stopped_by"] == "idle"
+    assert second["frames"] == FRAMES and second["stopped_by"] == "max_frames"
     # every frame went into the zarr store once, in order
     stored = zarr.open_array(str(out / "live" / "frames.zarr"), mode="r")
     np.testing.assert_array_equal(stored[:], movie)
@@ -120,3 +121,21 @@ def test_watch_command(tmp_path, movie):
     assert summary["frames"] == 6 and summary["stopped_by"] == "idle"
     result = CliRunner().invoke(main, ["watch", str(tmp_path / "nowhere" / "x"), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "temflow: error:" in result.output and "nor is its parent" in result.output
+
+
+def test_binned_live_segmentation_keeps_positions_and_sizes(movie):
+    from scipy.spatial import cKDTree
+
+    from temflow.pipeline.live import _measure
+
+    config = _config(Path("."), Path("out"))
+    full = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, config, 3)
+    binned = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, config, 3, bin_px=2)
+    big = full[(full["equivalent_diameter"] > 3.0) & ~full["touches_border"]]
+    distance, nearest = cKDTree(binned[["y", "x"]].to_numpy()).query(big[["y", "x"]].to_numpy())
+    # the binned frame's particles sit where the full frame's are, within one binned pixel
+    # (the smallest, ~3 binned pixels across, may be lost); sizes close
+    found = distance < 4 * PIXEL_NM
+    assert found.sum() >= 2 and np.all(distance[found] < 2 * PIXEL_NM)
+    ratio = binned["equivalent_diameter"].to_numpy()[nearest[found]] / big["equivalent_diameter"].to_numpy()[found]
+    assert abs(np.median(ratio) - 1.0) < 0.15

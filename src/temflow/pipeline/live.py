@@ -84,6 +84,7 @@ def watch(
     max_frames: int | None = None,
     finish: bool = True,
     workers: int = 1,
+    bin_px: int = 1,
     echo: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
@@ -115,6 +116,10 @@ def watch(
     workers : int
         Processes that segment and measure frames side by side (registration stays in order
         in this process); 1: everything here.
+    bin_px : int
+        Live segmentation on frames binned ``bin_px`` x ``bin_px`` (``bin_px**2`` times less
+        work; sizes at the binned resolution). Only the live preview: registration, the zarr
+        store and the final batch run use the full frames.
     echo : callable, optional
         Receives progress lines.
     should_stop : callable, optional
@@ -130,8 +135,9 @@ def watch(
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer; got {workers!r}")
+    for name, count in (("workers", workers), ("bin_px", bin_px)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name} must be a positive integer; got {count!r}")
     if not Path(folder).is_dir() and not Path(folder).parent.is_dir():
         raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
                          "folder that does not exist yet only inside an existing one)")
@@ -140,6 +146,7 @@ def watch(
     live = out / "live"
     live.mkdir(parents=True, exist_ok=True)
     state = _load_state(live, config)
+    state["bin_px"] = bin_px
     files_done = len(state["files"])
     if files_done:
         say(f"temflow watch: continuing after {files_done} frames already processed")
@@ -222,7 +229,7 @@ def _settings_key(config: Config) -> dict[str, Any]:
     """What the live state depends on: changing it starts the live state afresh."""
     return {"drift": dataclasses.asdict(config.drift), "segmentation": dataclasses.asdict(config.segmentation),
             "min_area_nm2": config.analysis.min_area_nm2, "frame_interval_s": config.input.frame_interval_s,
-            "split_touching": config.analysis.split_touching}
+            "split_touching": config.analysis.split_touching}  # bin_px: a restart may change it
 
 
 def _load_state(live: Path, config: Config) -> dict[str, Any]:
@@ -337,7 +344,7 @@ def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -
     interval = config.input.frame_interval_s or 1.0
     state["times"].append(index * interval)
     add_frame(state["drift"], frame)
-    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index)
+    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index, state["bin_px"])
     state["tables"][index] = executor.submit(_measure, *args) if executor is not None else _measure(*args)
     state["files"].append(file)
     state["frames"] = index + 1
@@ -345,12 +352,18 @@ def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -
 
 
 def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
-             index: int) -> pd.DataFrame:
+             index: int, bin_px: int = 1) -> pd.DataFrame:
     """Masks and particle table of one frame, in its raw coordinates (nm)."""
     from temflow.analysis.measure import label_particles, measure_particles
     from temflow.movie import as_movie
 
-    movie = as_movie(frame[None], pixel_size_nm=pixel_nm, frame_interval_s=1.0)
+    if bin_px > 1:
+        ny, nx = (n // bin_px * bin_px for n in frame.shape)
+        frame = frame[:ny, :nx].reshape(ny // bin_px, bin_px, nx // bin_px, bin_px).mean(axis=(1, 3), dtype=np.float32)
+    movie = as_movie(frame[None], pixel_size_nm=(pixel_nm[0] * bin_px, pixel_nm[1] * bin_px), frame_interval_s=1.0)
+    if bin_px > 1:  # a binned pixel's centre sits (bin - 1) / 2 raw pixels from the raw frame's origin
+        movie = movie.assign_coords(y=movie["y"] + (bin_px - 1) / 2 * pixel_nm[0],
+                                    x=movie["x"] + (bin_px - 1) / 2 * pixel_nm[1])
     seg = config.segmentation
     if seg.method == "threshold":
         from temflow.analysis.threshold import threshold_particles
