@@ -89,6 +89,7 @@ def test_a_run_writes_every_stage_and_a_rerun_skips_them(tmp_path):
     assert figures >= _MIN_FIGURES
     assert f'data-figures-loaded="{figures}"' in dom
     assert "Verdict:" in dom and "Size statistics per frame" in dom
+    assert "Growth laws compared" in dom and "Kolmogorov-Smirnov" in dom
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
     again: list[str] = []
@@ -235,6 +236,15 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
         _strict_json(out / name)
     assert _strict_json(out / "summary.json")["mean_diameter_first_nm"] is None
     assert pd.read_parquet(out / "particles.parquet").empty
+
+    # the report says there is nothing, rather than print nan or an empty fit as numbers
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "No particles were measured in any frame" in page and "undetermined" in page
+    assert "nan nm" not in page and ">nan<" not in page
+    from temflow.pipeline.runner import format_summary
+
+    text = "\n".join(format_summary(summary))
+    assert "n undetermined" in text and "mean diameter  none" in text and "insufficient evidence" in text
 
 
 def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_path, monkeypatch):

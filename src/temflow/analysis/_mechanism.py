@@ -79,6 +79,7 @@ class Verdict:
 
 _ENDS = 3  # frames in a track's running median and at each of its ends
 _SIGNIFICANT = 3.0  # a survivor's loss counts when above this many standard errors of its end medians
+_COARSENS = 2.0  # the mean volume must rise by this many standard errors for any mechanism to be named
 
 
 def _volume(diameter: np.ndarray) -> np.ndarray:
@@ -124,7 +125,13 @@ def coarsening_mechanism(
     of them as of the forward ones means segmentation flicker), "mixed" when it lies between them with
     ``min_events`` of each, "no coarsening" when nothing was lost and nothing
     happened over at least ``min_frames`` frames, and otherwise
-    "insufficient evidence" with the numbers. Merge and vanish rates and the
+    "insufficient evidence" with the numbers. Every verdict of a mechanism also
+    needs the particles to coarsen: their mean volume (per distinct particle)
+    must rise from the first to the last quarter of the frames by more than
+    two standard errors, or particles must be removed (vanishes and merges in
+    significant excess of appearances and splits) without the mean volume
+    falling by two standard errors; a population that does not coarsen gives
+    "insufficient evidence" whatever its events. Merge and vanish rates and the
     particles' mobility (MSD) are reported alongside.
 
     Parameters
@@ -217,6 +224,11 @@ def coarsening_mechanism(
     # Poisson standard deviations of the sum.
     dissolving = _excess(vanishes + shrinking, appears)
     merging = _excess(merges, splits)
+    growth, growth_error = _mean_volume_change(inside)
+    # coarsening removes particles (vanishes, merges beyond their reverse) and raises the mean
+    # volume; either, without the mean volume falling, is enough
+    removing = _excess(vanishes + merges, appears + splits) > 0
+    coarsens = growth > _COARSENS * growth_error or (removing and growth > -_COARSENS * growth_error)
     mechanism: Mechanism
     if total <= 0 and merges == 0 and vanishes == 0:
         if frames >= min_frames:
@@ -225,15 +237,22 @@ def coarsening_mechanism(
         else:
             mechanism = "insufficient evidence"
             reason = f"nothing was lost and nothing happened, but {frames} frames are too few to say there is no coarsening (at least {min_frames})"
-    elif low >= ripening_share and dissolving >= min_events:
+    elif coarsens and low >= ripening_share and dissolving >= min_events:
         mechanism = "ostwald ripening"
         reason = f"shrinking in place carried {interval} of the lost particle volume ({counts})"
-    elif high <= coalescence_share and merging >= min_events:
+    elif coarsens and high <= coalescence_share and merging >= min_events:
         mechanism = "migration and coalescence"
         reason = f"merges of moving particles carried {1 - share:.0%} of the lost particle volume (ripening share {interval}; {counts})"
-    elif coalescence_share < low and high < ripening_share and merging >= min_events and dissolving >= min_events:
+    elif coarsens and coalescence_share < low and high < ripening_share and merging >= min_events and dissolving >= min_events:
         mechanism = "mixed"
         reason = f"shrinking carried {interval} of the lost particle volume and merges the rest ({counts})"
+    elif not coarsens:
+        mechanism = "insufficient evidence"
+        reason = (
+            f"the particles do not coarsen measurably: their mean volume changed by {growth:+.0%} ± {growth_error:.0%} "
+            f"from the first to the last quarter of the movie and the events ({counts}) remove no more particles "
+            "than they add back, so they are no evidence of a mechanism"
+        )
     else:
         mechanism = "insufficient evidence"
         decided = low >= ripening_share or high <= coalescence_share or (coalescence_share < low and high < ripening_share)
@@ -263,6 +282,35 @@ def coarsening_mechanism(
         appears=appears,
         splits=splits,
     )
+
+
+def _mean_volume_change(inside: pd.DataFrame) -> tuple[float, float]:
+    """Relative change of the mean particle volume, first to last quarter of the frames, and its standard error.
+
+    Coarsening, by either mechanism, conserves volume and removes particles:
+    the mean volume per particle must rise. The error counts distinct
+    particles, not rows (the same particle in many frames is one sample).
+    """
+    frames = np.unique(inside["frame"].to_numpy()) if len(inside) else np.zeros(0, int)
+    if frames.size < 2:
+        return math.nan, math.nan
+    quarter = max(frames.size // 4, 1)
+    first = inside[inside["frame"].isin(frames[:quarter])]
+    last = inside[inside["frame"].isin(frames[-quarter:])]
+
+    def mean_and_error(rows: pd.DataFrame) -> tuple[float, float]:
+        per_particle = rows.groupby("particle")["_v"].mean()
+        if len(per_particle) < 2:
+            return float(per_particle.mean()) if len(per_particle) else math.nan, math.inf
+        return float(per_particle.mean()), float(per_particle.std(ddof=1) / math.sqrt(len(per_particle)))
+
+    m0, e0 = mean_and_error(first)
+    m1, e1 = mean_and_error(last)
+    if not (np.isfinite(m0) and m0 > 0 and np.isfinite(m1)):
+        return math.nan, math.nan
+    change = m1 / m0 - 1.0
+    error = math.hypot(e1 / m0, m1 * e0 / m0**2)
+    return change, error
 
 
 def _excess(forward: int, reverse: int) -> int:

@@ -28,6 +28,8 @@ __all__ = ["EVENT_COLUMNS", "find_events", "link"]
 
 _NEEDED = ("frame", "y", "x")
 
+_DISSOLVED = 0.5  # a track ending below this share of its peak volume (3-frame median) dissolved
+
 EVENT_COLUMNS: tuple[str, ...] = ("frame", "time", "event", "particle", "merged", "y", "x")
 """Columns of :func:`find_events`' table, in order."""
 
@@ -194,7 +196,9 @@ def find_events(
       particle may travel before it touches, a ripening one does not) and
       has gained at least ``volume_fraction`` of its volume since ``f - 1``
       (volume ~ equivalent radius cubed); several tracks absorbed by the
-      same particle in the same frame make one event;
+      same particle in the same frame make one event; a track whose last
+      volume is under half its peak (3-frame median) shrank before it went,
+      which is dissolution, not coalescence: a vanish even beside a neighbour;
     * otherwise a **vanish** (dissolved: its atoms left for other particles).
 
     A track that starts in frame ``f > 0`` away from the border is a **split**
@@ -209,7 +213,7 @@ def find_events(
       are one particle that segmentation joined and cut apart (touching
       neighbours): neither is reported;
     * a merge's product, a split's parent and offspring, and an appeared
-      particle must live at least k frames; a vanished particle must have been
+      particle must be detected in at least k frames; a vanished particle must have been
       seen for k frames and not come back within k frames (a particle the
       linker lost and found again is no event);
     * events in the movie's last k - 1 frames cannot be confirmed and are left out.
@@ -288,6 +292,7 @@ def find_events(
     # persist_frames frames on the side of the event, so one badly segmented frame is not a gain
     volume = _side_volumes(t, int(persist_frames))
     ends = t.loc[t.groupby("particle")["frame"].idxmax()]
+    peak = {int(p): float(v) for p, v in t.sort_values("frame").groupby("particle")["_v"].agg(lambda v: v.rolling(3, min_periods=1).median().max()).items()}
     starts = t.loc[t.groupby("particle")["frame"].idxmin()]
     rows: list[tuple] = []
     merges: dict[tuple[int, int], list[int]] = {}
@@ -295,7 +300,10 @@ def find_events(
         f = int(end["frame"]) + 1
         if f > last_frame or end["_border"]:
             continue
-        partner = _partner(end, by_frame.get(f), volume, f - 1, contact_nm, volume_fraction, gain=True)
+        # a particle that dissolved to under half its largest volume before it went is a vanish,
+        # even beside a neighbour: coalescence takes a particle whole, ripening shrinks it first
+        dissolved = end["_v"] < _DISSOLVED * peak.get(int(end["particle"]), 0.0)
+        partner = None if dissolved else _partner(end, by_frame.get(f), volume, f - 1, contact_nm, volume_fraction, gain=True)
         if partner is None:
             rows.append((f, times.get(f, np.nan), "vanish", int(end["particle"]), (), float(end["y"]), float(end["x"])))
         else:
@@ -354,8 +362,11 @@ def _persistent(rows: list[tuple], t: pd.DataFrame, k: int, last_frame: int, con
     first = t.groupby("particle")["frame"].min().to_dict()
     last = t.groupby("particle")["frame"].max().to_dict()
 
+    seen = t.groupby("particle").size().to_dict()
+
     def lives(pid: int) -> int:
-        return int(last[pid]) - int(first[pid]) + 1
+        # frames it was actually detected in (a gap-closed track spans more)
+        return int(seen[pid])
 
     def transient(pid: int) -> bool:
         # born inside the movie and gone within k frames: a segmentation artefact

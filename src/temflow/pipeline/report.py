@@ -9,6 +9,7 @@ browser could decode, so a headless browser can check that it renders.
 from __future__ import annotations
 
 import html
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,8 @@ window.addEventListener('load', function () {
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # no number is no number: a dash, never "nan"
+        return f"{value:.4g}" if math.isfinite(value) else "\u2014"
     return str(value)
 
 
