@@ -22,6 +22,9 @@ __all__ = ["main"]
 
 # Python keyword hints in library errors ("pass overwrite=True") become the command's own
 # flags ("pass --overwrite") when the command has that option
+_THREE_WAYS = re.compile(
+    r"open_movie\(\.\.\., (\w+)=\.\.\.\), the CLI's (--[\w-]+), or \w+ under \[input\] in the run file"
+)
 _KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|\.\.\.|'[^']*'|\"[^\"]*\"|[\w.]+)")
 
 
@@ -57,6 +60,8 @@ def _cli_hint(message: str, command: click.Command | None) -> str:
             return f"{flag} {'N' if kind in ('float', 'integer') else 'VALUE'}"
         return f"{flag} {value.strip(chr(39) + chr(34))}"
 
+    # the readers name all three ways to give a calibration; on the command line, the flag comes first
+    message = _THREE_WAYS.sub(r"pass \2 N (or \1 under [input] in a run file)", message)
     translated = _KEYWORD.sub(swap, message)
     if translated != message:  # "pass --overwrite to save_zarr" names a function the user never called
         translated = re.sub(r" (?:to|in) (?:temflow\.)?(?:open_movie|save_zarr|save_truth)\b(?:\(\.\.\.\))?", "", translated)
@@ -171,7 +176,9 @@ def info(path: Path, frame_interval_s: float | None, pixel_size_nm: float | None
 
     movie = open_movie(path, frame_interval_s=frame_interval_s, pixel_size_nm=pixel_size_nm, format=format_name)
     summary = describe(movie)
-    click.echo(dumps(summary) if as_json else _format_info(summary))
+    ctx = click.get_current_context(silent=True)
+    # the notes name the calibration hints in Python's words: on the command line, name the flags
+    click.echo(dumps(summary) if as_json else _cli_hint(_format_info(summary), ctx.command if ctx else None))
 
 
 def _save_store(movie: Any, store: Path, *, resumable: bool, **options: Any) -> Path:

@@ -257,7 +257,7 @@ def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_pat
     original = store._write_block
 
     def filling(block, path, index, slices):
-        if path.endswith("masks.zarr") and index[0] > 0:
+        if path.endswith(("masks.zarr", "labels/masks")) and index[0] > 0:
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return original(block, path, index, slices)
 
@@ -267,7 +267,8 @@ def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_pat
         with pytest.raises(DiskFullError) as info:
             run(config)
     message = str(info.value)
-    assert "\n" not in message and str(out / "masks.zarr") in message and "run the same run file again" in message
+    assert "\n" not in message and str(out / "corrected.zarr" / "labels" / "masks") in message
+    assert "run the same run file again" in message
     assert not (out / "stages" / "masks.json").exists()
     lines: list[str] = []
     summary = run(config, echo=lines.append)  # space freed

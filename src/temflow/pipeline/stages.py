@@ -286,13 +286,13 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
 
         values = _open(state.results["infer"]["output"])
         masks = segment(values, method="threshold" if seg.threshold is not None else None, threshold=seg.threshold)
-    movie = Path(state.results["drift"]["movie"])
-    if movie.parent == state.folder:
+    movie_store = Path(state.results["drift"]["movie"])
+    if movie_store.parent == state.folder:
         # a store this run wrote: the masks go into its NGFF labels group, so OME-Zarr viewers
         # (napari) show them over the movie; a user's own input store is never written into
         from temflow.io.store import save_labels
 
-        path = save_labels(masks, movie, name="masks", overwrite=not resume, resume=resume, progress=state.progress)
+        path = save_labels(masks, movie_store, name="masks", overwrite=not resume, resume=resume, progress=state.progress)
         return {"masks": str(path)}
     return {"masks": _save_array(state, masks, "masks.zarr", resume)}
 
