@@ -137,3 +137,45 @@ def test_an_unreachable_scheduler_is_refused_quickly():
         with connect("tcp://127.0.0.1"):
             pass
     assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize("reply, match", [(b"\xff" * 64, "cannot connect to a Dask scheduler .* handshake failed"),
+                                          (None, "accepts connections but sends nothing"),
+                                          (b"", "closes them at once")])
+def test_something_that_is_not_a_scheduler_is_refused_in_one_line(reply, match):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    held = []
+
+    def answer():  # a web server, a proxy, a silent service: every connection gets the same reply
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            if reply is None:
+                held.append(connection)  # silent: never answers
+            elif reply:
+                connection.sendall(reply)  # bytes dask reads as a huge frame length
+                held.append(connection)
+            else:
+                connection.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            with connect(f"tcp://127.0.0.1:{port}"):
+                pass
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - started < 15
