@@ -158,8 +158,9 @@ def connect(
     ------
     ValueError
         For inconsistent arguments (TLS files without a ``tls://`` address,
-        non-positive worker counts), or a scheduler that does not answer
-        within 5 s (:func:`check_scheduler`).
+        non-positive worker counts), a scheduler that does not answer within
+        5 s (:func:`check_scheduler`), or an address where something other
+        than a Dask scheduler answers.
 
     Warns
     -----
