@@ -187,3 +187,45 @@ def test_a_local_cluster_leaves_this_process_threads_and_the_same_run_trains_the
     assert local["env"] is None and local["workers"] == ["1"]  # the workers keep their one BLAS thread
     assert local["threads"] == alone["threads"]
     assert local["weights"] == alone["weights"]
+
+
+@pytest.mark.parametrize("reply, match", [(b"\xff" * 64, "cannot connect to a Dask scheduler .* handshake failed"),
+                                          (None, "accepts connections but sends nothing"),
+                                          (b"", "closes them at once")])
+def test_something_that_is_not_a_scheduler_is_refused_in_one_line(reply, match):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    held = []
+
+    def answer():  # a web server, a proxy, a silent service: every connection gets the same reply
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            if reply is None:
+                held.append(connection)  # silent: never answers
+            elif reply:
+                connection.sendall(reply)  # bytes dask reads as a huge frame length
+                held.append(connection)
+            else:
+                connection.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            with connect(f"tcp://127.0.0.1:{port}"):
+                pass
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - started < 15

@@ -60,7 +60,8 @@ def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
     Raises
     ------
     ValueError
-        If the address has no port, or nothing answers there in time.
+        If the address has no port, nothing answers there in time, or (for
+        ``tcp://``) what answers does not speak first as a Dask scheduler does.
     """
     import socket
 
@@ -68,8 +69,20 @@ def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
     if scheme not in ("tcp", "tls") or port is None or not host or not 0 < port < 65536:
         raise ValueError(f"the scheduler address must look like 'tcp://host:port' or 'tls://host:port'; got {address!r}")
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        with socket.create_connection((host, port), timeout=timeout_s) as probe:
+            if scheme == "tcp":
+                # a Dask scheduler speaks first (its handshake); distributed.Client waits forever on
+                # a server that accepts and stays silent, whatever its timeout says
+                probe.settimeout(timeout_s)
+                try:
+                    first = probe.recv(1)
+                except socket.timeout:
+                    raise ValueError(f"something at {address!r} accepts connections but sends nothing within "
+                                     f"{timeout_s:g} s: it is not a Dask scheduler (or it is a TLS one: use "
+                                     "tls:// and the TLS files)") from None
+                if not first:
+                    raise ValueError(f"something at {address!r} accepts connections and closes them at once: it is "
+                                     "not a Dask scheduler; check the port")
     except socket.timeout:
         raise ValueError(f"cannot reach the Dask scheduler at {address!r}: no answer within {timeout_s:g} s; check "
                          "the address and that a firewall lets the port through") from None
@@ -174,8 +187,9 @@ def connect(
     ------
     ValueError
         For inconsistent arguments (TLS files without a ``tls://`` address,
-        non-positive worker counts), or a scheduler that does not answer
-        within 5 s (:func:`check_scheduler`).
+        non-positive worker counts), a scheduler that does not answer within
+        5 s (:func:`check_scheduler`), or an address where something other
+        than a Dask scheduler answers.
 
     Warns
     -----
@@ -210,8 +224,12 @@ def connect(
                           f"{_NO_AUTH}", UserWarning, stacklevel=3)
         try:
             client = Client(scheduler, security=security, set_as_default=True, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise ValueError(f"cannot connect to the Dask scheduler at {scheduler!r} ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - whatever answers there may send anything back
+            # something that is not a Dask scheduler (a proxy, a web server) can make distributed
+            # read a garbage frame length and ask for exabytes: the allocation fails, nothing is held
+            raise ValueError(f"cannot connect to a Dask scheduler at {scheduler!r}: something answers there but the "
+                             f"Dask handshake failed ({type(exc).__name__}: {str(exc)[:200]}); check the address and "
+                             "port, and tls:// versus tcp://") from None
         try:
             yield client
         finally:

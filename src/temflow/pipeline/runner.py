@@ -169,25 +169,26 @@ def _run_locked(
     state = Run(config=config, folder=folder, echo=say, client=client, progress=progress)
     if client is not None:
         return _run_stages(state)
-    from temflow.cluster import check_scheduler, connect, dashboard_link
+    from contextlib import ExitStack
+
+    from temflow.cluster import connect, dashboard_link
 
     c = config.cluster
-    if c.scheduler:  # a clear error naming the key in 5 s, not a traceback after 30
-        try:
-            check_scheduler(c.scheduler)
+    with ExitStack() as stack:
+        try:  # an unreachable or wrong scheduler: one line naming the key in seconds, not a traceback after 30 s
+            new_client = stack.enter_context(connect(
+                c.scheduler or None,
+                n_workers=c.n_workers or None,
+                threads_per_worker=c.threads_per_worker or None,
+                processes=c.processes,
+                memory_limit=c.memory_limit,
+                dashboard_address=c.dashboard_address,
+                tls_ca_file=c.tls_ca_file or None,
+                tls_cert=c.tls_cert or None,
+                tls_key=c.tls_key or None,
+            ))
         except ValueError as exc:
-            raise ValueError(f"{config.source}: cluster.scheduler: {exc}") from None
-    with connect(
-        c.scheduler or None,
-        n_workers=c.n_workers or None,
-        threads_per_worker=c.threads_per_worker or None,
-        processes=c.processes,
-        memory_limit=c.memory_limit,
-        dashboard_address=c.dashboard_address,
-        tls_ca_file=c.tls_ca_file or None,
-        tls_cert=c.tls_cert or None,
-        tls_key=c.tls_key or None,
-    ) as new_client:
+            raise ValueError(f"{config.source}: {'cluster.scheduler' if c.scheduler else '[cluster]'}: {exc}") from None
         state.client = new_client
         link = dashboard_link(new_client)
         if link:
