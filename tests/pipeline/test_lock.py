@@ -97,3 +97,28 @@ def test_temflow_run_into_a_held_folder_refuses_in_one_line(tmp_path):
         assert time.monotonic() - t0 < 100
     finally:
         _stop(holder, signal.SIGTERM)
+
+
+def test_without_file_locks_the_pid_decides(tmp_path, monkeypatch):
+    import errno
+
+    from temflow.pipeline import _lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_lock.fcntl, "flock", no_locks)
+    alive = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(alive))
+    with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}"), output_lock(tmp_path, print):
+        pass
+    elsewhere = dict(alive, host="another-machine")
+    (tmp_path / LOCK_NAME).write_text(json.dumps(elsewhere))
+    with pytest.raises(FolderInUseError, match="another-machine"), output_lock(tmp_path, print):
+        pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps(dict(alive, pid=int(dead.stdout))))
+    notes: list[str] = []
+    with output_lock(tmp_path, notes.append):
+        pass
+    assert len(notes) == 1 and "took over" in notes[0]

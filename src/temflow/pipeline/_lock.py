@@ -9,11 +9,14 @@ a holder was left by a run that was killed: it is taken over, with a note.
 
 The file is emptied, not deleted, when the run ends: deleting it would let a
 run waiting on the old file and a new run on a new file both hold "the" lock.
-On a system without ``fcntl`` the pid alone decides (alive on this host: held).
+Where ``flock`` is missing (Windows) or refused by the file system (some network
+mounts), the pid alone decides: a holder alive on this host, or on another host
+(whose processes cannot be checked), holds the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -79,15 +82,19 @@ def output_lock(folder: Path, note: Callable[[str], None]) -> Iterator[None]:
     path = folder / LOCK_NAME
     handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
     try:
+        locked = False
         if fcntl is not None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise _refuse(folder, _holder(handle)) from None
+                locked = True
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise _refuse(folder, _holder(handle)) from None
+                # a file system without locks (some network mounts): the pid decides
         holder = _holder(handle)
         if holder:
             same_host = holder.get("host") == socket.gethostname()
-            if fcntl is None and (not same_host or _alive(holder.get("pid"))):
+            if not locked and (not same_host or _alive(holder.get("pid"))):
                 raise _refuse(folder, holder)
             note(
                 f"note: took over the lock of an earlier run that ended without releasing it "
