@@ -578,7 +578,8 @@ def compare_growth_laws(
         diffusion-limited LSW, 4 surface diffusion).
     decisive_delta_bic : float
         The lowest-BIC fixed exponent is "preferred" only when every other is
-        at least this much higher (6: "strong" evidence, Kass & Raftery);
+        at least this much higher (6: "strong" evidence, Kass & Raftery) and
+        the free fit determines ``n`` with that exponent inside its interval;
         otherwise the comparison is "undecided".
     min_support : float
         With particles, the preferred exponent must also have the lowest
@@ -642,21 +643,26 @@ def compare_growth_laws(
     table.insert(table.columns.get_loc("bic") + 1, "delta_aic", table["aic"] - table["aic"].min())
     table.insert(table.columns.get_loc("delta_aic") + 1, "delta_bic", table["bic"] - table["bic"].min())
     fixed = table.iloc[: len(exponents)]
+    free = fits[-1]
     preferred = math.nan
     if not np.isfinite(fixed["bic"]).any():
         summary = f"undetermined: {fits[0].reason}"
     else:
         order = fixed.sort_values("bic")
         best = order.iloc[0]
+        best_n = float(exponents[int(order.index[0])])
         gap = float(order["bic"].iloc[1] - best["bic"]) if len(order) > 1 else math.inf
         share = best["bootstrap_support"]
         backing = f", lowest in {share:.0%} of bootstrap resamples" if np.isfinite(share) else ""
-        if gap >= decisive_delta_bic and (not np.isfinite(share) or share >= min_support):
-            preferred = float(exponents[int(order.index[0])])
+        # a fixed exponent is preferred only when the free fit determines n and agrees
+        agrees = free.ok and free.n_low <= best_n <= free.n_high
+        if gap >= decisive_delta_bic and (not np.isfinite(share) or share >= min_support) and agrees:
+            preferred = best_n
             summary = f"{best['model']} preferred (BIC lower by {gap:.1f} than the next{backing})"
         else:
             summary = f"undecided between fixed exponents: {best['model']} has the lowest BIC, {gap:.1f} below the next{backing}"
-    free = fits[-1]
+            if not agrees:
+                summary += ", but n free " + ("is undetermined" if not free.ok else f"is {free.n:.2f} [{free.n_low:.2f}, {free.n_high:.2f}]")
     summary += "; free fit: " + free.describe()
     table.attrs = {"preferred": preferred, "summary": summary}
     return table
