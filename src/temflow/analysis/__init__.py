@@ -3,8 +3,9 @@
 ``threshold`` is the classical segmentation (flat field, Otsu); ``measure`` labels masks
 (cutting touching particles apart, ``_touching``) and measures every particle in nm;
 ``track`` links particles through time and finds merges and vanishings; ``coarsening``
-gives size statistics and distributions, fits growth laws (``_growth_law``) and weighs the
-mechanism (``_mechanism``). No torch.
+gives size statistics and distributions, fits and compares growth laws (``_growth_law``,
+``_growth_comparison``), sets the size distribution against theory (``_size_shapes``) and
+weighs the mechanism (``_mechanism``). No torch.
 """
 
 from __future__ import annotations
