@@ -106,6 +106,17 @@ def test_touching_neighbours_that_flicker_are_no_events():
         find_events(tracks, persist_frames=0)
 
 
+def test_a_particle_that_dissolves_beside_a_neighbour_vanishes_not_merges():
+    # ripening: the small one shrinks to half its size and goes; its big neighbour grows a little
+    rows = []
+    for f in range(10):
+        rows.append((f, 20.0, 12.0, 12.0 + 0.05 * f))
+        if f < 6:
+            rows.append((f, 20.0, 19.0, 4.4 - 0.4 * f))
+    events = find_events(link(_table(rows), max_step_nm=2.0, memory=0), contact_nm=3.0)
+    assert events["event"].tolist() == ["vanish"] and events["frame"].tolist() == [6]
+
+
 def test_tracks_ending_at_the_border_or_the_last_frame_are_not_events():
     rows = _table([(0, 0.0, 0.0, 4), (1, 0.0, 0.0, 4), (0, 20.0, 20.0, 4)])
     rows.loc[2, "touches_border"] = True

@@ -124,7 +124,7 @@ def coarsening_mechanism(
     Poisson standard deviations: coarsening has no reverse events, so as many
     of them as of the forward ones means segmentation flicker), "mixed" when it lies between them with
     ``min_events`` of each, "no coarsening" when nothing was lost and nothing
-    happened over at least ``min_frames`` frames, and otherwise
+    happened, each only over at least ``min_frames`` frames, and otherwise
     "insufficient evidence" with the numbers. Every verdict of a mechanism also
     needs the particles to coarsen: their mean volume (per distinct particle)
     must rise from the first to the last quarter of the frames by more than
@@ -146,7 +146,7 @@ def coarsening_mechanism(
     min_events : int
         Events (or shrinking particles) a verdict needs behind it.
     min_frames : int
-        Frames a "no coarsening" verdict needs.
+        Frames with particles any verdict needs.
     confidence : float
         Coverage of the share's interval.
     resamples : int
@@ -237,6 +237,9 @@ def coarsening_mechanism(
         else:
             mechanism = "insufficient evidence"
             reason = f"nothing was lost and nothing happened, but {frames} frames are too few to say there is no coarsening (at least {min_frames})"
+    elif frames < min_frames:
+        mechanism = "insufficient evidence"
+        reason = f"only {frames} frames with particles; a verdict needs at least {min_frames} ({counts})"
     elif coarsens and low >= ripening_share and dissolving >= min_events:
         mechanism = "ostwald ripening"
         reason = f"shrinking in place carried {interval} of the lost particle volume ({counts})"
@@ -248,8 +251,12 @@ def coarsening_mechanism(
         reason = f"shrinking carried {interval} of the lost particle volume and merges the rest ({counts})"
     elif not coarsens:
         mechanism = "insufficient evidence"
+        change = (
+            f"changed by {growth:+.0%} ± {growth_error:.0%}" if np.isfinite(growth) and np.isfinite(growth_error)
+            else "could not be measured (too few particles)"
+        )
         reason = (
-            f"the particles do not coarsen measurably: their mean volume changed by {growth:+.0%} ± {growth_error:.0%} "
+            f"the particles do not coarsen measurably: their mean volume {change} "
             f"from the first to the last quarter of the movie and the events ({counts}) remove no more particles "
             "than they add back, so they are no evidence of a mechanism"
         )
