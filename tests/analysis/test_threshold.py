@@ -31,12 +31,28 @@ def test_threshold_chunked_equals_eager(drifting, chunks, threshold):
     np.testing.assert_array_equal(lazy.values, eager.values)
 
 
+GIVEN = dict(particles="dark", sigma_nm=0.75, background_nm=16.0, opening_nm=1.0, min_area_nm2=2.0, max_radius_nm=12.0)
+
+
 def test_threshold_is_lazy_and_keeps_coords(drifting, no_compute):
     with no_compute():
-        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}))
+        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}), **GIVEN)
     assert masks.dtype == bool and masks.dims == drifting.movie.dims and masks.shape == drifting.movie.shape
     xr.testing.assert_equal(masks.coords.to_dataset(), drifting.movie.coords.to_dataset())
     assert masks.attrs["threshold"] == "movie" and masks.attrs["sigma_nm"] == pytest.approx(0.75)
+    assert masks.attrs["settings_from"] == "given" and masks.attrs["particles"] == "dark"
+
+
+def test_settings_from_the_sample_compute_only_the_estimate(drifting, no_compute):
+    """Left open, the contrast and lengths come from one compute of a few sampled frames."""
+    with no_compute(max_computes=1):
+        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}))
+    attrs = masks.attrs
+    assert attrs["settings_from"] == "sample" and attrs["particles"] == "dark"
+    # the generator's radii are 2..4 nm: the estimate is of that order, and the settings follow it
+    assert 1.5 <= attrs["radius_estimate_nm"] <= 4.5
+    assert attrs["sigma_nm"] == pytest.approx(max(0.5, attrs["radius_estimate_nm"] / 4), rel=1e-3)
+    assert attrs["background_nm"] == pytest.approx(max(8.0, 8 * attrs["radius_estimate_nm"]), rel=1e-3)
 
 
 def test_black_borders_are_never_particles(drifting):
@@ -73,7 +89,7 @@ def test_threshold_finds_the_particles(drifting):
     [
         ({"sigma_nm": -1.0}, ValueError, "sigma_nm must be a length"),
         ({"background_nm": 0.5}, ValueError, "background_nm .* must be well above sigma_nm"),
-        ({"threshold": "otsu"}, ValueError, "threshold must be 'movie', 'frame' or a darkness level"),
+        ({"threshold": "otsu"}, ValueError, "threshold must be 'movie', 'frame' or a contrast level"),
         ({"threshold": [0.1]}, TypeError, "threshold must be 'movie', 'frame' or a float"),
         ({"sample_frames": 0}, ValueError, "sample_frames must be at least 1"),
     ],
