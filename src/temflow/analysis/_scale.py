@@ -47,7 +47,8 @@ def polarity_from_metadata(attrs: Mapping[str, Any]) -> tuple[Polarity | None, s
     (polarity or None, reason)
     """
     sources: list[tuple[str, str]] = []
-    for where in (attrs, attrs.get("instrument") if isinstance(attrs.get("instrument"), Mapping) else {}):
+    instrument = attrs.get("instrument")
+    for where in (attrs, instrument if isinstance(instrument, Mapping) else {}):
         for key, value in where.items():
             if isinstance(value, str) and any(word in str(key).lower() for word in _METADATA_KEYS):
                 sources.append((str(key), value))

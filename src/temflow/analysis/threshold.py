@@ -670,7 +670,7 @@ def threshold_particles(
     # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
     # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
     coarse_px = max(2.0 * sigma_px, max_radius_px * 2.0 / 3.0) if math.isfinite(max_radius_px) else 0.0
-    region_kwargs = dict(
+    region_kwargs: dict[str, Any] = dict(
         sigma_px=coarse_px, max_radius_px=max_radius_px, grow_px=exclude_px + int(math.ceil(coarse_px - 1e-6)), bright=bright
     )
 

@@ -26,7 +26,7 @@ from temflow.pipeline.config import Config
 
 _AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
 
-__all__ = ["Run", "STAGE_FUNCTIONS", "model_path", "write_json"]
+__all__ = ["Run", "STAGE_FUNCTIONS", "classical_settings", "model_path", "write_json"]
 
 
 @dataclass
@@ -161,6 +161,31 @@ def _figure_formats(state: Run) -> list[str]:
     return sorted(set(state.config.output.figure_formats) | {"png"})
 
 
+def classical_settings(state: Run) -> dict[str, Any]:
+    """The classical recipe's settings from ``[segmentation]``, as threshold_particles takes them."""
+    seg = state.config.segmentation
+    out: dict[str, Any] = {"particles": seg.particles}
+    for name in ("sigma_nm", "background_nm", "opening_nm", "min_area_nm2", "max_radius_nm"):
+        if getattr(seg, name) is not None:
+            out[name] = getattr(seg, name)
+    return out
+
+
+_DECIDED = ("particles", "particles_reason", "radius_estimate_nm", "sigma_nm", "background_nm", "opening_nm",
+            "min_area_nm2", "max_radius_nm", "settings_from")
+
+
+def _record_decision(state: Run, stage: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Write what the classical recipe decided into provenance.json; return it."""
+    decided = {k: attrs[k] for k in _DECIDED if k in attrs}
+    path = state.folder / "provenance.json"
+    if decided and path.exists():
+        provenance = json.loads(path.read_text())
+        provenance.setdefault("decided", {})[stage] = decided
+        write_json(path, provenance)
+    return decided
+
+
 def model_path(state: Run) -> str | None:
     seg = state.config.segmentation
     if seg.method == "threshold":
@@ -196,10 +221,20 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
     else:
         masks = None
     tile_size = min(tr.tile_size, movie.sizes["y"], movie.sizes["x"])
+    classical = isinstance(masks, str) and masks == "classical"
     store = make_tile_set(
-        movie, folder / "tiles.zarr", tile_size=tile_size, frames=tr.frames, masks=masks, seed=tr.seed, overwrite=True
+        movie,
+        folder / "tiles.zarr",
+        tile_size=tile_size,
+        frames=tr.frames,
+        masks=masks,
+        split=tr.split,
+        classical=classical_settings(state) if classical else None,
+        seed=tr.seed,
+        overwrite=True,
     )
     info = read_tile_set_info(store)
+    weak_labels = _record_decision(state, "train", info.get("classical") or {})
     torch.manual_seed(tr.seed)
     unet = config.segmentation.method == "unet"
     model: torch.nn.Module = UNet() if unet else Autoencoder()
@@ -234,7 +269,10 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
         },
     )
     last = history.iloc[-1].to_dict()
-    return {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
+    out = {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
+    if weak_labels:
+        out["weak_labels"] = weak_labels
+    return out
 
 
 def _align_to(array: xr.DataArray, movie: xr.DataArray) -> xr.DataArray:
@@ -261,13 +299,22 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
     if seg.method == "threshold":
         from temflow.analysis.measure import threshold_particles
 
-        masks = threshold_particles(_open(state.results["drift"]["movie"]))
+        masks = threshold_particles(_open(state.results["drift"]["movie"]), **classical_settings(state))
     else:
         from temflow.segmentation.inference import segment
 
         values = _open(state.results["infer"]["output"])
-        masks = segment(values, method="threshold" if seg.threshold is not None else None, threshold=seg.threshold)
-    return {"masks": _save_array(state, masks, "masks.zarr", resume)}
+        # the classical settings shape the autoencoder's flat field; a U-Net's probability is
+        # thresholded as it is
+        flat = seg.method == "autoencoder"
+        masks = segment(
+            values,
+            method="threshold" if seg.threshold is not None else None,
+            threshold=seg.threshold,
+            **(classical_settings(state) if flat else {}),
+        )
+    decided = _record_decision(state, "masks", dict(masks.attrs))
+    return {"masks": _save_array(state, masks, "masks.zarr", resume), **({"decided": decided} if decided else {})}
 
 
 def _measure(state: Run, resume: bool) -> dict[str, Any]:
@@ -287,12 +334,17 @@ def _measure(state: Run, resume: bool) -> dict[str, Any]:
         import warnings
 
         method = state.config.segmentation.method
-        where = (
-            "the classical threshold found no particle class (a bare support, or a background window "
-            "wider than the illumination's variations)"
-            if method == "threshold"
-            else f"look at prediction.zarr and the training history in {state.folder / 'training'}"
-        )
+        decided = state.results["masks"].get("decided") or {}
+        used = ", ".join(f"{k} = {decided[k]!r}" for k in _DECIDED if k in decided and k != "particles_reason")
+        if decided:
+            other = "bright" if decided.get("particles") == "dark" else "dark"
+            where = (
+                f"the classical recipe used {used} ({decided.get('particles_reason', '')}); try "
+                f"[segmentation] particles = {other!r} if the particles are {other}, a smaller opening_nm and "
+                "min_area_nm2 for small particles, or a background_nm of several particle radii"
+            )
+        else:
+            where = f"look at prediction.zarr and the training history in {state.folder / 'training'}"
         warnings.warn(
             f"no particles in any of the {masks.sizes['time']} frames with segmentation.method = {method!r}: "
             f"{where}; the statistics and fits that follow are empty",
@@ -378,8 +430,18 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
     if not fit.get("ok"):
         verdict_text += f" Growth law: no fit ({fit.get('reason', '')})."
     provenance = json.loads((state.folder / "provenance.json").read_text())
+    decided = r["masks"].get("decided") or {}
     notes = [
         f"temflow {provenance['temflow']}, Python {provenance['python']}",
+        *(
+            [
+                f"particles: {decided.get('particles')} ({decided.get('particles_reason', '')}); settings "
+                + ", ".join(f"{k} {decided[k]:.4g}" for k in _DECIDED[3:8] if isinstance(decided.get(k), (int, float)))
+                + f" (from {decided.get('settings_from')})"
+            ]
+            if decided
+            else []
+        ),
         f"input: {config.input.path or 'synthetic movie'}",
         f"configuration: {config.source}",
         "stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in state.times.items()),
