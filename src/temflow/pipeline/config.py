@@ -114,7 +114,7 @@ class SegmentationConfig:
     ``method = "threshold"``, by the autoencoder's flat field, and by the
     weak labels a U-Net trains on (``[training] labels = "auto"``). ``"auto"``
     and lengths left out are decided from the movie; the decision is written
-    to provenance.json, summary.json and the report.
+    to provenance.json (``decided``) and the report.
     """
 
     method: Literal["unet", "autoencoder", "threshold"] = "unet"
