@@ -27,7 +27,9 @@ _CROP = 384  # px: the estimate looks at a central crop this large (cost indepen
 _MIN_SIGMA = 1.0
 _SCALES_PER_OCTAVE = 4
 _PEAK_SNR = 5.0
-_DECISIVE = 1.5  # one contrast's blobs must score this many times the other's to decide alone  # a blob's response must stand this many noise standard deviations above zero
+_P30_OF_ABS_NORMAL = 0.3853  # 30th percentile of |z| for a standard normal z
+_DECISIVE = 1.5  # one contrast's blobs must score this many times the other's to decide alone...
+_EVIDENCE = 20.0  # ...and the blobs of both together this much (a few faint blobs in heavy noise do not)  # a blob's response must stand this many noise standard deviations above zero
 
 # detector and mode words that fix the contrast (Velox, TIA, DigitalMicrograph, JEOL names)
 _BRIGHT_WORDS = {"HAADF", "ADF", "MAADF", "LAADF", "DF", "DF2", "DF4", "DFS", "DARKFIELD", "HAADF1", "ADF1"}
@@ -136,7 +138,8 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
         ``blobs`` ``{"dark": n, "bright": n}``, ``score`` ``{"dark": s,
         "bright": s}`` (sum of the blobs' signal-to-noise ratios), ``skew``
         (of the intensity histogram, from its 5th, 50th and 95th percentiles;
-        decides when the scores are within a factor ``_DECISIVE``), ``frames``.
+        decides when the scores are within a factor ``_DECISIVE`` or sum to
+        less than ``_EVIDENCE``), ``frames``.
     """
     data = np.asarray(frames, dtype=np.float64)
     if recorded is not None:
@@ -154,19 +157,23 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
             continue
         # (scale, y, x) stack of -sigma^2 LoG: bright blobs positive, dark negative
         stack = np.stack([-(s**2) * ndi.gaussian_laplace(crop, s, mode="nearest") for s in sigmas])
-        # the noise of each scale's response: its median absolute deviation over the recorded
-        # pixels (blobs are a minority; the flat filling outside would make it look noiseless)
-        # and no blob is centred right next to the unrecorded area (the step to the filling)
+        # the noise of each scale's response, over the recorded pixels (the flat filling
+        # outside would make it look noiseless)
         values = stack[:, inside]
-        spread = 1.4826 * np.median(np.abs(values - np.median(values, axis=1, keepdims=True)), axis=1)
-        near_outside = ndi.binary_dilation(~inside, iterations=2) if not inside.all() else np.zeros_like(inside)
+        # the 30th percentile of the absolute deviation, not the median: at the particles' own
+        # scale the particles cover much of the frame and would make themselves the "noise"
+        deviation = np.abs(values - np.median(values, axis=1, keepdims=True))
+        spread = np.percentile(deviation, 30, axis=1) / _P30_OF_ABS_NORMAL
+        # a blob's kernel must not reach the unrecorded area (the step to the filling is no blob)
+        clear = ndi.distance_transform_edt(inside) if not inside.all() else np.full(inside.shape, np.inf)
+        near_outside = clear[None] <= 2.0 * sigmas[:, None, None]
         snr = stack / np.maximum(spread, 1e-12)[:, None, None]
         for name, sign in (("bright", 1.0), ("dark", -1.0)):
             signed = sign * snr
             peaks = (signed == ndi.maximum_filter(signed, size=(3, 3, 3), mode="nearest")) & (signed > _PEAK_SNR)
             peaks[-1] = False  # still growing at the largest scale: an edge or a region, not a blob
             peaks[:, :2, :] = peaks[:, -2:, :] = peaks[:, :, :2] = peaks[:, :, -2:] = False
-            peaks &= ~near_outside[None]
+            peaks &= ~near_outside
             k, y, x = np.nonzero(peaks)
             strength = sign * stack[k, y, x]  # scale-normalised: comparable across scales
             for index in _strongest_apart(strength, y, x, sigmas[k] * math.sqrt(2.0)):
@@ -179,11 +186,12 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
     # the particles are the minority: the tail of the histogram is on their side
     skew = float((p95 + p5 - 2 * p50) / (p95 - p5)) if p95 > p5 else 0.0
     if score["bright"] > 0 or score["dark"] > 0:
-        if max(score.values()) >= _DECISIVE * min(score.values()) or skew == 0:
+        decisive = max(score.values()) >= _DECISIVE * min(score.values()) and sum(score.values()) >= _EVIDENCE
+        if decisive or skew == 0:
             polarity = "bright" if score["bright"] > score["dark"] else "dark"
         else:
-            # close scores: the gaps between touching particles are blobs of the opposite
-            # contrast; the histogram's tail then decides
+            # close or weak scores (the gaps between touching particles are blobs of the
+            # opposite contrast; heavy noise leaves few blobs): the histogram's tail decides
             polarity = "bright" if skew > 0 else "dark"
     radius = {name: _typical_radius(radii[name], weights[name]) for name in radii}
     return {
