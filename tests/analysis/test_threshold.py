@@ -51,8 +51,8 @@ def test_settings_from_the_sample_compute_only_the_estimate(drifting, no_compute
     assert attrs["settings_from"] == "sample" and attrs["particles"] == "dark"
     # the generator's radii are 2..4 nm: the estimate is of that order, and the settings follow it
     assert 1.5 <= attrs["radius_estimate_nm"] <= 4.5
-    assert attrs["sigma_nm"] == pytest.approx(max(0.5, attrs["radius_estimate_nm"] / 4), rel=1e-3)
-    assert attrs["background_nm"] == pytest.approx(max(8.0, 8 * attrs["radius_estimate_nm"]), rel=1e-3)
+    assert attrs["sigma_nm"] == pytest.approx(max(0.5, attrs["radius_estimate_nm"] / 8), rel=1e-3)
+    assert attrs["background_nm"] == pytest.approx(max(8.0, 4 * attrs["radius_estimate_nm"]), rel=1e-3)
 
 
 def test_black_borders_are_never_particles(drifting):

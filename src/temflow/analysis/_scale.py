@@ -99,6 +99,7 @@ def _strongest_apart(strength: np.ndarray, y: np.ndarray, x: np.ndarray, radius:
     return kept
 
 
+_MIN_BLOBS = 5
 _STRONG = 0.5  # blobs weaker than this fraction of the strong ones (90th percentile) do not set the scale
 
 
@@ -108,6 +109,8 @@ def _typical_radius(radii: list[float], strengths: list[float]) -> float | None:
         return None
     values, weights = np.asarray(radii), np.asarray(strengths)
     strong = weights >= _STRONG * np.percentile(weights, 90)
+    if np.count_nonzero(strong) < _MIN_BLOBS:
+        return None  # too few to be a population of particles: no scale rather than a noise bump's
     return _weighted_median(values[strong].tolist(), weights[strong].tolist())
 
 

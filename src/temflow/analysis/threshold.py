@@ -410,7 +410,7 @@ def _to_px(value_nm: float, pixel_nm: float) -> float:
 
 # settings derived from the typical particle radius r (px) when not given; chosen on the real
 # bright-field and HAADF images of benchmarks/bench_real_segmentation.py (docs/benchmarks.md)
-_FROM_RADIUS = {"sigma": 0.25, "background": 8.0, "opening": 0.25, "min_radius": 0.3, "max_radius": 6.0}
+_FROM_RADIUS = {"sigma": 0.125, "background": 4.0, "opening": 0.125, "min_radius": 0.3, "max_radius": 6.0}
 # the fixed defaults when the sample shows no blob to take a scale from
 _FALLBACK_PX = {"sigma": 1.5, "background": 32.0, "opening": 2.0}
 _ESTIMATE_FRAMES = 3
@@ -469,11 +469,12 @@ def threshold_particles(
        otherwise from the frames, by scale-space blob detection (the
        scale-normalised Laplacian of Gaussian, on up to three sampled frames):
        the contrast with the stronger blobs wins. Lengths not given are
-       derived from the typical blob radius ``r`` (px): smoothing ``r/4``
-       (at least 1 px), background window ``8 r`` (at least 16 px), opening
-       ``r/4``, smallest particle a disk of radius ``0.3 r``, largest one of
-       radius ``6 r``. When the frames show no blob, the fixed defaults 1.5,
-       32 and 2 px are used, without size bounds.
+       derived from the typical blob radius ``r`` (px, the strength-weighted
+       median of the strong blobs): smoothing ``r/8`` (at least 1 px),
+       background window ``4 r`` (at least 16 px), opening ``r/8``, smallest
+       particle a disk of radius ``0.3 r``, largest one of radius ``6 r``.
+       When the frames show fewer than five strong blobs, the fixed defaults
+       1.5, 32 and 2 px are used, without size bounds.
     1. Pixels outside the recorded area (3 x 3 median at or below
        ``border_value``, or NaN: the black borders drift correction leaves)
        are excluded everywhere: they never become particles and do not bias
