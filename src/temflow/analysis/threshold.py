@@ -414,6 +414,7 @@ _FROM_RADIUS = {"sigma": 0.125, "background": 4.0, "opening": 0.125, "min_radius
 # the fixed defaults when the sample shows no blob to take a scale from
 _FALLBACK_PX = {"sigma": 1.5, "background": 32.0, "opening": 2.0}
 _ESTIMATE_FRAMES = 3
+_PROFILE_BRIGHT = 2.0
 
 
 def _sample_settings(radius_px: float | None) -> dict[str, float]:
@@ -470,7 +471,9 @@ def threshold_particles(
        scale-normalised Laplacian of Gaussian, on up to three sampled frames):
        the contrast with the stronger blobs wins. Lengths not given are
        derived from the typical blob radius ``r`` (px, the strength-weighted
-       median of the strong blobs): smoothing ``r/8`` (at least 1 px),
+       median of the strong blobs; twice that for bright particles, whose
+       HAADF signal peaks in their thick middle so that the blob seen is
+       smaller than the particle): smoothing ``r/8`` (at least 1 px),
        background window ``4 r`` (at least 16 px), opening ``r/8``, smallest
        particle a disk of radius ``0.3 r``, largest one of radius ``6 r``.
        When the frames show fewer than five strong blobs, the fixed defaults
@@ -634,7 +637,10 @@ def threshold_particles(
                 )
     # the radius of the blobs of the contrast used (a given contrast may not be the one that won)
     radius_px = None if estimate is None else estimate["radius_px"][polarity]
-    derived = _sample_settings(radius_px)
+    # an HAADF particle's signal follows its projected thickness, peaked in the middle: the
+    # Laplacian of Gaussian sees a smaller blob than the particle's edge (a sphere's by about
+    # a factor 2, a flat disk's not at all); the scale of its edge is what the windows need
+    derived = _sample_settings(None if radius_px is None else radius_px * (_PROFILE_BRIGHT if polarity == "bright" else 1.0))
     sigma_px = given["sigma_nm"] if given["sigma_nm"] is not None else derived["sigma"]
     background_px = given["background_nm"] if given["background_nm"] is not None else derived["background"]
     opening_px = int(round(given["opening_nm"] if given["opening_nm"] is not None else derived["opening"]))
