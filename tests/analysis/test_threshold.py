@@ -31,12 +31,28 @@ def test_threshold_chunked_equals_eager(drifting, chunks, threshold):
     np.testing.assert_array_equal(lazy.values, eager.values)
 
 
+GIVEN = dict(particles="dark", sigma_nm=0.75, background_nm=16.0, opening_nm=1.0, min_area_nm2=2.0, max_radius_nm=12.0)
+
+
 def test_threshold_is_lazy_and_keeps_coords(drifting, no_compute):
     with no_compute():
-        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}))
+        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}), **GIVEN)
     assert masks.dtype == bool and masks.dims == drifting.movie.dims and masks.shape == drifting.movie.shape
     xr.testing.assert_equal(masks.coords.to_dataset(), drifting.movie.coords.to_dataset())
     assert masks.attrs["threshold"] == "movie" and masks.attrs["sigma_nm"] == pytest.approx(0.75)
+    assert masks.attrs["settings_from"] == "given" and masks.attrs["particles"] == "dark"
+
+
+def test_settings_from_the_sample_compute_only_the_estimate(drifting, no_compute):
+    """Left open, the contrast and lengths come from one compute of a few sampled frames."""
+    with no_compute(max_computes=1):
+        masks = threshold_particles(drifting.movie.chunk({"time": 2, "y": 32}))
+    attrs = masks.attrs
+    assert attrs["settings_from"] == "sample" and attrs["particles"] == "dark"
+    # the generator's radii are 2..4 nm: the estimate is of that order, and the settings follow it
+    assert 1.5 <= attrs["radius_estimate_nm"] <= 4.5
+    assert attrs["sigma_nm"] == pytest.approx(max(0.5, attrs["radius_estimate_nm"] / 8), rel=1e-3)
+    assert attrs["background_nm"] == pytest.approx(max(8.0, 4 * attrs["radius_estimate_nm"]), rel=1e-3)
 
 
 def test_black_borders_are_never_particles(drifting):
@@ -73,7 +89,7 @@ def test_threshold_finds_the_particles(drifting):
     [
         ({"sigma_nm": -1.0}, ValueError, "sigma_nm must be a length"),
         ({"background_nm": 0.5}, ValueError, "background_nm .* must be well above sigma_nm"),
-        ({"threshold": "otsu"}, ValueError, "threshold must be 'movie', 'frame' or a darkness level"),
+        ({"threshold": "otsu"}, ValueError, "threshold must be 'movie', 'frame' or a contrast level"),
         ({"threshold": [0.1]}, TypeError, "threshold must be 'movie', 'frame' or a float"),
         ({"sample_frames": 0}, ValueError, "sample_frames must be at least 1"),
     ],
@@ -135,3 +151,118 @@ def test_a_long_chunk_is_worked_in_bounded_tasks_and_given_back_in_its_own_chunk
         values = masks.values
     np.testing.assert_array_equal(values, eager.values)
     assert float_frames and max(float_frames) <= 3
+# --- both contrasts, regions, settings from the sample ---------------------------------------------
+
+HAADF = dict(frames=6, size=96, pixel_size_nm=0.5, radius_nm=(1.0, 2.0), area_fraction=0.1, dose_e_per_px=200.0,
+             mechanism="ostwald", drift_px=0, jumps=0, seed=5)
+
+
+def _region_pixels(truth, margin_px: float = 6.0) -> np.ndarray:
+    """Where the generator drew a large region (grown by a margin for its soft edge), per frame."""
+    nt, ny, nx = truth.movie.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    out = np.zeros((nt, ny, nx), dtype=bool)
+    for t in range(nt):
+        dy, dx = truth.shifts.values[t]
+        for ry, rx, rr, _ in truth.parameters["regions"]:
+            out[t] |= np.hypot(yy - ry - dy, xx - rx - dx) < rr + margin_px
+    return out
+
+
+def _without_metadata(movie: xr.DataArray) -> xr.DataArray:
+    out = movie.copy()
+    out.attrs = {k: v for k, v in movie.attrs.items() if k != "instrument"}
+    return out
+
+
+@pytest.mark.parametrize(("imaging", "expected"), [("haadf", "bright"), ("bright_field", "dark")])
+def test_auto_picks_the_contrast_from_the_frames(imaging, expected):
+    """Without a detector in the metadata, the blobs of the frames decide, and the reason says so."""
+    truth = make_movie(imaging=imaging, **{**HAADF, "radius_nm": (1.5, 3.0), "dose_e_per_px": 400.0})
+    masks = threshold_particles(_without_metadata(truth.movie.compute()))
+    assert masks.attrs["particles"] == expected
+    assert "from the frames" in masks.attrs["particles_reason"]
+
+
+@pytest.mark.parametrize(("detector", "expected"), [("HAADF", "bright"), ("DF4", "bright"), ("BF", "dark"), ("BM-Ceta", "dark")])
+def test_auto_reads_the_detector_from_the_metadata(detector, expected):
+    from temflow.analysis._scale import polarity_from_metadata
+
+    assert polarity_from_metadata({"instrument": {"detector": detector}})[0] == expected
+    assert polarity_from_metadata({"instrument": {"mode": " STEM nP SA Zoom Diffraction"}})[0] is None
+    assert polarity_from_metadata({"instrument": {"mode": " TEM uP SA Zoom Image"}})[0] == "dark"
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 4, "y": 50, "x": 41}])
+def test_haadf_movie_matches_the_truth(chunks):
+    """Bright particles on a darker support, beside a dark hole and thick (bright) support."""
+    truth = make_movie(imaging="haadf", regions=2, **HAADF)
+    movie = truth.movie.compute() if chunks is None else truth.movie.chunk(chunks)
+    masks = threshold_particles(movie).values
+    assert threshold_particles(movie).attrs["particles"] == "bright"
+    labels = truth.labels.values
+    regions = _region_pixels(truth)
+    outside = ~regions
+    iou = (masks & (labels > 0) & outside).sum() / ((masks | (labels > 0)) & outside).sum()
+    assert iou > 0.8
+    # every true particle clear of the regions is found (its centre pixel is in the mask)
+    clear = truth.particles[truth.particles["visible"]]
+    found = [
+        masks[int(row.frame), int(round(row.y / 0.5)), int(round(row.x / 0.5))]
+        for row in clear.itertuples()
+        if not regions[int(row.frame), int(round(row.y / 0.5)), int(round(row.x / 0.5))] and row.radius >= 1.0
+    ]
+    assert len(found) > 50 and np.mean(found) > 0.95
+
+
+def test_regions_are_not_outlined():
+    """No region (hole or thick support) comes back as a particle, nor a halo along its edge."""
+    truth = make_movie(imaging="haadf", regions=2, **HAADF)
+    masks = threshold_particles(truth.movie.compute()).values
+    labels = truth.labels.values > 0
+    regions = _region_pixels(truth)
+    false = masks & ~labels
+    assert false[regions].mean() < 0.02
+    assert false.mean() < 0.02
+    # the regions really are there, larger than any particle and of both contrasts
+    levels = [level for *_, level in truth.parameters["regions"]]
+    assert min(levels) < 1 < max(levels) and regions.mean() > 0.2
+    # and what is called a particle is never thicker than the largest true particle
+    component, n = ndi.label(masks[0])
+    thickness = ndi.distance_transform_edt(masks[0])
+    assert ndi.maximum(thickness, component, np.arange(1, n + 1)).max() <= truth.particles["radius"].max() / 0.5 + 2
+
+
+def test_bright_particles_with_the_dark_setting_find_nothing_and_say_what_was_used():
+    truth = make_movie(imaging="haadf", **HAADF)
+    masks = threshold_particles(truth.movie.compute(), particles="dark")
+    assert masks.attrs["particles"] == "dark" and masks.attrs["particles_reason"] == "given"
+    assert masks.values.mean() < 0.01
+
+
+@pytest.mark.parametrize("settings", ["given", "sample"])
+def test_masks_do_not_depend_on_the_pixel_size(settings):
+    """The same frames at 0.18 and 1 nm/px, lengths scaled alike, give identical masks."""
+    truth = make_movie(frames=4, size=64, pixel_size_nm=1.0, radius_nm=(2.0, 4.0), dose_e_per_px=400.0,
+                       drift_px=0, jumps=0, mechanism="none", seed=3)
+    frames = truth.movie.values
+    # 1.5 px at 0.18 nm/px is 0.27 nm, which divides back to 1.5000000000000002 px
+    lengths = dict(sigma_nm=1.5, background_nm=24.0, opening_nm=1.5, min_area_nm2=4.0, max_radius_nm=12.0)
+    out = []
+    for pixel in (0.18, 1.0):
+        movie = as_movie(frames, pixel_size_nm=pixel)
+        scaled = {k: v * pixel**2 if k.endswith("nm2") else v * pixel for k, v in lengths.items()}
+        masks = threshold_particles(movie, **(scaled if settings == "given" else {}))
+        out.append(masks)
+    np.testing.assert_array_equal(out[0].values, out[1].values)
+    assert out[0].values.any()
+    assert out[0].attrs["sigma_nm"] == pytest.approx(0.18 * out[1].attrs["sigma_nm"])
+
+
+def test_new_options_are_checked(drifting):
+    with pytest.raises(ValueError, match="particles must be 'dark', 'bright' or 'auto'"):
+        threshold_particles(drifting.movie, particles="white")
+    with pytest.raises(ValueError, match="min_area_nm2 must be an area"):
+        threshold_particles(drifting.movie, min_area_nm2=-1.0)
+    with pytest.raises(ValueError, match="max_radius_nm must be a length > 0"):
+        threshold_particles(drifting.movie, max_radius_nm=0.0)

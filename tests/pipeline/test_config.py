@@ -72,6 +72,10 @@ def test_synthetic_input_and_defaults():
         ("[input]\npath='m.tif'\n[segmentation]\nmethod = 'threshold'\nthreshold = 0.2\n", "sets its own"),
         ("[input]\npath='m.tif'\n[training]\nadded_noise = -0.1\n", "training.added_noise must be non-negative"),
         ("[input]\npath='m.tif'\n[training]\nmin_steps = 1.5\n", "training.min_steps must be an integer"),
+        ("[input]\npath='m.tif'\n[segmentation]\nparticles = 'white'\n", "segmentation.particles must be one of"),
+        ("[input]\npath='m.tif'\n[segmentation]\nsigma_nm = -1\n", "segmentation.sigma_nm must be non-negative"),
+        ("[input]\npath='m.tif'\n[segmentation]\nmax_radius_nm = 0\n", "segmentation.max_radius_nm must be positive"),
+        ("[input]\npath='m.tif'\n[training]\nsplit = 'random'\n", "training.split must be one of"),
     ],
 )
 def test_bad_files_name_the_key_and_the_file(tmp_path, text, match):

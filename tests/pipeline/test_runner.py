@@ -227,7 +227,9 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
     data["input"] = {"path": str(tmp_path / "bare.tif")}
     data["output"]["folder"] = str(tmp_path / "out")
     data["drift"] = {"enabled": False}
-    with pytest.warns(UserWarning, match="no particles in any of the 8 frames .* 'threshold'"):
+    # the warning says which contrast and settings the recipe used, and what to try
+    with pytest.warns(UserWarning, match=r"no particles in any of the 8 frames .* 'threshold'.* particles = 'dark'.*"
+                      r"sigma_nm = .*try \[segmentation\] particles = 'bright'"):
         summary = run(Config.from_dict(data), echo=lambda line: None)
     assert summary["particles_first_frame"] == 0
     # no particles: the fits and mean sizes are undefined, written as null, and every JSON parses strictly
@@ -245,6 +247,10 @@ def test_a_movie_without_particles_warns_instead_of_reporting_silence(tmp_path):
 
     text = "\n".join(format_summary(summary))
     assert "n undetermined" in text and "mean diameter  none" in text and "insufficient evidence" in text
+
+    decided = json.loads((tmp_path / "out" / "provenance.json").read_text())["decided"]["masks"]
+    assert decided["particles"] == "dark" and "no blob" in decided["particles_reason"]
+    assert "particles: dark" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_a_full_disk_mid_run_is_one_line_and_a_rerun_with_space_finishes(tmp_path, monkeypatch):

@@ -242,10 +242,15 @@ def test_unet_probabilities_segment_the_true_particles(truth):
 def test_reconstruction_flat_field_otsu_segments_the_true_particles(truth, no_compute):
     norm = percentile_normalisation(truth.movie.values)
     reconstruction = predict(truth.movie, _handmade_autoencoder(), normalisation=norm)
-    with no_compute(max_computes=0):  # the flat field's Otsu level is part of the graph
+    with no_compute(max_computes=1):  # the scale estimate; the flat field's Otsu level is part of the graph
         masks = segment(reconstruction, sample_frames=3)
     assert isinstance(masks.data, da.Array)
     assert masks.attrs["particles"] == "dark" and masks.attrs["flat_field"] is True
+    # the reconstruction keeps the movie's metadata: its BF detector decides the contrast
+    assert "'BF'" in masks.attrs["particles_reason"]
+    given = dict(particles="dark", sigma_nm=0.75, background_nm=16.0, opening_nm=1.0, min_area_nm2=2.0, max_radius_nm=12.0)
+    with no_compute(max_computes=0):  # everything given: nothing to estimate
+        segment(reconstruction, sample_frames=3, **given)
     assert masks.attrs["threshold_method"] == "otsu"
     labels = truth.labels.values > 0
     inner = (slice(None), slice(6, -6), slice(6, -6))
@@ -256,9 +261,11 @@ def test_reconstruction_flat_field_otsu_segments_the_true_particles(truth, no_co
     # a fixed darkness level instead of Otsu's
     darker = segment(reconstruction, method="threshold", threshold=0.3)
     assert darker.values.sum() < masks.values.sum()
-    # the flat field divides by a bright support: bright particles must say so
-    with pytest.raises(ValueError, match="flat_field=False"):
-        segment(reconstruction, particles="bright")
+    # the wrong contrast finds (almost) nothing, and says which it used
+    wrong = segment(reconstruction, particles="bright")
+    assert wrong.attrs["particles"] == "bright" and wrong.values.mean() < 0.01
+    with pytest.raises(ValueError, match="particles='auto' decides with the flat field"):
+        segment(reconstruction, flat_field=False, particles="auto")
     with pytest.raises(ValueError, match="flat_field=True"):
         segment(reconstruction, flat_field=False, opening_nm=1.0)
 

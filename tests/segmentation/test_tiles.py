@@ -206,3 +206,47 @@ def test_bad_inputs(truth, tmp_path):
         TileDataset(tmp_path / "nothing.zarr")
     with pytest.raises(TypeError, match="movie must be an xarray.DataArray"):
         make_tile_set(np.zeros((4, 32, 32)), tmp_path / "i.zarr", tile_size=16)
+
+
+def _independent_images(n: int = 6):
+    """A stack of unrelated micrographs (one frame each of different samples), as a movie."""
+    frames = [make_movie(frames=1, size=32, drift_px=0, jumps=0, seed=s).movie.values[0] for s in range(n)]
+    return as_movie(np.stack(frames), pixel_size_nm=0.5)
+
+
+def test_independent_images_are_split_by_image(tmp_path):
+    images = _independent_images()
+    store = make_tile_set(images, tmp_path / "i.zarr", tile_size=16, frames=6, split="image", validation_fraction=0.34)
+    info = read_tile_set_info(store)
+    assert info["split"] == "image"
+    # every image is used: none is lost to a guard band
+    assert sorted(info["train_frames"] + info["validation_frames"]) == list(range(6))
+    assert len(info["validation_frames"]) == 2
+    assert set(zarr.open_group(str(store))["frame"][...].tolist()) == set(range(6))
+
+
+def test_time_split_that_drops_many_frames_warns_with_the_numbers(tmp_path):
+    images = _independent_images()
+    with pytest.warns(UserWarning, match=r"drops 2 of 6 sampled frames .* 3 train, 1 validation; .*split='image'"):
+        make_tile_set(images, tmp_path / "t.zarr", tile_size=16, frames=6, blocks=6, gap_frames=1, validation_fraction=0.1)
+
+
+def test_classical_weak_labels_take_the_settings_and_record_them(tmp_path):
+    truth = make_movie(frames=4, size=96, radius_nm=(1.0, 2.0), dose_e_per_px=200.0, imaging="haadf",
+                       drift_px=0, jumps=0, seed=5)
+    store = make_tile_set(truth.movie, tmp_path / "h.zarr", tile_size=32, frames=4, validation_fraction=0,
+                          masks="classical", classical={"particles": "bright", "opening_nm": 0.5})
+    info = read_tile_set_info(store)
+    assert info["classical"]["particles"] == "bright" and info["classical"]["particles_reason"] == "given"
+    assert info["classical"]["opening_nm"] == pytest.approx(0.5) and info["classical"]["settings_from"] == "sample"
+    truth_store = make_tile_set(truth.movie, tmp_path / "g.zarr", tile_size=32, frames=4, validation_fraction=0,
+                                masks=truth.labels)
+    weak = zarr.open_group(str(store))["masks"][...]
+    good = zarr.open_group(str(truth_store))["masks"][...]
+    assert np.sum(weak & good) / np.sum(weak | good) > 0.75
+    with pytest.raises(ValueError, match="classical settings are for masks='classical'"):
+        make_tile_set(truth.movie, tmp_path / "x.zarr", tile_size=32, classical={"particles": "dark"})
+    with pytest.raises(ValueError, match="classical: unknown setting 'sigma'"):
+        make_tile_set(truth.movie, tmp_path / "y.zarr", tile_size=32, masks="classical", classical={"sigma": 1.0})
+    with pytest.raises(ValueError, match="split must be 'time' or 'image'"):
+        make_tile_set(truth.movie, tmp_path / "z.zarr", tile_size=32, split="frames")

@@ -176,3 +176,29 @@ def test_lsw_distribution_has_unit_mean():
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_movie(**kwargs)
+
+
+def test_haadf_mode_has_bright_particles_and_regions_of_both_brightnesses():
+    common = dict(frames=2, size=96, radius_nm=(1.5, 3.0), drift_px=0, jumps=0, seed=5, dose_e_per_px=400.0)
+    haadf = make_movie(imaging="haadf", regions=2, **common)
+    frames = haadf.movie.values.astype(float)
+    labels = haadf.labels.values > 0
+    assert haadf.movie.attrs["instrument"]["detector"] == "HAADF"
+    yy, xx = np.mgrid[:96, :96]
+    (y0, x0, r0, hole), (y1, x1, r1, thick) = haadf.parameters["regions"]
+    in_hole = (np.hypot(yy - y0, xx - x0) < r0 - 3)[None] & ~labels
+    in_thick = (np.hypot(yy - y1, xx - x1) < r1 - 3)[None] & ~labels & ~in_hole
+    support = ~labels & (np.hypot(yy - y0, xx - x0) > r0 + 3)[None] & (np.hypot(yy - y1, xx - x1) > r1 + 3)[None]
+    level = np.median(frames[support])
+    # particles add signal; the hole is darker than the support, the thick support brighter
+    assert np.median(frames[labels & support.any(axis=0)[None]]) > 1.8 * level
+    assert hole < 1 < thick
+    assert np.median(frames[in_hole]) < 0.4 * level and np.median(frames[in_thick]) > 1.5 * level
+    # the truth does not change with the imaging mode: same particles, same labels
+    bright_field = make_movie(**common)
+    np.testing.assert_array_equal(bright_field.labels.values, haadf.labels.values)
+    assert bright_field.movie.attrs["instrument"]["detector"] == "BF"
+    with pytest.raises(ValueError, match="imaging must be one of"):
+        make_movie(imaging="sem")
+    with pytest.raises(ValueError, match="regions must be a count"):
+        make_movie(regions=-1)

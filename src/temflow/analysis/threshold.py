@@ -143,8 +143,17 @@ def _darkness(
     sigma_px: float,
     background_px: float,
     exclude_px: int = 0,
+    bright: bool = False,
 ) -> np.ndarray:
-    """``1 - smoothed / background`` per frame; NaN outside the recorded area.
+    """Particle contrast per frame; NaN outside the recorded area.
+
+    Dark particles (bright field): ``1 - smoothed / background``, the fraction
+    of the local background absorbed. Bright particles (annular dark field):
+    ``smoothed / background - 1``, the signal added, in units of the
+    support's. Both are 0 on the support and linear in the intensity, so
+    Otsu's level sits part-way up the particle's edge in either mode; the
+    opposite contrast (holes in HAADF, thin support in bright field) is
+    negative.
 
     Bright-field intensity is multiplicative (illumination x transmission), so
     dividing by the large-scale background (a flat field) makes the particle
@@ -165,7 +174,10 @@ def _darkness(
     # background: NaN, never a particle
     background = _normalised_gaussian(clean, weight, background_px, box=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dark = 1.0 - smooth / background
+        if bright:
+            dark = smooth / background - 1.0
+        else:
+            dark = 1.0 - smooth / background
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
 
 
@@ -224,18 +236,30 @@ def _open(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return ndi.binary_dilation(eroded, structure=footprint) & mask
 
 
-# Otsu works on a fixed histogram of the darkness (0.001 wide bins on [-1, 1]): the same
+# Otsu works on a fixed histogram of the contrast (0.001 wide bins on [-1, 31]): the same
 # counts from a dask reduction or from numpy, so lazy and eager thresholds are identical
-_EDGES = np.linspace(-1.0, 1.0, 2001)
+_EDGES = np.linspace(-1.0, 31.0, 32001)
 _CENTRES = 0.5 * (_EDGES[1:] + _EDGES[:-1])
+# bright particles far above their support (a heavy metal on thin carbon) count in the top bin;
+# the opposite contrast below -1 (vacuum twice as bright as the support in bright field) is no
+# particle and does not enter the histogram
+_TOP = np.float32(_CENTRES[-1])
+
+
+def _clip_top(values: Any) -> Any:
+    return da.minimum(values, _TOP) if isinstance(values, da.Array) else np.minimum(values, _TOP)
 
 
 def _histogram(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    return np.histogram(values[np.isfinite(values)], bins=_EDGES)[0]
+    return np.histogram(_clip_top(values[np.isfinite(values)]), bins=_EDGES)[0]
 
 
 _MIN_SEPARATION = 0.25
+_OPPOSITE_SPREADS = 4.0
+_OUTLIER_SPREADS = 3.0
+_NORMAL_TAIL = 0.00135  # a normal distribution's share beyond 3 standard deviations
+_OUTLIER_EXCESS = 5.0
 
 
 def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
@@ -251,14 +275,31 @@ def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
     counts = np.asarray(counts).reshape(-1)
     if np.count_nonzero(counts) < 2:
         return np.float32(np.inf)  # nothing to separate (blank or empty frames): no particles
-    level = float(threshold_otsu(hist=(counts, _CENTRES)))
     cdf = np.cumsum(counts) / counts.sum()
     median = float(_CENTRES[min(int(np.searchsorted(cdf, 0.5)), len(_CENTRES) - 1)])
     low = float(_CENTRES[min(int(np.searchsorted(cdf, 0.1587)), len(_CENTRES) - 1)])
-    spread = max(median - low, _CENTRES[1] - _CENTRES[0])
-    if (level - median) < _MIN_SEPARATION * spread:
+    # the particle-free side's spread, unless the opposite contrast (a hole's rim, thin support)
+    # widens it: then the median absolute deviation, which neither tail moves much
+    deviation = np.abs(_CENTRES - median)
+    order = np.argsort(deviation, kind="stable")
+    mad = float(deviation[order][min(int(np.searchsorted(np.cumsum(counts[order]) / counts.sum(), 0.5)), len(order) - 1)])
+    spread = max(min(median - low, 1.4826 * mad), _CENTRES[1] - _CENTRES[0])
+    # the opposite contrast, far below the support's noise, is never particle: left in, a hole's
+    # rim would be the class Otsu separates from the rest
+    counts = np.where(_CENTRES < median - _OPPOSITE_SPREADS * spread, 0, counts)
+    if np.count_nonzero(counts) < 2:
         return np.float32(np.inf)
-    return np.float32(level)
+    level = float(threshold_otsu(hist=(counts, _CENTRES)))
+    if (level - median) >= _MIN_SEPARATION * spread:
+        return np.float32(level)
+    # Otsu needs a particle class of some size; a few small particles on a rough support (HAADF)
+    # are outliers of the support's distribution instead: a level far out in its tail, taken
+    # when that tail holds many times what the support's own noise would put there
+    outlier = median + _OUTLIER_SPREADS * spread
+    above = counts[_CENTRES > outlier].sum() / counts.sum()
+    if above >= _OUTLIER_EXCESS * _NORMAL_TAIL:
+        return np.float32(outlier)
+    return np.float32(np.inf)
 
 
 def _otsu(values: np.ndarray) -> np.float32:
@@ -269,74 +310,262 @@ def _otsu_per_frame(block: np.ndarray) -> np.ndarray:
     return np.array([_otsu(frame) for frame in block], dtype=np.float32)
 
 
+def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> np.ndarray:
+    """Per frame: the components that are regions, not particles, grown by ``grow_px``.
+
+    A region is thicker than any particle: it holds a disk larger than the
+    largest particle (radius ``max_radius_px``; three times the typical
+    radius by default). Thickness is measured with the mask mirrored
+    at the frame edges, so a region cut by the edge counts at its full
+    thickness. Area is no criterion: a raft of touching particles is large
+    but only one particle thick.
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    if not math.isfinite(max_radius_px):
+        return out
+    max_thickness_px = max_radius_px
+    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
+        labels, n = ndi.label(frame)
+        if n == 0:
+            continue
+        pad = int(math.ceil(max_thickness_px)) + 1
+        thickness = ndi.distance_transform_edt(np.pad(frame, pad, mode="symmetric"))[pad:-pad, pad:-pad]
+        thick = ndi.maximum(thickness, labels, index=np.arange(1, n + 1)) > max_thickness_px
+        if np.any(thick):
+            out[k] = np.isin(labels, np.flatnonzero(thick) + 1)
+    if grow_px > 0 and out.any():
+        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+    return out
+
+
+_REGION_MADS = 4.0  # a region's level is this many robust deviations from the frame's typical level...
+_REGION_STEP = 0.15  # ...and at least this fraction of it
+
+
+def _coarse_regions(
+    block: np.ndarray, recorded: np.ndarray, *, sigma_px: float, max_radius_px: float, grow_px: int, bright: bool
+) -> np.ndarray:
+    """Per frame: areas of the opposite contrast to the particles' (holes, vacuum, thin support).
+
+    Seen at a scale where the particles have blurred away (``sigma_px``,
+    twice their typical radius): pixels more than ``_REGION_MADS`` robust
+    deviations (and ``_REGION_STEP``) on the side opposite to the particles
+    (darker than the frame's median level for bright particles, brighter for
+    dark ones), in components thicker than any particle
+    (:func:`_large_components`). The level is the frame's own, not a local
+    background: a background window follows a large region inside it and
+    would see only its rim. Regions on the particles' side (thick support)
+    are found by the first pass instead, where a dense cluster of particles
+    still shows its gaps.
+    """
+    out = np.zeros(block.shape, dtype=bool)
+    if not math.isfinite(max_radius_px):
+        return out
+    frames = np.asarray(block, dtype=np.float32)
+    valid = np.asarray(recorded, dtype=bool)
+    coarse = _normalised_gaussian(np.where(valid, frames, 0.0).astype(np.float32), valid.astype(np.float32), sigma_px, box=True)
+    for k in range(len(frames)):
+        values = coarse[k][valid[k] & np.isfinite(coarse[k])]
+        if values.size < 16:
+            continue
+        median = float(np.median(values))
+        deviation = max(_REGION_MADS * 1.4826 * float(np.median(np.abs(values - median))), _REGION_STEP * abs(median))
+        with np.errstate(invalid="ignore"):
+            opposite = coarse[k] < median - deviation if bright else coarse[k] > median + deviation
+        out[k] = _large_components(opposite[None], max_radius_px, 0)[0]
+    if grow_px > 0 and out.any():
+        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+    return out
+
+
+def _keep_sizes(
+    mask: np.ndarray, regions: np.ndarray, min_area_px: float, max_radius_px: float, reach_px: int
+) -> np.ndarray:
+    """Per frame: the components that are particles.
+
+    Dropped: components smaller than ``min_area_px``; thicker than the
+    largest particle (support of the particles' contrast: :func:`_large_components`);
+    within ``reach_px`` of a region of the opposite contrast (``regions``:
+    fragments along the soft edge of a hole or of vacuum).
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    regions = np.asarray(regions, dtype=bool)
+    thick = _large_components(mask, max_radius_px, 0)
+    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
+        labels, n = ndi.label(frame)
+        if n == 0:
+            continue
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = area >= min_area_px
+        keep[np.unique(labels[thick[k]])] = False
+        if regions[k].any():
+            near = ndi.binary_dilation(regions[k], structure=_disk(max(reach_px, 1)))
+            keep[np.unique(labels[near])] = False
+        keep[0] = False
+        out[k] = keep[labels]
+    return out
+
+
+def _drop_thick(mask: np.ndarray, max_radius_px: float) -> np.ndarray:
+    """``mask`` without its components thicker than the largest particle."""
+    return np.asarray(mask, dtype=bool) & ~_large_components(mask, max_radius_px, 0)
+
+
+def _whole_frames(func, mask: Any, *others: Any, **kwargs) -> Any:
+    """Apply a per-frame labelling step on whole frames (a component can span chunks), keep the chunks."""
+    if not isinstance(mask, da.Array):
+        return func(np.asarray(mask), *others, **kwargs)
+    whole = [a.rechunk({1: -1, 2: -1}) for a in (mask, *others)]
+    return da.map_blocks(func, *whole, dtype=bool, meta=np.array((), bool), **kwargs).rechunk(mask.chunks)
+
+
+_PX_DECIMALS = 6  # lengths in px are rounded to a micro-pixel: 0.27 nm / 0.18 nm is 1.5 px, not 1.5000000000000002
+
+
+def _to_px(value_nm: float, pixel_nm: float) -> float:
+    return round(value_nm / pixel_nm, _PX_DECIMALS)
+
+
+# settings derived from the typical particle radius r (px) when not given; chosen on the real
+# bright-field and HAADF images of benchmarks/bench_real_segmentation.py (docs/benchmarks.md)
+_FROM_RADIUS = {"sigma": 0.125, "background": 4.0, "opening": 0.125, "min_radius": 0.3, "max_radius": 6.0}
+# the fixed defaults when the sample shows no blob to take a scale from
+_FALLBACK_PX = {"sigma": 1.5, "background": 32.0, "opening": 2.0}
+_ESTIMATE_FRAMES = 3
+_PROFILE_BRIGHT = 2.0
+
+
+def _sample_settings(radius_px: float | None) -> dict[str, float]:
+    """Smoothing, background, opening (px) and area bounds (px^2) from the typical radius."""
+    if radius_px is None:
+        return {**_FALLBACK_PX, "min_area": 0.0, "max_radius": math.inf}
+    r = float(radius_px)
+    return {
+        "sigma": round(max(1.0, _FROM_RADIUS["sigma"] * r), 3),
+        "background": round(max(16.0, _FROM_RADIUS["background"] * r), 3),
+        "opening": round(_FROM_RADIUS["opening"] * r, 3),
+        "min_area": round(math.pi * (_FROM_RADIUS["min_radius"] * r) ** 2, 3),
+        "max_radius": round(_FROM_RADIUS["max_radius"] * r, 3),
+    }
+
+
+def _estimate_from_movie(movie: xr.DataArray, sample: np.ndarray, border_value: float | None) -> dict[str, Any]:
+    """Computes a few sampled frames and estimates the particles' polarity and radius from them."""
+    from temflow.analysis._scale import estimate_particles
+
+    picked = sample[np.unique(np.linspace(0, len(sample) - 1, min(_ESTIMATE_FRAMES, len(sample))).round().astype(int))]
+    frames = movie.isel({TIME: picked}).data
+    frames = np.asarray(frames.compute() if isinstance(frames, da.Array) else frames, dtype=np.float32)
+    border = _border_level_of(frames) if border_value is None else np.float32(border_value)
+    found = estimate_particles(frames, recorded=_recorded(frames, border))
+    found["frames"] = [int(f) for f in picked]
+    return found
+
+
 def threshold_particles(
     movie: xr.DataArray,
     *,
+    particles: Literal["dark", "bright", "auto"] = "auto",
     sigma_nm: float | None = None,
     background_nm: float | None = None,
     opening_nm: float | None = None,
+    min_area_nm2: float | None = None,
+    max_radius_nm: float | None = None,
     threshold: float | Literal["movie", "frame"] = "movie",
     sample_frames: int = 16,
     border_value: float | None = None,
 ) -> xr.DataArray:
-    """Segment dark particles on a bright support with a classical recipe.
+    """Segment particles, dark (bright field) or bright (HAADF/ADF), with a classical recipe.
 
     The auto-labelling recipe of Horwath et al. (2020, npj Comput. Mater. 6,
     108) used as the baseline against trained models: Gaussian smoothing,
-    large-scale background removal, Otsu's threshold, morphological opening.
+    large-scale background removal, Otsu's threshold, morphological opening,
+    extended to both imaging contrasts and to settings taken from the sample.
 
+    0. The sample: with ``particles="auto"`` the contrast comes from the
+       movie's metadata (``attrs`` or ``attrs["instrument"]``: an HAADF, ADF
+       or DF detector means bright particles; BF or a TEM camera, dark) and
+       otherwise from the frames, by scale-space blob detection (the
+       scale-normalised Laplacian of Gaussian, on up to three sampled frames):
+       the contrast with the stronger blobs wins. Lengths not given are
+       derived from the typical blob radius ``r`` (px, the strength-weighted
+       median of the strong blobs; twice that for bright particles, whose
+       HAADF signal peaks in their thick middle so that the blob seen is
+       smaller than the particle): smoothing ``r/8`` (at least 1 px),
+       background window ``4 r`` (at least 16 px), opening ``r/8``, smallest
+       particle a disk of radius ``0.3 r``, largest one of radius ``6 r``.
+       When the frames show fewer than five strong blobs, the fixed defaults
+       1.5, 32 and 2 px are used, without size bounds.
     1. Pixels outside the recorded area (3 x 3 median at or below
        ``border_value``, or NaN: the black borders drift correction leaves)
        are excluded everywhere: they never become particles and do not bias
        the background or the threshold.
-    2. Darkness ``1 - G_sigma * I / G_background * I`` (normalised
-       convolutions over recorded pixels): the flat field is divided out, so
-       the particle contrast does not depend on dose or illumination. Two
-       passes: the particles found by the first are left out of the second's
-       background, which they would otherwise darken (by about the area
-       fraction times the contrast), shrinking every particle.
-    3. Otsu's threshold on the darkness. By default one threshold for the
+    2. Contrast against a flat field (normalised convolutions over recorded
+       pixels): ``1 - G_sigma * I / G_background * I`` for dark particles
+       (the fraction absorbed), ``G_sigma * I / G_background * I - 1`` for
+       bright ones (the signal added, in units of the support's), so it does
+       not depend on dose or illumination. Two passes: the particles found by
+       the first are left out of the second's background, which they would
+       otherwise pull towards themselves, shrinking every particle.
+    3. Regions are not particles. Vacuum, holes and thick support are areas
+       thicker than any particle: they hold a disk larger than the largest
+       particle (``max_radius_nm``). Those of the opposite contrast (a hole
+       in HAADF, vacuum in bright field) are found before the first pass,
+       on frames blurred until the particles vanish, as areas far from the
+       frame's typical level; those of the particles' contrast (thick
+       support) are the first pass's components that thick. Both are left
+       out of the second pass altogether (grown by the blurs' reach), so
+       their edges do not bend the background into a halo of false
+       particles, and no particle is kept within the blur's reach of one.
+       Area is no criterion: a raft of touching particles is large but one
+       particle thick.
+    4. Otsu's threshold on the contrast. By default one threshold for the
        whole movie, from up to ``sample_frames`` frames spread through it:
        the particle boundary then sits at the same contrast level in every
-       frame, so sizes stay comparable through time (a per-frame Otsu moves
-       the boundary as the area fraction changes, which fakes a growth law,
-       and finds "particles" in a blanked frame). ``threshold="frame"`` gives
-       the per-frame variant; a float sets the darkness level directly.
-       When the histogram has no particle class (Otsu's level sits in the
-       middle of the noise, as on a bare support or a blanked frame), nothing
-       is a particle.
-    4. Opening with a disk of radius ``opening_nm`` removes noise specks.
-
-    No edge (Sobel) step: on smoothed bright-field images the darkness level
-    already sits mid-edge, and a gradient magnitude would turn every particle
-    into a ring that needs filling again.
+       frame, so sizes stay comparable through time. ``threshold="frame"``
+       gives the per-frame variant; a float sets the contrast level
+       directly. When the histogram has no particle class (a bare support or
+       a blanked frame), nothing is a particle.
+    5. Opening with a disk of radius ``opening_nm`` removes noise specks;
+       connected components smaller than ``min_area_nm2`` are dropped.
 
     Lazy: returns a dask-backed boolean DataArray for a dask-backed movie
-    (numpy in, numpy out). Each chunk is processed with a halo equal to the
-    reach of the filters (Gaussian radius from sigma and truncation, as
-    dask-image does, plus the opening), so chunking in ``y``/``x`` gives the
-    same masks as whole frames.
+    (numpy in, numpy out), and computes nothing when ``particles`` is
+    ``"dark"`` or ``"bright"`` and every length is given. Otherwise it
+    computes up to three sampled frames, once, to estimate the contrast and
+    the scale. The filters run with a halo equal to their reach, so chunking
+    in ``y``/``x`` gives the same masks as whole frames; the region and area
+    steps label whole frames (a frame per task).
+
+    All lengths are converted to pixels rounded to a micro-pixel, so the
+    same frames at 0.18 or 1 nm/px with lengths scaled accordingly give
+    identical masks.
 
     Parameters
     ----------
     movie : xarray.DataArray
-        Bright-field frames, dims ``("time", "y", "x")``, coords in s and nm.
+        Frames, dims ``("time", "y", "x")``, coords in s and nm.
+    particles : {"auto", "dark", "bright"}
+        Particle contrast: ``"dark"`` on a bright support (bright-field TEM,
+        BF-STEM), ``"bright"`` on a darker support (HAADF/ADF-STEM), or
+        ``"auto"`` (from the metadata, else the frames); the decision and its
+        reason are in the result's attrs.
     sigma_nm : float, optional
-        Gaussian smoothing, nm; default 1.5 pixels (enough to average out
-        the amorphous support's speckle, which is 1-2 pixels wide).
+        Gaussian smoothing, nm; default from the sample (see 0).
     background_nm : float, optional
-        Gaussian width of the background (flat-field) estimate, nm; should be
-        several times the largest particle radius, and well below the
-        distance over which the illumination changes: a window as wide as
-        the frame cannot follow a ramp across it (the darkness then slopes
-        across the frame, Otsu finds no particle class and nothing is
-        called). Default 32 pixels.
+        Gaussian width of the background (flat-field) estimate, nm; several
+        times the largest particle radius, and well below the distance over
+        which the illumination changes. Default from the sample.
     opening_nm : float, optional
-        Radius of the opening disk, nm; default 2 pixels. 0 disables it.
-        Particles narrower than the disk are removed.
+        Radius of the opening disk, nm; 0 disables it. Default from the sample.
+    min_area_nm2 : float, optional
+        Smallest particle area, nm^2; default from the sample. 0 keeps all.
+    max_radius_nm : float, optional
+        Radius of the largest particle, nm: anything thicker is a region
+        (step 3). Default from the sample; ``float("inf")`` finds no regions.
     threshold : {"movie", "frame"} or float
         One Otsu threshold from sampled frames, one per frame, or a fixed
-        darkness level (0..1, fraction of the local background absorbed).
+        contrast level (0..1).
     sample_frames : int
         Frames sampled (evenly spaced) for the movie-wide threshold.
     border_value : float, optional
@@ -348,48 +577,50 @@ def threshold_particles(
     -------
     xarray.DataArray
         Boolean masks, True on particles, with the movie's dims, coords and
-        chunks; ``attrs`` record the parameters used.
+        chunks. ``attrs`` record what was used: ``particles`` (the contrast
+        decided), ``particles_reason``, ``radius_estimate_nm`` (or None),
+        ``sigma_nm``, ``background_nm``, ``opening_nm``, ``min_area_nm2``,
+        ``max_radius_nm``, ``threshold`` and ``settings_from`` (which lengths
+        came from the sample).
 
     Raises
     ------
     TypeError
         If ``movie`` is not a DataArray or ``threshold`` is of the wrong type.
     ValueError
-        For bad dims, non-positive lengths, or an unknown threshold mode.
+        For bad dims, negative lengths, an unknown ``particles`` or threshold mode.
 
     Examples
     --------
     >>> from temflow.synthetic.generator import make_movie
     >>> truth = make_movie(frames=2, size=48, radius_nm=(3, 5), drift_px=0, jumps=0, seed=2)
     >>> masks = threshold_particles(truth.movie)
-    >>> masks.dtype.name, masks.dims
-    ('bool', ('time', 'y', 'x'))
+    >>> masks.dtype.name, masks.dims, masks.attrs["particles"]
+    ('bool', ('time', 'y', 'x'), 'dark')
     >>> bool(masks[0].values.any())
     True
     """
     check_movie(movie)
     if movie.dtype.kind not in "uif":
         raise TypeError(f"movie must hold numbers (uint, int or float); got dtype {movie.dtype}")
+    if particles not in ("dark", "bright", "auto"):
+        raise ValueError(f"particles must be 'dark', 'bright' or 'auto'; got {particles!r}")
     dy, dx = pixel_size_nm(movie)
     pixel = math.sqrt(dy * dx)
-    lengths = {}
-    for name, value, default_px in (
-        ("sigma_nm", sigma_nm, 1.5),
-        ("background_nm", background_nm, 32.0),
-        ("opening_nm", opening_nm, 2.0),
-    ):
-        value_nm = default_px * pixel if value is None else float(value)
-        if not math.isfinite(value_nm) or value_nm < 0:
+    given: dict[str, float | None] = {}
+    for name, value in (("sigma_nm", sigma_nm), ("background_nm", background_nm), ("opening_nm", opening_nm)):
+        if value is not None and (not math.isfinite(float(value)) or float(value) < 0):
             raise ValueError(f"{name} must be a length >= 0 in nm; got {value!r}")
-        lengths[name] = value_nm / pixel
-    if lengths["background_nm"] <= 2 * lengths["sigma_nm"]:
-        raise ValueError(
-            f"background_nm ({background_nm!r}) must be well above sigma_nm ({sigma_nm!r}); "
-            "use several times the largest particle radius"
-        )
+        given[name] = None if value is None else _to_px(float(value), pixel)
+    if min_area_nm2 is not None and (not math.isfinite(float(min_area_nm2)) or float(min_area_nm2) < 0):
+        raise ValueError(f"min_area_nm2 must be an area >= 0 in nm^2; got {min_area_nm2!r}")
+    given["min_area_nm2"] = None if min_area_nm2 is None else round(float(min_area_nm2) / (dy * dx), _PX_DECIMALS)
+    if max_radius_nm is not None and (math.isnan(float(max_radius_nm)) or float(max_radius_nm) <= 0):
+        raise ValueError(f"max_radius_nm must be a length > 0 in nm (inf: no regions); got {max_radius_nm!r}")
+    given["max_radius_nm"] = None if max_radius_nm is None else _to_px(float(max_radius_nm), pixel)
     if isinstance(threshold, str):
         if threshold not in ("movie", "frame"):
-            raise ValueError(f"threshold must be 'movie', 'frame' or a darkness level; got {threshold!r}")
+            raise ValueError(f"threshold must be 'movie', 'frame' or a contrast level; got {threshold!r}")
     elif isinstance(threshold, (int, float, np.floating, np.integer)) and not isinstance(threshold, bool):
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite; got {threshold!r}")
@@ -397,88 +628,152 @@ def threshold_particles(
         raise TypeError(f"threshold must be 'movie', 'frame' or a float; got {type(threshold).__name__}")
     if int(sample_frames) < 1:
         raise ValueError(f"sample_frames must be at least 1; got {sample_frames!r}")
-
-    sigma_px, background_px = lengths["sigma_nm"], lengths["background_nm"]
-    opening_px = int(round(lengths["opening_nm"]))
-    exclude_px = int(math.ceil(2.0 * sigma_px))  # the blur skirt around a particle
     if border_value is not None and not math.isfinite(float(border_value)):
         raise ValueError(f"border_value must be a finite intensity or None; got {border_value!r}")
-    kwargs: dict[str, Any] = dict(sigma_px=sigma_px, background_px=background_px)
-    data: Any = movie.data
     nt = movie.sizes[TIME]
     sample = np.unique(np.linspace(0, nt - 1, min(int(sample_frames), nt)).round().astype(int))
+
+    # step 0: the sample decides what the caller left open
+    polarity: str | None = None if particles == "auto" else particles
+    reason = "given" if polarity else ""
+    if polarity is None:
+        from temflow.analysis._scale import polarity_from_metadata
+
+        polarity, reason = polarity_from_metadata(movie.attrs)
+    estimate: dict[str, Any] | None = None
+    if polarity is None or any(v is None for v in given.values()):
+        estimate = _estimate_from_movie(movie, sample, border_value)
+        if polarity is None:
+            if estimate["polarity"] is None:
+                polarity = "dark"
+                reason = f"{reason}; the frames show no blob of either contrast: assumed dark (bright field)"
+            else:
+                polarity = estimate["polarity"]
+                reason = (
+                    f"{reason}; from the frames {estimate['frames']}: blob score dark {estimate['score']['dark']}, "
+                    f"bright {estimate['score']['bright']}"
+                )
+    # the radius of the blobs of the contrast used (a given contrast may not be the one that won)
+    radius_px = None if estimate is None else estimate["radius_px"][polarity]
+    # an HAADF particle's signal follows its projected thickness, peaked in the middle: the
+    # Laplacian of Gaussian sees a smaller blob than the particle's edge (a sphere's by about
+    # a factor 2, a flat disk's not at all); the scale of its edge is what the windows need
+    derived = _sample_settings(None if radius_px is None else radius_px * (_PROFILE_BRIGHT if polarity == "bright" else 1.0))
+    sigma_px = given["sigma_nm"] if given["sigma_nm"] is not None else derived["sigma"]
+    background_px = given["background_nm"] if given["background_nm"] is not None else derived["background"]
+    opening_px = int(round(given["opening_nm"] if given["opening_nm"] is not None else derived["opening"]))
+    min_area_px = given["min_area_nm2"] if given["min_area_nm2"] is not None else derived["min_area"]
+    max_radius_px = given["max_radius_nm"] if given["max_radius_nm"] is not None else derived["max_radius"]
+    if background_px <= 2 * sigma_px:
+        raise ValueError(
+            f"background_nm ({background_px * pixel:g}) must be well above sigma_nm ({sigma_px * pixel:g}); "
+            "use several times the largest particle radius"
+        )
+    bright = polarity == "bright"
+    exclude_px = int(math.ceil(2.0 * sigma_px - 10.0**-_PX_DECIMALS))  # the blur skirt around a particle
+    kwargs: dict[str, Any] = dict(sigma_px=sigma_px, background_px=background_px, bright=bright)
+    data: Any = movie.data
     lazy = isinstance(data, da.Array)
     # the recorded mask is an input of its own; the two means reach this far
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
-    def level_of(dark: Any, rows: Any = sample) -> Any:
+    def level_of(contrast: Any, rows: Any = sample) -> Any:
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
             if lazy:
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
-                # darkness graph and compute it a second time
-                counts, _ = da.histogram(dark[rows], bins=_EDGES)
+                # contrast graph and compute it a second time
+                counts, _ = da.histogram(_clip_top(contrast[rows]), bins=_EDGES)
                 return counts.map_blocks(_otsu_from_histogram, drop_axis=0, dtype=np.float32)
-            return _otsu(dark[sample])
+            return _otsu(contrast[sample])
         if lazy:
-            whole = dark.rechunk({1: -1, 2: -1})
+            whole = contrast.rechunk({1: -1, 2: -1})
             return whole.map_blocks(_otsu_per_frame, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        return _otsu_per_frame(dark)[:, None, None]
+        return _otsu_per_frame(contrast)[:, None, None]
 
-    # two passes: the first finds the particles, the second leaves them out of the background
+    # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
+    # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
+    coarse_px = max(2.0 * sigma_px, max_radius_px * 2.0 / 3.0) if math.isfinite(max_radius_px) else 0.0
+    region_kwargs: dict[str, Any] = dict(
+        sigma_px=coarse_px, max_radius_px=max_radius_px, grow_px=exclude_px + int(math.ceil(coarse_px - 1e-6)), bright=bright
+    )
+
+    # two passes: the first finds the particles, the second leaves them out of the background;
+    # support of the particles' contrast (components thicker than a particle) stays in it, so
+    # that the background follows the support body and the particles on it stand out
     if lazy:
         time_chunks = data.chunks[0]
         data = _bounded_time_chunks(data)
         border = border_level(data, sample) if border_value is None else np.float32(border_value)
 
-        def recorded_in(frames: da.Array) -> da.Array:
-            inside = _map_frames(_median_where_dark, [frames, ~(frames > border)], 1, np.float32) > border
-            return inside & da.isfinite(frames)  # a NaN pixel is never recorded (see _recorded)
+        def recorded_in(frames: da.Array) -> tuple[da.Array, da.Array]:
+            """The recorded area less the regions of the opposite contrast, and those regions."""
+            recorded = _map_frames(_median_where_dark, [frames, ~(frames > border)], 1, np.float32) > border
+            recorded = recorded & da.isfinite(frames)  # a NaN pixel is never recorded (see _recorded)
+            regions = _whole_frames(_coarse_regions, frames, recorded, **region_kwargs)
+            return recorded & ~regions, regions
 
         def first_of(frames: da.Array, inside: da.Array) -> da.Array:
             return _map_frames(_darkness, [frames, inside], reach, np.float32, **kwargs)
+
+        def found_of(first: da.Array, level: Any) -> da.Array:
+            return _whole_frames(_drop_thick, first > level, max_radius_px=max_radius_px)
 
         def second_of(frames: da.Array, inside: da.Array, found: da.Array) -> da.Array:
             return _map_frames(
                 _darkness, [frames, inside, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
             )
 
-        recorded = recorded_in(data)
-        first = first_of(data, recorded)
+        inside, regions = recorded_in(data)
+        first = first_of(data, inside)
         if threshold == "movie":
-            # the levels from the sampled frames alone, a branch of their own (the darkness of
+            # the levels from the sampled frames alone, a branch of their own (the contrast of
             # a frame needs no other frame): taken from the whole pass, they would hold every
             # task with a sampled frame in memory until the level is known
             sampled = data[sample]
-            sampled_inside = recorded_in(sampled)
+            sampled_inside, _ = recorded_in(sampled)
             sampled_first = first_of(sampled, sampled_inside)
             every = slice(None)
             level_first = level_of(sampled_first, every)
-            level_second = level_of(second_of(sampled, sampled_inside, sampled_first > level_first), every)
+            level_second = level_of(second_of(sampled, sampled_inside, found_of(sampled_first, level_first)), every)
         else:
             level_first = level_of(first)
-        found = first > level_first  # NaN (outside the recorded area) is never above
-        dark = second_of(data, recorded, found)
-        mask = dark > (level_second if threshold == "movie" else level_of(dark))
+        found = found_of(first, level_first)  # NaN (outside the recorded area) is never above
+        contrast = second_of(data, inside, found)
+        mask = contrast > (level_second if threshold == "movie" else level_of(contrast))
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
-        # the movie's own time chunks again: merging boolean pieces costs 1 byte per pixel
-        mask = mask.rechunk({0: time_chunks})
     else:
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
-        inside = _recorded(frames, border)
-        first_pass = _darkness(frames, inside, **kwargs)
-        second_pass = _darkness(frames, inside, first_pass > level_of(first_pass), exclude_px=exclude_px, **kwargs)
+        regions = _coarse_regions(frames, _recorded(frames, border), **region_kwargs)
+        inside_np = _recorded(frames, border) & ~regions
+        first_pass = _darkness(frames, inside_np, **kwargs)
+        found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
+        second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, **kwargs)
         mask = _open(second_pass > level_of(second_pass), opening_px)
+    if min_area_px > 0 or math.isfinite(max_radius_px):
+        mask = _whole_frames(
+            _keep_sizes, mask, regions, min_area_px=min_area_px, max_radius_px=max_radius_px, reach_px=exclude_px
+        )
+    if lazy:
+        # the movie's own time chunks again, after every step: merging boolean pieces costs 1 byte per pixel
+        mask = mask.rechunk({0: time_chunks})
 
+    area = dy * dx
     attrs = {
         "description": "particle masks (threshold_particles)",
+        "particles": polarity,
+        "particles_reason": reason.strip("; "),
+        "radius_estimate_nm": None if radius_px is None else radius_px * pixel,
         "sigma_nm": sigma_px * pixel,
         "background_nm": background_px * pixel,
         "opening_nm": opening_px * pixel,
+        "min_area_nm2": min_area_px * area,
+        "max_radius_nm": max_radius_px * pixel if math.isfinite(max_radius_px) else "inf",
         "threshold": threshold if isinstance(threshold, str) else float(threshold),
+        "settings_from": "sample" if radius_px is not None else ("defaults" if estimate is not None else "given"),
     }
     return xr.DataArray(mask, dims=DIMS, coords=movie.coords, attrs=attrs, name="particles")

@@ -125,11 +125,25 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class SegmentationConfig:
-    """How particles are found: a U-Net, the autoencoder + Otsu, or the classical threshold."""
+    """How particles are found: a U-Net, the autoencoder + Otsu, or the classical threshold.
+
+    ``particles`` and the lengths are the classical recipe's
+    (:func:`temflow.analysis.threshold.threshold_particles`): used by
+    ``method = "threshold"``, by the autoencoder's flat field, and by the
+    weak labels a U-Net trains on (``[training] labels = "auto"``). ``"auto"``
+    and lengths left out are decided from the movie; the decision is written
+    to provenance.json (``decided``) and the report.
+    """
 
     method: Literal["unet", "autoencoder", "threshold"] = "unet"
     model: str = ""
     threshold: float | None = None
+    particles: Literal["auto", "dark", "bright"] = "auto"
+    sigma_nm: float | None = None
+    background_nm: float | None = None
+    opening_nm: float | None = None
+    min_area_nm2: float | None = None
+    max_radius_nm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,8 @@ class TrainingConfig:
     """Training, when no model is given."""
 
     labels: str = "auto"
+    # "time": frames of one movie, split by blocks of time; "image": independent images
+    split: Literal["time", "image"] = "time"
     epochs: int = 6
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -442,6 +458,9 @@ def _check(config: Config) -> None:
     if seg.threshold is not None and not 0 < seg.threshold < 1:
         what = "a probability" if seg.method == "unet" else "a darkness (fraction of the local background absorbed)"
         raise ValueError(f"{src}: segmentation.threshold is {what} and must be between 0 and 1; got {seg.threshold!r}")
+    for name in ("sigma_nm", "background_nm", "opening_nm", "min_area_nm2"):
+        _positive(src, f"segmentation.{name}", getattr(seg, name), allow_zero=True)
+    _positive(src, "segmentation.max_radius_nm", seg.max_radius_nm)
     if config.segmentation.model and not os.path.exists(config.segmentation.model):
         raise ValueError(f"{src}: segmentation.model {config.segmentation.model!r} does not exist")
     tr = config.training

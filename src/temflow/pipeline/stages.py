@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from temflow.pipeline.config import Config
 _AUTOENCODER_MIN_STEPS = 400  # see TrainingConfig.min_steps
 _MASK_TASK_PIXELS = 2**21  # pixels per task of the masks stage, as threshold_particles works
 
-__all__ = ["Run", "STAGE_FUNCTIONS", "model_path", "write_json"]
+__all__ = ["Run", "STAGE_FUNCTIONS", "classical_settings", "model_path", "write_json"]
 
 
 @dataclass
@@ -171,6 +170,31 @@ def _figure_formats(state: Run) -> list[str]:
     return sorted(set(state.config.output.figure_formats) | {"png"})
 
 
+def classical_settings(state: Run) -> dict[str, Any]:
+    """The classical recipe's settings from ``[segmentation]``, as threshold_particles takes them."""
+    seg = state.config.segmentation
+    out: dict[str, Any] = {"particles": seg.particles}
+    for name in ("sigma_nm", "background_nm", "opening_nm", "min_area_nm2", "max_radius_nm"):
+        if getattr(seg, name) is not None:
+            out[name] = getattr(seg, name)
+    return out
+
+
+_DECIDED = ("particles", "particles_reason", "radius_estimate_nm", "sigma_nm", "background_nm", "opening_nm",
+            "min_area_nm2", "max_radius_nm", "settings_from")
+
+
+def _record_decision(state: Run, stage: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Write what the classical recipe decided into provenance.json; return it."""
+    decided = {k: attrs[k] for k in _DECIDED if k in attrs}
+    path = state.folder / "provenance.json"
+    if decided and path.exists():
+        provenance = json.loads(path.read_text())
+        provenance.setdefault("decided", {})[stage] = decided
+        write_json(path, provenance)
+    return decided
+
+
 def model_path(state: Run) -> str | None:
     seg = state.config.segmentation
     if seg.method == "threshold":
@@ -206,10 +230,20 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
     else:
         masks = None
     tile_size = min(tr.tile_size, movie.sizes["y"], movie.sizes["x"])
+    classical = isinstance(masks, str) and masks == "classical"
     store = make_tile_set(
-        movie, folder / "tiles.zarr", tile_size=tile_size, frames=tr.frames, masks=masks, seed=tr.seed, overwrite=True
+        movie,
+        folder / "tiles.zarr",
+        tile_size=tile_size,
+        frames=tr.frames,
+        masks=masks,
+        split=tr.split,
+        classical=classical_settings(state) if classical else None,
+        seed=tr.seed,
+        overwrite=True,
     )
     info = read_tile_set_info(store)
+    weak_labels = _record_decision(state, "train", info.get("classical") or {})
     torch.manual_seed(tr.seed)
     unet = config.segmentation.method == "unet"
     model: torch.nn.Module = UNet() if unet else Autoencoder()
@@ -245,7 +279,10 @@ def _train(state: Run, resume: bool) -> dict[str, Any]:
         },
     )
     last = history.iloc[-1].to_dict()
-    return {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
+    out = {"model": str(path), "history": str(folder / "history.parquet"), "last_epoch": last}
+    if weak_labels:
+        out["weak_labels"] = weak_labels
+    return out
 
 
 def _align_to(array: xr.DataArray, movie: xr.DataArray) -> xr.DataArray:
@@ -280,12 +317,22 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
         per = max(1, _MASK_TASK_PIXELS // max(math.prod(movie.shape[1:]), 1))
         if max(movie.data.chunks[0]) > per:
             movie = open_zarr(path, chunks=per)
-        masks = threshold_particles(movie)
+        masks = threshold_particles(movie, **classical_settings(state))
     else:
         from temflow.segmentation.inference import segment
 
         values = _open(state.results["infer"]["output"])
-        masks = segment(values, method="threshold" if seg.threshold is not None else None, threshold=seg.threshold)
+        # the classical settings shape the autoencoder's flat field; a U-Net's probability is
+        # thresholded as it is
+        flat = seg.method == "autoencoder"
+        masks = segment(
+            values,
+            method="threshold" if seg.threshold is not None else None,
+            threshold=seg.threshold,
+            **(classical_settings(state) if flat else {}),
+        )
+    decided = _record_decision(state, "masks", dict(masks.attrs))
+    extra = {"decided": decided} if decided else {}
     movie_store = Path(state.results["drift"]["movie"])
     if movie_store.parent == state.folder:
         # a store this run wrote: the masks go into its NGFF labels group, so OME-Zarr viewers
@@ -293,8 +340,8 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
         from temflow.io.store import save_labels
 
         path = save_labels(masks, movie_store, name="masks", overwrite=not resume, resume=resume, progress=state.progress)
-        return {"masks": str(path)}
-    return {"masks": _save_array(state, masks, "masks.zarr", resume)}
+        return {"masks": str(path), **extra}
+    return {"masks": _save_array(state, masks, "masks.zarr", resume), **extra}
 
 
 def _measure(state: Run, resume: bool) -> dict[str, Any]:
@@ -314,12 +361,17 @@ def _measure(state: Run, resume: bool) -> dict[str, Any]:
         import warnings
 
         method = state.config.segmentation.method
-        where = (
-            "the classical threshold found no particle class (a bare support, or a background window "
-            "wider than the illumination's variations)"
-            if method == "threshold"
-            else f"look at prediction.zarr and the training history in {state.folder / 'training'}"
-        )
+        decided = state.results["masks"].get("decided") or {}
+        used = ", ".join(f"{k} = {decided[k]!r}" for k in _DECIDED if k in decided and k != "particles_reason")
+        if decided:
+            other = "bright" if decided.get("particles") == "dark" else "dark"
+            where = (
+                f"the classical recipe used {used} ({decided.get('particles_reason', '')}); try "
+                f"[segmentation] particles = {other!r} if the particles are {other}, a smaller opening_nm and "
+                "min_area_nm2 for small particles, or a background_nm of several particle radii"
+            )
+        else:
+            where = f"look at prediction.zarr and the training history in {state.folder / 'training'}"
         warnings.warn(
             f"no particles in any of the {masks.sizes['time']} frames with segmentation.method = {method!r}: "
             f"{where}; the statistics and fits that follow are empty",
@@ -481,8 +533,18 @@ def _report(state: Run, resume: bool) -> dict[str, Any]:
         closer = co.get("size_distribution_closer", "")
         verdict_text += f" Size distribution: {'closer to ' + closer if not closer.startswith('too few') else 'not compared, ' + closer}."
     provenance = json.loads((state.folder / "provenance.json").read_text())
+    decided = r["masks"].get("decided") or {}
     notes = [
         f"temflow {provenance['temflow']}, Python {provenance['python']}",
+        *(
+            [
+                f"particles: {decided.get('particles')} ({decided.get('particles_reason', '')}); settings "
+                + ", ".join(f"{k} {decided[k]:.4g}" for k in _DECIDED[3:8] if isinstance(decided.get(k), (int, float)))
+                + f" (from {decided.get('settings_from')})"
+            ]
+            if decided
+            else []
+        ),
         f"input: {config.input.path or 'synthetic movie'}",
         *_calibration_lines(r["load"].get("calibration")),
         f"configuration: {config.source}",

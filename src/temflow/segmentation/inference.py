@@ -306,11 +306,13 @@ def segment(
     *,
     method: Method | None = None,
     threshold: float | None = None,
-    particles: Polarity | None = None,
+    particles: Polarity | Literal["auto"] | None = None,
     flat_field: bool | None = None,
     sigma_nm: float | None = None,
     background_nm: float | None = None,
     opening_nm: float | None = None,
+    min_area_nm2: float | None = None,
+    max_radius_nm: float | None = None,
     sample_frames: int = 16,
 ) -> xr.DataArray:
     """Boolean particle masks from :func:`predict`'s probabilities or reconstruction.
@@ -327,8 +329,10 @@ def segment(
       background is a wide flat field that leaves the particles out, one
       Otsu threshold (``method="otsu"``) from ``sample_frames`` frames spread
       through the movie, then an opening that removes specks narrower than
-      the disk. Bright-field particles absorb, so they are the dark side.
-      A denoising autoencoder removes the shot noise but reproduces what is
+      the disk. The particles' contrast is the movie's (``particles``:
+      dark in bright field, bright in HAADF; ``"auto"`` decides as
+      :func:`~temflow.analysis.threshold.threshold_particles` does, from
+      the metadata the reconstruction keeps or from the frames). A denoising autoencoder removes the shot noise but reproduces what is
       really in the frames: the support's slow thickness and illumination
       variations, and its grain, a pixel or two wide. One threshold on the
       reconstruction itself puts thick support and grain among the
@@ -354,18 +358,24 @@ def segment(
         The level for ``method="threshold"``: of the values, or with the flat
         field the darkness (0..1, the fraction of the local background
         absorbed); default 0.5 for probabilities.
-    particles : {"bright", "dark"}, optional
+    particles : {"bright", "dark", "auto"}, optional
         Which side of the threshold is particle; default bright for
-        probabilities, dark for reconstructions, bright otherwise. The flat
-        field needs dark particles (bright-field).
+        probabilities, ``"auto"`` for reconstructions with the flat field
+        (decided from the metadata or the frames, and recorded) and dark
+        without it, bright otherwise. ``"auto"``
+        needs the flat field.
     flat_field : bool, optional
         Smooth, divide out a particle-free background and open the masks
         (the classical recipe); default True for reconstructions, False
         otherwise.
     sigma_nm, background_nm, opening_nm : float, optional
         The recipe's smoothing, background width and opening radius, nm;
-        defaults 1.5, 32 and 2 pixels (see
-        :func:`~temflow.analysis.measure.threshold_particles`).
+        default from the particles' own size (see
+        :func:`~temflow.analysis.threshold.threshold_particles`).
+    min_area_nm2, max_radius_nm : float, optional
+        The recipe's smallest particle area (nm^2) and largest particle
+        radius (nm; anything thicker is support or vacuum); default from
+        the sample.
     sample_frames : int
         Frames sampled evenly through time for the Otsu threshold.
 
@@ -375,13 +385,15 @@ def segment(
         bool, same dims and coords; attrs of ``values`` (without ``quantity``)
         plus ``threshold`` (a number, or ``"movie"`` when the flat field's
         Otsu level is part of the graph), ``threshold_method``,
-        ``particles`` and ``flat_field``.
+        ``particles`` (the contrast used; with the flat field also
+        ``particles_reason``, the lengths used and ``settings_from``) and
+        ``flat_field``.
 
     Raises
     ------
     ValueError
-        For an unknown method, a missing threshold, a flat field asked for
-        bright particles, or constant sampled frames.
+        For an unknown method, a missing threshold, ``particles="auto"``
+        without the flat field, or constant sampled frames.
 
     Examples
     --------
@@ -407,21 +419,24 @@ def segment(
             )
     if method not in ("otsu", "threshold"):
         raise ValueError(f"method must be 'otsu' or 'threshold'; got {method!r}")
-    if particles is None:
-        particles = "dark" if quantity == RECONSTRUCTION else "bright"
-    if particles not in ("bright", "dark"):
-        raise ValueError(f"particles must be 'bright' or 'dark'; got {particles!r}")
     if flat_field is None:
         flat_field = quantity == RECONSTRUCTION
     elif not isinstance(flat_field, (bool, np.bool_)):
         raise TypeError(f"flat_field must be True, False or None; got {type(flat_field).__name__}")
-    if not flat_field and (sigma_nm is not None or background_nm is not None or opening_nm is not None):
-        raise ValueError("sigma_nm, background_nm and opening_nm belong to the flat field; pass flat_field=True to use them")
-    if flat_field and particles != "dark":
+    if particles is None:
+        # a reconstruction keeps the movie's contrast: decided from it with the flat field, and
+        # bright-field (dark) on the values themselves
+        particles = ("auto" if flat_field else "dark") if quantity == RECONSTRUCTION else "bright"
+    if particles not in ("bright", "dark", "auto"):
+        raise ValueError(f"particles must be 'bright', 'dark' or 'auto'; got {particles!r}")
+    lengths = (sigma_nm, background_nm, opening_nm, min_area_nm2, max_radius_nm)
+    if not flat_field and any(v is not None for v in lengths):
         raise ValueError(
-            "flat_field=True divides by the support's background, which needs dark particles on a bright "
-            "support (bright field); pass flat_field=False for bright particles"
+            "sigma_nm, background_nm, opening_nm, min_area_nm2 and max_radius_nm belong to the flat field; "
+            "pass flat_field=True to use them"
         )
+    if not flat_field and particles == "auto":
+        raise ValueError("particles='auto' decides with the flat field's recipe; pass flat_field=True or 'bright'/'dark'")
     sample_frames = int(_check_positive_int("sample_frames", sample_frames) or 1)
     if method == "threshold":
         if threshold is None:
@@ -439,21 +454,17 @@ def segment(
 
         called = threshold_particles(
             values,
+            particles=particles,
             sigma_nm=sigma_nm,
             background_nm=background_nm,
             opening_nm=opening_nm,
+            min_area_nm2=min_area_nm2,
+            max_radius_nm=max_radius_nm,
             threshold="movie" if method == "otsu" else float(threshold),  # type: ignore[arg-type]
             sample_frames=sample_frames,
         )
-        attrs.update(
-            threshold=called.attrs["threshold"],
-            threshold_method=method,
-            particles=particles,
-            flat_field=True,
-            sigma_nm=called.attrs["sigma_nm"],
-            background_nm=called.attrs["background_nm"],
-            opening_nm=called.attrs["opening_nm"],
-        )
+        attrs.update({k: v for k, v in called.attrs.items() if k != "description"})
+        attrs.update(threshold_method=method, flat_field=True)
         return called.rename("mask").assign_attrs(attrs)
     if method == "otsu":
         from skimage.filters import threshold_otsu

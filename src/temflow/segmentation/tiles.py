@@ -15,9 +15,10 @@ tiles and writes them, with their masks when there are any, to a zarr v3 store
       origin/        (tile, 2) top-left pixel (y, x) of each tile in its frame
       split/         (tile,) 0 = train, 1 = validation
 
-Frames are split into train and validation by contiguous *blocks of time*, so
-that neighbouring, nearly identical frames never sit on both sides of the
-split. :class:`TileDataset` reads tiles lazily from the store (each process
+Frames of a movie are split into train and validation by contiguous *blocks
+of time*, so that neighbouring, nearly identical frames never sit on both
+sides of the split; a stack of independent images is split by whole images
+(``split="image"``). :class:`TileDataset` reads tiles lazily from the store (each process
 opens the store itself; the dataset pickles as a path) and augments them on
 the fly with a generator seeded by ``(seed, epoch, tile)``, so a tile gets the
 same augmentation whichever process or rank reads it.
@@ -41,7 +42,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -128,9 +129,48 @@ def _split_by_time(
     return train[distance > gap_frames], validation
 
 
+_CLASSICAL_KEYS = ("particles", "sigma_nm", "background_nm", "opening_nm", "min_area_nm2", "max_radius_nm")
+
+
+def _split_by_image(
+    frames: np.ndarray, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation frames for independent images: a random subset of whole images is held out."""
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1); got {validation_fraction}")
+    if validation_fraction == 0:
+        return frames, frames[:0]
+    if frames.size < 2:
+        raise ValueError(
+            f"a train/validation split needs at least 2 images; got {frames.size}; "
+            "pass more images or validation_fraction=0"
+        )
+    n_validation = min(frames.size - 1, max(1, int(round(validation_fraction * frames.size))))
+    chosen = np.sort(np.random.default_rng([seed, 7]).choice(frames.size, size=n_validation, replace=False))
+    held = np.zeros(frames.size, dtype=bool)
+    held[chosen] = True
+    return frames[~held], frames[held]
+
+
+def _check_classical(classical: Mapping[str, Any] | None) -> dict[str, Any]:
+    if classical is None:
+        return {}
+    if not isinstance(classical, Mapping):
+        raise TypeError(f"classical must be a mapping of threshold_particles settings; got {type(classical).__name__}")
+    unknown = sorted(set(classical) - set(_CLASSICAL_KEYS))
+    if unknown:
+        raise ValueError(f"classical: unknown setting {unknown[0]!r}; known: {', '.join(_CLASSICAL_KEYS)}")
+    return dict(classical)
+
+
 @contextmanager
-def _open_masks(masks: Any, movie: xr.DataArray, used: np.ndarray) -> Iterator[Callable[[np.ndarray], np.ndarray] | None]:
-    """Yield ``read(frame_indices) -> bool (n, y, x)`` for the given mask source, or None."""
+def _open_masks(
+    masks: Any, movie: xr.DataArray, used: np.ndarray, classical: Mapping[str, Any], record: dict[str, Any]
+) -> Iterator[Callable[[np.ndarray], np.ndarray] | None]:
+    """Yield ``read(frame_indices) -> bool (n, y, x)`` for the given mask source, or None.
+
+    For classical weak labels, ``record`` receives the settings used.
+    """
     shape = tuple(movie.shape)
     if masks is None:
         yield None
@@ -140,7 +180,9 @@ def _open_masks(masks: Any, movie: xr.DataArray, used: np.ndarray) -> Iterator[C
 
         # one pass over the sampled frames (one movie-wide Otsu level); the weak
         # masks of the sampled frames are held in memory, one byte per pixel
-        weak = threshold_particles(movie.isel({TIME: used})).data
+        called = threshold_particles(movie.isel({TIME: used}), **classical)
+        record.update({k: v for k, v in called.attrs.items() if k != "description"})
+        weak = called.data
         weak = np.asarray(weak.compute() if isinstance(weak, da.Array) else weak)
         position = {int(f): k for k, f in enumerate(used)}
         yield lambda idx: weak[[position[int(i)] for i in idx]]
@@ -224,9 +266,11 @@ def make_tile_set(
     masks: Any = None,
     normalisation: Mapping[str, Any] | None = None,
     validation_fraction: float = 0.2,
+    split: Literal["time", "image"] = "time",
     blocks: int = 5,
     gap_frames: int = 1,
     max_blank_fraction: float = 0.5,
+    classical: Mapping[str, Any] | None = None,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
@@ -258,11 +302,25 @@ def make_tile_set(
         the sampled frames, whose masks are then held in memory, one byte per
         pixel; for huge frames save them with ``save_zarr`` and pass the store).
         ``None``: no masks (unsupervised training).
+    classical : mapping, optional
+        Settings of the classical weak labels (``masks="classical"``), as
+        :func:`temflow.analysis.threshold.threshold_particles` takes them:
+        ``particles`` ("dark", "bright" or "auto"), ``sigma_nm``,
+        ``background_nm``, ``opening_nm``, ``min_area_nm2``,
+        ``max_radius_nm``; what is not given comes from the sample. The
+        settings used are recorded in the store's attrs (``classical``).
     normalisation : mapping, optional
         ``{"method": "percentile", "low", "high"}``; default
         :func:`percentile_normalisation` of the sampled frames.
     validation_fraction : float
-        Fraction of the time blocks held out for validation, ``[0, 1)``.
+        Fraction of the time blocks (or images) held out for validation, ``[0, 1)``.
+    split : {"time", "image"}
+        ``"time"``: frames of one movie, split by contiguous blocks of time
+        with a guard band (neighbouring frames are nearly identical).
+        ``"image"``: independent images (a stack of unrelated micrographs),
+        split by whole images at random, no guard band. A time split that
+        drops more than a quarter of the frames in its guard bands warns,
+        with the numbers.
     blocks : int
         Number of contiguous blocks of time the sampled frames are split into.
     gap_frames : int
@@ -313,7 +371,26 @@ def make_tile_set(
     if not 0 <= max_blank_fraction <= 1:
         raise ValueError(f"max_blank_fraction must be in [0, 1]; got {max_blank_fraction}")
     sampled = _sample_frames(n_frames, frames)
-    train_frames, validation_frames = _split_by_time(sampled, validation_fraction, blocks, int(gap_frames), seed)
+    classical_settings = _check_classical(classical)
+    if classical_settings and not (isinstance(masks, str) and masks == "classical"):
+        raise ValueError("classical settings are for masks='classical'; remove them or pass masks='classical'")
+    if split == "image":
+        train_frames, validation_frames = _split_by_image(sampled, validation_fraction, seed)
+    elif split == "time":
+        train_frames, validation_frames = _split_by_time(sampled, validation_fraction, blocks, int(gap_frames), seed)
+        dropped = sampled.size - train_frames.size - validation_frames.size
+        if dropped > 0.25 * sampled.size:
+            import warnings
+
+            warnings.warn(
+                f"the time split drops {dropped} of {sampled.size} sampled frames in its guard bands "
+                f"(gap_frames={gap_frames}): {train_frames.size} train, {validation_frames.size} validation; "
+                "for independent images pass split='image', for a movie sample more frames or lower gap_frames",
+                UserWarning,
+                stacklevel=2,
+            )
+    else:
+        raise ValueError(f"split must be 'time' or 'image'; got {split!r}")
     if train_frames.size == 0:
         raise ValueError("no training frames are left after the train/validation split; lower validation_fraction or gap_frames")
     used = np.sort(np.concatenate([train_frames, validation_frames]))
@@ -323,7 +400,8 @@ def make_tile_set(
             raise MovieFileError(path, _FORMAT, "it already exists", "pass overwrite=True to replace it")
         shutil.rmtree(path)
 
-    with _open_masks(masks, movie, used) as read_masks:
+    classical_used: dict[str, Any] = {}
+    with _open_masks(masks, movie, used, classical_settings, classical_used) as read_masks:
         if normalisation is None:
             normalisation = percentile_normalisation(movie.isel({TIME: used}))
         norm = dict(normalisation)
@@ -365,8 +443,8 @@ def make_tile_set(
                 if mask_array is not None:
                     mask_array.append(np.stack(kept_masks), axis=0)
     frame_of_tile = np.asarray(tile_frames, dtype=np.int64)
-    split = np.isin(frame_of_tile, list(validation_set)).astype(np.uint8)
-    if not np.any(split == 0):
+    split_of_tile = np.isin(frame_of_tile, list(validation_set)).astype(np.uint8)
+    if not np.any(split_of_tile == 0):
         shutil.rmtree(path, ignore_errors=True)
         raise ValueError(
             "the training set is empty: every tile of the training frames was blank "
@@ -377,7 +455,7 @@ def make_tile_set(
     group.create_array("origin", shape=(n, 2), dtype=np.int64, chunks=(max(n, 1), 2), fill_value=0)[...] = np.asarray(
         origins, dtype=np.int64
     ).reshape(n, 2)
-    group.create_array("split", shape=(n,), dtype=np.uint8, chunks=(max(n, 1),), fill_value=0)[...] = split
+    group.create_array("split", shape=(n,), dtype=np.uint8, chunks=(max(n, 1),), fill_value=0)[...] = split_of_tile
     mask_source = (
         None
         if masks is None
@@ -398,10 +476,12 @@ def make_tile_set(
                 "sampled_frames": sampled.tolist(),
                 "train_frames": train_frames.tolist(),
                 "validation_frames": validation_frames.tolist(),
+                "split": split,
                 "blocks": int(blocks),
                 "gap_frames": int(gap_frames),
                 "normalisation": {k: (float(v) if isinstance(v, (int, float, np.number)) else v) for k, v in norm.items()},
                 "masks": mask_source,
+                "classical": classical_used or None,
                 "movie_shape": list(movie.shape),
                 "pixel_size_nm": list(pixel_size_nm(movie)),
                 "movie_source": str(movie.attrs.get("source", movie.name)),

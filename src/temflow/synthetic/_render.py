@@ -39,7 +39,11 @@ def _texture_spectrum(seed: int, shape: tuple[int, int], correlation_px: float) 
 
 
 def _particle_profile(rho: np.ndarray, radius_px: float, edge_px: float) -> np.ndarray:
-    """Darkness of a particle: a soft-edged disk, a little darker in its thick middle."""
+    """A particle's projected thickness, 0..1: a soft-edged disk, a little more in its thick middle.
+
+    Bright field: the fraction ``contrast`` of it is absorbed. HAADF: it adds
+    ``particle_brightness`` times the support's signal.
+    """
     edge = 0.5 * erfc((rho - radius_px) / (np.sqrt(2.0) * edge_px))
     thickness = np.sqrt(np.clip(1.0 - (rho / max(radius_px, 1e-6)) ** 2, 0.0, 1.0))
     return edge * (0.75 + 0.25 * thickness)
@@ -93,6 +97,14 @@ def _render_block(
         phase = np.exp(-2j * np.pi * (ky * np.float32(dy) + kx * np.float32(dx))).astype(np.complex64)
         texture = sfft.irfft2(spectrum * phase, s=canvas)[margin[0] : margin[0] + ny, margin[1] : margin[1] + nx]
         intensity = 1.0 + params["texture_contrast"] * texture
+        if params.get("regions"):
+            support = np.ones((ny, nx), dtype=np.float32)
+            for ry, rx, rr, level in params["regions"]:
+                # a large region of another thickness (vacuum, a hole, thick support), soft-edged
+                rho = np.hypot(yy - (ry + dy), xx - (rx + dx))
+                support += np.float32(level - 1.0) * (0.5 * erfc((rho - rr) / (np.sqrt(2.0) * 2.0))).astype(np.float32)
+            intensity = intensity * support
+        haadf = params.get("imaging", "bright_field") == "haadf"
         for _, pid, py, px, pr in here:
             cy, cx = py + dy, px + dx
             reach = pr + 4 * edge_px + 1
@@ -101,13 +113,17 @@ def _render_block(
             if y0 >= y1 or x0 >= x1:
                 continue
             rho = np.hypot(yy[y0:y1] - cy, xx[:, x0:x1] - cx)
-            darkness = params["contrast"] * _particle_profile(rho, pr, edge_px)
+            profile = _particle_profile(rho, pr, edge_px)
             fringe_px = params["fringe_spacing_px"]
             if fringe_px:
                 angle = (pid * 2.399963) % np.pi  # a fixed, id-dependent lattice orientation
                 wave = np.cos(2 * np.pi * ((yy[y0:y1] - cy) * np.sin(angle) + (xx[:, x0:x1] - cx) * np.cos(angle)) / fringe_px)
-                darkness = darkness * (1.0 + 0.3 * wave * (rho < pr))
-            intensity[y0:y1, x0:x1] *= 1.0 - darkness
+                profile = profile * (1.0 + 0.3 * wave * (rho < pr))
+            if haadf:
+                # annular dark field: the particle adds signal (Z-contrast), on top of the support's
+                intensity[y0:y1, x0:x1] += params["particle_brightness"] * profile
+            else:
+                intensity[y0:y1, x0:x1] *= 1.0 - params["contrast"] * profile
         intensity = np.where(valid, np.clip(intensity, 0, None), 0.0)
         rng = np.random.default_rng([params["seed"], 2, int(frame)])
         electrons = rng.poisson(params["dose_e_per_px"] * intensity).astype(np.float32)

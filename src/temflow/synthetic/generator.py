@@ -44,6 +44,11 @@ from temflow.synthetic._simulation import drift_trajectory, lsw_distribution, si
 __all__ = ["SyntheticMovie", "make_movie", "lsw_distribution", "save_truth"]
 
 Mechanism = Literal["ostwald", "coalescence", "mixed", "none"]
+Imaging = Literal["bright_field", "haadf"]
+_IMAGING = ("bright_field", "haadf")
+# support levels of the large regions, relative to the support, by imaging mode: first a hole
+# (vacuum: bright in bright field, dark in HAADF), then thick support (the opposite), and so on
+_REGION_LEVELS = {"bright_field": (1.7, 0.55), "haadf": (0.2, 1.8)}
 _MECHANISMS = ("ostwald", "coalescence", "mixed", "none")
 
 
@@ -137,6 +142,9 @@ def make_movie(
     texture_correlation_px: float = 1.5,
     edge_px: float = 0.6,
     fringe_spacing_nm: float | None = None,
+    imaging: Imaging = "bright_field",
+    particle_brightness: float = 2.0,
+    regions: int = 0,
     chunks: int | tuple[Any, Any, Any] | Mapping[str, int] | None = None,
     seed: int = 0,
 ) -> SyntheticMovie:
@@ -207,6 +215,20 @@ def make_movie(
     fringe_spacing_nm : float, optional
         Lattice-fringe spacing inside the particles (0.235 nm for Au(111)); only
         drawn when it spans at least 2.5 pixels.
+    imaging : {"bright_field", "haadf"}
+        Bright-field TEM (particles absorb ``contrast`` of the beam: dark on a
+        bright support) or HAADF/ADF-STEM (particles add ``particle_brightness``
+        times the support's signal: bright on a darker support). The movie's
+        ``attrs["instrument"]["detector"]`` says which ("BF" or "HAADF").
+    particle_brightness : float
+        HAADF only: the signal a particle's thick middle adds, in units of the
+        support's signal (heavy metal on light support: several times).
+    regions : int
+        Large regions of another support thickness, soft-edged disks of a
+        quarter to a third of the frame, drifting with the sample: the first
+        a hole (vacuum: darker in HAADF, brighter in bright field), the second
+        thick support (the opposite), alternating. Particles are drawn on top
+        of them and stay in the truth; the regions themselves are no particles.
     chunks : int, tuple or mapping, optional
         Frames per chunk, or chunk sizes per dim; default about 64 MiB per chunk.
     seed : int
@@ -247,6 +269,12 @@ def make_movie(
     lo, hi = (float(v) for v in radius_nm)
     if not 0 < lo <= hi:
         raise ValueError(f"radius_nm must be (smallest, largest) with 0 < smallest <= largest; got {radius_nm!r}")
+    if imaging not in _IMAGING:
+        raise ValueError(f"imaging must be one of {_IMAGING}; got {imaging!r}")
+    if not np.isfinite(particle_brightness) or particle_brightness <= 0:
+        raise ValueError(f"particle_brightness must be positive; got {particle_brightness!r}")
+    if int(regions) < 0:
+        raise ValueError(f"regions must be a count >= 0; got {regions!r}")
     if not 0 <= contrast < 1:
         raise ValueError(f"contrast must be in [0, 1); got {contrast!r}")
     bad_blank = [f for f in blank_frames if not 0 <= int(f) < frames]
@@ -317,7 +345,21 @@ def make_movie(
     fringe_px = 0.0
     if fringe_spacing_nm and fringe_spacing_nm / pixel_size_nm >= 2.5:
         fringe_px = float(fringe_spacing_nm / pixel_size_nm)
+    # the regions draw from a stream of their own: a movie without regions is unchanged
+    region_rng = np.random.default_rng([seed, 3])
+    region_table = tuple(
+        (
+            float(region_rng.uniform(0, shape[0])),
+            float(region_rng.uniform(0, shape[1])),
+            float(region_rng.uniform(0.25, 0.34) * min(shape)),
+            float(_REGION_LEVELS[imaging][k % 2]),
+        )
+        for k in range(int(regions))
+    )
     params: dict[str, Any] = {
+        "imaging": imaging,
+        "particle_brightness": float(particle_brightness),
+        "regions": region_table,
         "shape": shape,
         "margin": margin,
         "seed": int(seed),
@@ -354,6 +396,7 @@ def make_movie(
             "dose_e_per_px": float(dose_e_per_px),
             "exposure_s": float(frame_interval_s),
             "camera": "synthetic",
+            "detector": "HAADF" if imaging == "haadf" else "BF",
         },
         "mechanism": mechanism,
         "seed": int(seed),
@@ -394,7 +437,8 @@ def make_movie(
         recorded_margin_px=int(recorded_margin_px),
         blank_frames=[int(f) for f in blank_frames],
         seed=int(seed),
-        **{k: v for k, v in params.items() if k not in ("shape", "margin", "seed")},
+        **{k: v for k, v in params.items() if k not in ("shape", "margin", "seed", "regions")},
+        regions=[list(r) for r in region_table],
     )
     return SyntheticMovie(
         movie=movie, labels=labels, shifts=shifts, particles=particles, events=events, parameters=parameters

@@ -1,0 +1,264 @@
+"""The classical segmentation on real microscope images: default settings against tuned ones.
+
+Reads a folder of public real images (it ships and downloads nothing; the layout is the one
+described in the folder's CATALOG.md) and measures :func:`temflow.threshold_particles`:
+
+* bright-field TEM with hand-drawn masks: ``msa-em_seg-track`` (its 20 test crops, 512 x 512,
+  of an in-situ sintering movie, each its own one-frame movie) and ``TEM-Seg_Au750C_insitu`` (an
+  in-situ movie of Au particles; its masked frames as one movie). Mean IoU per image with
+  the default settings (everything from the sample), and the best of a grid of fixed
+  settings (smoothing, background window, opening; one setting per data set) - the
+  "tuned" classical recipe;
+* HAADF-STEM with particle boxes: ``ArdaGen_STEM_YOLO`` (27 HAADF images, YOLO boxes by
+  hand; a box centre is a true particle, a detected particle - ``label_particles`` of the
+  mask, touching ones cut apart as the pipeline does - matches the nearest unmatched centre
+  whose box holds the particle's centroid). Particle precision, recall and F1 per
+  image with the default settings; "separated" images are those where at most 10 % of the
+  boxes overlap another box;
+* HAADF-STEM without truth (``particlespy``): the particles found (not empty).
+
+Run:  PYTHONPATH=src python benchmarks/bench_real_segmentation.py /path/to/realdata [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def _grey(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    image = np.asarray(Image.open(path))
+    return (image[..., 0] if image.ndim == 3 else image).astype(np.float32)
+
+
+def _movie(frames: np.ndarray):
+    from temflow import as_movie
+
+    return as_movie(np.asarray(frames, dtype=np.float32), pixel_size_nm=1.0)
+
+
+def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    union = np.logical_or(mask, truth).sum()
+    return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
+
+
+def bright_field_sets(root: Path, quick: bool) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Each set: a list of (frames (n, y, x), masks (n, y, x)) movies."""
+    sets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    msa = root / "nanoparticles" / "msa-em_seg-track" / "notebooks" / "dataset"
+    pairs = []
+    for split in ("test",):
+        for image in sorted((msa / split / "images").glob("image_*.png")):
+            label = msa / split / "labels" / image.name.replace("image_", "label_")
+            if label.exists():
+                pairs.append((_grey(image)[None], (_grey(label) > 127)[None]))
+    sets["msa-em crops (BF)"] = pairs[:8] if quick else pairs
+    tem = root / "nanoparticles" / "TEM-Seg_Au750C_insitu"
+    truths = sorted((tem / "GroundTruth_5pct").glob("frame_*.png"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    if truths:
+        frames = np.stack([_grey(tem / "Raw" / p.name) for p in truths])
+        masks = np.stack([_grey(p) > 127 for p in truths])
+        sets["TEM-Seg Au 750 C (BF movie)"] = [(frames, masks)]
+    return sets
+
+
+def _segment(frames: np.ndarray, **settings) -> tuple[np.ndarray, dict]:
+    from temflow import threshold_particles
+
+    masks = threshold_particles(_movie(frames), **settings)
+    return np.asarray(masks.values), dict(masks.attrs)
+
+
+def evaluate_bright_field(sets, quick: bool, grid_file: Path | None = None) -> list[dict]:
+    """Default settings, and the best of a grid of fixed ones (cached in ``grid_file`` if given)."""
+    import json
+
+    cached = json.loads(grid_file.read_text()) if grid_file is not None and grid_file.exists() else {}
+    grid = list(
+        itertools.product(
+            [1.0, 2.0, 4.0] if not quick else [1.5, 3.0],
+            [32.0, 64.0, 128.0] if not quick else [32.0, 64.0],
+            [0.0, 2.0, 4.0] if not quick else [0.0, 2.0],
+        )
+    )
+    rows = []
+    for name, movies in sets.items():
+        t0 = time.perf_counter()
+        default = []
+        chosen = []
+        for frames, truth in movies:
+            mask, attrs = _segment(frames)
+            default.extend(_iou(m, t) for m, t in zip(mask, truth))
+            chosen.append(attrs)
+        tuned = {tuple(json.loads(k)): v for k, v in cached.get(name, {}).items()}
+        for sigma, background, opening in grid:
+            if (sigma, background, opening) in tuned:
+                continue
+            scores = []
+            for frames, truth in movies:
+                mask, _ = _segment(
+                    frames, particles="dark", sigma_nm=sigma, background_nm=background, opening_nm=opening,
+                    min_area_nm2=0.0, max_radius_nm=float("inf"),
+                )
+                scores.extend(_iou(m, t) for m, t in zip(mask, truth))
+            tuned[(sigma, background, opening)] = float(np.mean(scores))
+        best = max(tuned, key=tuned.get)
+        if grid_file is not None:
+            cached[name] = {json.dumps(list(k)): v for k, v in tuned.items()}
+            grid_file.write_text(json.dumps(cached))
+        rows.append(
+            {
+                "set": name,
+                "images": len(default),
+                "default_iou": float(np.mean(default)),
+                "best_iou": tuned[best],
+                "best_setting_px": best,
+                "polarity": sorted({a["particles"] for a in chosen}),
+                "radius_px": float(np.median([a["radius_estimate_nm"] or np.nan for a in chosen])),
+                "default_sigma_px": float(np.median([a["sigma_nm"] for a in chosen])),
+                "default_background_px": float(np.median([a["background_nm"] for a in chosen])),
+                "default_opening_px": float(np.median([a["opening_nm"] for a in chosen])),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _boxes(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """(n, 4) boxes as y0, x0, y1, x1 in px from YOLO's normalised cx, cy, w, h."""
+    values = np.loadtxt(path, ndmin=2)
+    cx, cy, w, h = (values[:, k] for k in (1, 2, 3, 4))
+    ny, nx = shape
+    return np.column_stack([(cy - h / 2) * ny, (cx - w / 2) * nx, (cy + h / 2) * ny, (cx + w / 2) * nx])
+
+
+def _separated(boxes: np.ndarray) -> bool:
+    y0, x0, y1, x1 = boxes.T
+    overlap_y = np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None])
+    overlap_x = np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None])
+    touching = (overlap_y > 0) & (overlap_x > 0)
+    np.fill_diagonal(touching, False)
+    return bool(touching.any(axis=1).mean() <= 0.10)
+
+
+def particle_f1(mask: np.ndarray, boxes: np.ndarray) -> tuple[float, float, float, int]:
+    """Precision, recall, F1 and the number of detections: centroids matched to box centres.
+
+    The particles are what the pipeline measures: ``label_particles`` with touching
+    particles cut apart at their necks.
+    """
+    from temflow.analysis.measure import label_particles
+
+    labels = np.asarray(label_particles(_movie(mask[None]).astype(bool)).values[0])
+    n = int(labels.max())
+    if n == 0:
+        return 0.0, 0.0, 0.0, 0
+    present = np.unique(labels[labels > 0])
+    centroids = np.asarray(ndi.center_of_mass(mask, labels, present))
+    n = len(present)
+    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
+    inside = (
+        (centroids[:, None, 0] >= boxes[None, :, 0]) & (centroids[:, None, 0] <= boxes[None, :, 2])
+        & (centroids[:, None, 1] >= boxes[None, :, 1]) & (centroids[:, None, 1] <= boxes[None, :, 3])
+    )
+    distance = np.hypot(*(centroids[:, None, :] - centres[None]).transpose(2, 0, 1))
+    pairs = sorted((distance[i, j], i, j) for i, j in zip(*np.nonzero(inside)))
+    used_d, used_t = set(), set()
+    for _, i, j in pairs:
+        if i not in used_d and j not in used_t:
+            used_d.add(i)
+            used_t.add(j)
+    tp = len(used_d)
+    precision, recall = tp / n, tp / len(boxes)
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return precision, recall, f1, n
+
+
+def evaluate_haadf(root: Path, quick: bool) -> list[dict]:
+    folder = root / "nanoparticles" / "ArdaGen_STEM_YOLO" / "dataset"
+    bright_field = {"PtC1", "PtC2", "Pt_carbon1", "Pt_carbon2", "PtCo1", "PtCo3"}
+    rows = []
+    images = [p for p in sorted((folder / "images").glob("*.jpg")) if p.stem not in bright_field]
+    for image in images[:6] if quick else images:
+        frame = _grey(image)
+        boxes = _boxes(folder / "labels" / f"{image.stem}.txt", frame.shape)
+        mask, attrs = _segment(frame[None])
+        precision, recall, f1, found = particle_f1(mask[0], boxes)
+        rows.append(
+            {
+                "image": image.stem, "size": frame.shape[0], "boxes": len(boxes), "found": found,
+                "separated": _separated(boxes), "polarity": attrs["particles"],
+                "radius_px": attrs["radius_estimate_nm"], "precision": precision, "recall": recall, "f1": f1,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def evaluate_particlespy(root: Path) -> list[dict]:
+    from temflow import open_movie, threshold_particles
+
+    rows = []
+    folder = root / "nanoparticles" / "particlespy"
+    dm4 = folder / "JEOL HAADF Image.dm4"
+    if dm4.exists():
+        movie = open_movie(dm4)
+        masks = threshold_particles(movie)
+        labels, n = ndi.label(np.asarray(masks.values[0]))
+        rows.append({"file": dm4.name, "polarity": masks.attrs["particles"], "reason": masks.attrs["particles_reason"],
+                     "particles": n, "area_fraction": float(masks.values.mean()), "radius_nm": masks.attrs["radius_estimate_nm"]})
+    hspy = folder / "SiO2 HAADF Image.hspy"
+    if hspy.exists():
+        import h5py
+
+        with h5py.File(hspy, "r") as handle:
+            frame = np.asarray(handle["Experiments/HAADF Image/data"], dtype=np.float32)
+        mask, attrs = _segment(frame[None])
+        labels, n = ndi.label(mask[0])
+        rows.append({"file": hspy.name, "polarity": attrs["particles"], "reason": attrs["particles_reason"],
+                     "particles": n, "area_fraction": float(mask.mean()), "radius_px": attrs["radius_estimate_nm"]})
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="the real-data folder (see its CATALOG.md)")
+    parser.add_argument("--quick", action="store_true", help="fewer images and a smaller grid")
+    parser.add_argument("--only", choices=["bf", "haadf", "particlespy"], default=None)
+    parser.add_argument("--grid-cache", type=Path, default=None, help="JSON file keeping the tuned grid's scores")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        sys.exit(f"{args.folder} is not a folder")
+    if args.only in (None, "bf"):
+        rows = evaluate_bright_field(bright_field_sets(args.folder, args.quick), args.quick, args.grid_cache)
+        print("\n| set | images | default IoU | best tuned IoU | best (sigma, background, opening) px | gap |")
+        for r in rows:
+            print(f"| {r['set']} | {r['images']} | {r['default_iou']:.3f} | {r['best_iou']:.3f} | "
+                  f"{r['best_setting_px']} | {r['best_iou'] - r['default_iou']:+.3f} |")
+    if args.only in (None, "haadf"):
+        rows = evaluate_haadf(args.folder, args.quick)
+        for label, subset in (("all HAADF", rows), ("separated", [r for r in rows if r["separated"]])):
+            if subset:
+                print(f"\n{label}: {len(subset)} images, mean F1 {np.mean([r['f1'] for r in subset]):.3f}, "
+                      f"precision {np.mean([r['precision'] for r in subset]):.3f}, "
+                      f"recall {np.mean([r['recall'] for r in subset]):.3f}, "
+                      f"polarity bright in {sum(r['polarity'] == 'bright' for r in subset)}, "
+                      f"empty masks {sum(r['found'] == 0 for r in subset)}")
+    if args.only in (None, "particlespy"):
+        evaluate_particlespy(args.folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""What the sample looks like: particle polarity and size, from a few frames.
+
+Used by :func:`temflow.analysis.threshold.threshold_particles` when
+``particles="auto"`` or a length is left to the sample. Scale-space blob
+detection (Lindeberg 1998): the scale-normalised Laplacian of Gaussian
+``-sigma^2 * LoG`` of a disk of radius ``r`` peaks at ``sigma = r / sqrt(2)``,
+at its centre, whatever the pixel size; its sign says whether the blob is
+brighter or darker than its surroundings. Edges of large regions (vacuum,
+holes, thick support) give responses of both signs in equal measure and keep
+growing with the scale, so they do not tip the balance between the two
+polarities and are not blobs of any scale below the largest tried.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage as ndi
+
+Polarity = Literal["dark", "bright"]
+
+_CROP = 384  # px: the estimate looks at a central crop this large (cost independent of the frame size)
+_MIN_SIGMA = 1.0
+_SCALES_PER_OCTAVE = 4
+_PEAK_SNR = 5.0
+_P30_OF_ABS_NORMAL = 0.3853  # 30th percentile of |z| for a standard normal z
+_DECISIVE = 1.5  # one contrast's blobs must score this many times the other's to decide alone...
+_EVIDENCE = 20.0  # ...and the blobs of both together this much (a few faint blobs in heavy noise do not)  # a blob's response must stand this many noise standard deviations above zero
+
+# detector and mode words that fix the contrast (Velox, TIA, DigitalMicrograph, JEOL names)
+_BRIGHT_WORDS = {"HAADF", "ADF", "MAADF", "LAADF", "DF", "DF2", "DF4", "DFS", "DARKFIELD", "HAADF1", "ADF1"}
+_DARK_WORDS = {"BF", "BRIGHTFIELD", "CETA", "ONEVIEW", "K2", "K3", "ORIUS", "ULTRASCAN", "FALCON", "METRO", "RIO"}
+_METADATA_KEYS = ("detector", "signal", "camera", "mode", "imaging_mode", "operation_mode", "acquisition")
+
+
+def polarity_from_metadata(attrs: Mapping[str, Any]) -> tuple[Polarity | None, str]:
+    """The particles' contrast that the file's detector or mode implies, if any.
+
+    HAADF, ADF and DF detectors see particles bright (heavy atoms scatter to
+    high angles); BF detectors and TEM cameras see them dark (they remove
+    electrons from the beam). A STEM mode alone says nothing (BF or ADF).
+
+    Returns
+    -------
+    (polarity or None, reason)
+    """
+    sources: list[tuple[str, str]] = []
+    instrument = attrs.get("instrument")
+    for where in (attrs, instrument if isinstance(instrument, Mapping) else {}):
+        for key, value in where.items():
+            if isinstance(value, str) and any(word in str(key).lower() for word in _METADATA_KEYS):
+                sources.append((str(key), value))
+    for key, value in sources:
+        words = set(re.split(r"[^A-Z0-9]+", value.upper().replace("DARK FIELD", "DARKFIELD").replace("BRIGHT FIELD", "BRIGHTFIELD")))
+        if words & _BRIGHT_WORDS:
+            return "bright", f"the file's {key} is {value!r} (annular dark field: particles bright)"
+        if words & _DARK_WORDS:
+            return "dark", f"the file's {key} is {value!r} (bright field: particles dark)"
+    for key, value in sources:
+        words = set(re.split(r"[^A-Z0-9]+", value.upper()))
+        if "TEM" in words and not words & {"STEM", "SCANNING"}:
+            return "dark", f"the file's {key} is {value!r} (TEM imaging on a camera: particles dark)"
+    return None, "the file names no detector or mode that fixes the contrast"
+
+
+def _frames_for_estimate(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central crops, normalised by their median, NaN (outside the recorded area) set to the median; and where finite."""
+    n, ny, nx = frames.shape
+    y0, x0 = max((ny - _CROP) // 2, 0), max((nx - _CROP) // 2, 0)
+    crop = np.asarray(frames[:, y0 : y0 + _CROP, x0 : x0 + _CROP], dtype=np.float64)
+    out = np.empty_like(crop)
+    for k, frame in enumerate(crop):
+        finite = np.isfinite(frame)
+        level = float(np.median(frame[finite])) if finite.any() else 0.0
+        scale = level if level > 0 else (float(np.std(frame[finite])) if finite.any() else 1.0) or 1.0
+        out[k] = np.where(finite, frame, level) / scale
+    return out, np.isfinite(crop)
+
+
+def _strongest_apart(strength: np.ndarray, y: np.ndarray, x: np.ndarray, radius: np.ndarray) -> list[int]:
+    """Indices of the blobs that no stronger blob covers (noise and texture peaks on a particle)."""
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-strength)
+    points = np.column_stack([y, x]).astype(float)
+    tree = cKDTree(points) if len(points) else None
+    covered = np.zeros(len(points), dtype=bool)
+    kept = []
+    for i in order:
+        if covered[i]:
+            continue
+        kept.append(int(i))
+        assert tree is not None
+        covered[tree.query_ball_point(points[i], radius[i])] = True
+    return kept
+
+
+_MIN_BLOBS = 5
+_STRONG = 0.5  # blobs weaker than this fraction of the strong ones (90th percentile) do not set the scale
+
+
+def _typical_radius(radii: list[float], strengths: list[float]) -> float | None:
+    """Strength-weighted median radius of the strong blobs: texture and noise bumps are many but faint."""
+    if not radii:
+        return None
+    values, weights = np.asarray(radii), np.asarray(strengths)
+    strong = weights >= _STRONG * np.percentile(weights, 90)
+    if np.count_nonzero(strong) < _MIN_BLOBS:
+        return None  # too few to be a population of particles: no scale rather than a noise bump's
+    return _weighted_median(values[strong].tolist(), weights[strong].tolist())
+
+
+def _weighted_median(values: list[float], weights: list[float]) -> float:
+    """The value below which half the total weight lies: strong blobs count more than faint ones."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(np.asarray(weights)[order])
+    return float(np.asarray(values)[order][int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))])
+
+
+def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None) -> dict[str, Any]:
+    """Polarity and typical radius of the blobs in a few frames.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(n, y, x)`` intensities; NaN or ``recorded == False`` outside the
+        recorded area.
+    recorded : numpy.ndarray, optional
+        Boolean, True inside the recorded area.
+
+    Returns
+    -------
+    dict
+        ``polarity`` (``"dark"``/``"bright"`` or None when neither has blobs),
+        ``radius_px`` ``{"dark": r, "bright": r}`` (the blobs' radius, px,
+        weighted median by strength; None without blobs),
+        ``blobs`` ``{"dark": n, "bright": n}``, ``score`` ``{"dark": s,
+        "bright": s}`` (sum of the blobs' signal-to-noise ratios), ``skew``
+        (of the intensity histogram, from its 5th, 50th and 95th percentiles;
+        decides when the scores are within a factor ``_DECISIVE`` or sum to
+        less than ``_EVIDENCE``), ``frames``.
+    """
+    data = np.asarray(frames, dtype=np.float64)
+    if recorded is not None:
+        data = np.where(recorded, data, np.nan)
+    crops, finite = _frames_for_estimate(data)
+    side = min(crops.shape[1:])
+    max_sigma = max(_MIN_SIGMA * 2, side / 10.0)
+    n_scales = int(math.floor(_SCALES_PER_OCTAVE * math.log2(max_sigma / _MIN_SIGMA))) + 1
+    sigmas = _MIN_SIGMA * 2.0 ** (np.arange(n_scales) / _SCALES_PER_OCTAVE)
+    radii: dict[str, list[float]] = {"bright": [], "dark": []}
+    weights: dict[str, list[float]] = {"bright": [], "dark": []}
+    score = {"bright": 0.0, "dark": 0.0}
+    for crop, inside in zip(crops, finite):
+        if inside.sum() < 64:
+            continue
+        # (scale, y, x) stack of -sigma^2 LoG: bright blobs positive, dark negative
+        stack = np.stack([-(s**2) * ndi.gaussian_laplace(crop, s, mode="nearest") for s in sigmas])
+        # the noise of each scale's response, over the recorded pixels (the flat filling
+        # outside would make it look noiseless)
+        values = stack[:, inside]
+        # the 30th percentile of the absolute deviation, not the median: at the particles' own
+        # scale the particles cover much of the frame and would make themselves the "noise"
+        deviation = np.abs(values - np.median(values, axis=1, keepdims=True))
+        spread = np.percentile(deviation, 30, axis=1) / _P30_OF_ABS_NORMAL
+        # a blob's kernel must not reach the unrecorded area (the step to the filling is no blob)
+        clear = ndi.distance_transform_edt(inside) if not inside.all() else np.full(inside.shape, np.inf)
+        near_outside = clear[None] <= 2.0 * sigmas[:, None, None]
+        snr = stack / np.maximum(spread, 1e-12)[:, None, None]
+        for name, sign in (("bright", 1.0), ("dark", -1.0)):
+            signed = sign * snr
+            peaks = (signed == ndi.maximum_filter(signed, size=(3, 3, 3), mode="nearest")) & (signed > _PEAK_SNR)
+            peaks[-1] = False  # still growing at the largest scale: an edge or a region, not a blob
+            peaks[:, :2, :] = peaks[:, -2:, :] = peaks[:, :, :2] = peaks[:, :, -2:] = False
+            peaks &= ~near_outside
+            k, y, x = np.nonzero(peaks)
+            strength = sign * stack[k, y, x]  # scale-normalised: comparable across scales
+            for index in _strongest_apart(strength, y, x, sigmas[k] * math.sqrt(2.0)):
+                radii[name].append(float(sigmas[k[index]] * math.sqrt(2.0)))
+                weights[name].append(float(strength[index]))
+                score[name] += float(signed[k[index], y[index], x[index]] - _PEAK_SNR)
+    polarity: Polarity | None = None
+    finite_values = crops[finite]
+    p5, p50, p95 = np.percentile(finite_values, [5, 50, 95]) if finite_values.size else (0.0, 0.0, 0.0)
+    # the particles are the minority: the tail of the histogram is on their side
+    skew = float((p95 + p5 - 2 * p50) / (p95 - p5)) if p95 > p5 else 0.0
+    if score["bright"] > 0 or score["dark"] > 0:
+        decisive = max(score.values()) >= _DECISIVE * min(score.values()) and sum(score.values()) >= _EVIDENCE
+        if decisive or skew == 0:
+            polarity = "bright" if score["bright"] > score["dark"] else "dark"
+        else:
+            # close or weak scores (the gaps between touching particles are blobs of the
+            # opposite contrast; heavy noise leaves few blobs): the histogram's tail decides
+            polarity = "bright" if skew > 0 else "dark"
+    radius = {name: _typical_radius(radii[name], weights[name]) for name in radii}
+    return {
+        "polarity": polarity,
+        "radius_px": radius,
+        "blobs": {name: len(values) for name, values in radii.items()},
+        "score": {name: round(value, 1) for name, value in score.items()},
+        "skew": round(skew, 3),
+        "frames": int(len(crops)),
+    }
