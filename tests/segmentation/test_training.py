@@ -242,12 +242,13 @@ def test_temflow_train_is_callable_even_after_the_module_is_imported(tmp_path):
 
     import temflow
 
-    importlib.import_module("temflow.segmentation.training")  # what the pipeline does; makes temflow.segmentation.training the module
+    importlib.import_module("temflow.segmentation.training")  # what the pipeline does
     from temflow.segmentation.models import UNet
     from temflow.synthetic.generator import make_movie
     from temflow.segmentation.tiles import TileDataset, make_tile_set
 
     truth = make_movie(frames=6, size=64, seed=0)
-    store = make_tile_set(truth.movie, tmp_path / "t.zarr", tile_size=32, frames=6, masks=truth.labels > 0)
-    model, history = temflow.segmentation.training(UNet(depth=2, width=4), TileDataset(store), epochs=1, batch_size=4)
+    store = make_tile_set(truth.movie, tmp_path / "t.zarr", tile_size=32, frames=6, masks=truth.labels > 0, gap_frames=0)
+    assert callable(temflow.train) and callable(temflow.segmentation.train)
+    model, history = temflow.train(UNet(depth=2, width=4), TileDataset(store), epochs=1, batch_size=4)
     assert len(history) == 1 and isinstance(model, UNet)

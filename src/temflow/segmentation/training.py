@@ -38,9 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,18 +262,3 @@ def _history_columns(rows: list[dict[str, Any]]) -> list[str]:
     columns = ["epoch", "train_loss", "val_loss", "val_iou", "seconds", "tiles_per_s", "lr"]
     extra = sorted({k for row in rows for k in row} - set(columns))
     return columns + extra
-
-
-class _CallableModule(types.ModuleType):
-    """``temflow.segmentation.training`` names both this module and its function: calling the module trains.
-
-    Importing the submodule (as the pipeline does) makes the package attribute
-    ``temflow.segmentation.training`` the module; this keeps ``temflow.segmentation.training(model, dataset, ...)``
-    working either way without importing torch when temflow is imported.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[nn.Module, pd.DataFrame]:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
