@@ -266,3 +266,28 @@ def test_new_options_are_checked(drifting):
         threshold_particles(drifting.movie, min_area_nm2=-1.0)
     with pytest.raises(ValueError, match="max_radius_nm must be a length > 0"):
         threshold_particles(drifting.movie, max_radius_nm=0.0)
+
+
+def test_faint_particles_beside_much_brighter_ones_are_found_at_their_size():
+    # HAADF: three thick particles (+300 over the support) pull Otsu's level far above four
+    # thin ones (+25, eight noise standard deviations): those are particles too, at their size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    frame = np.full((96, 96), 100.0)
+    bright, faint = [(20, 20), (20, 70), (70, 20)], [(70, 70), (48, 48), (80, 45), (45, 85)]
+    for (y, x), radius, signal in [(c, 8, 300.0) for c in bright] + [(c, 3, 25.0) for c in faint]:
+        frame[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] += signal
+    frame += rng.normal(0.0, 3.0, frame.shape)
+    masks = threshold_particles(as_movie(frame[None].astype(np.float32), pixel_size_nm=1.0), particles="bright")
+    mask = np.asarray(masks.values[0])
+    labels, n = ndi.label(mask)
+    assert n == 7
+    dy, dx = np.mgrid[-9:10, -9:10]
+    for y, x in faint:
+        # the boundary of a faint one sits at the faint level, lower on its edge than half
+        # its height: about a pixel wide of the truth at 3 px radius (29 px -> ~50 px)
+        assert labels[y, x] > 0
+        assert 29 <= np.count_nonzero(labels == labels[y, x]) <= 2 * np.count_nonzero(dy**2 + dx**2 <= 9)
+    for y, x in bright:
+        # the bright ones keep their boundary at Otsu's level, not at the faint level's
+        assert np.count_nonzero(labels == labels[y, x]) == pytest.approx(np.count_nonzero(dy**2 + dx**2 <= 64), rel=0.15)

@@ -260,6 +260,20 @@ _OPPOSITE_SPREADS = 4.0
 _OUTLIER_SPREADS = 3.0
 _NORMAL_TAIL = 0.00135  # a normal distribution's share beyond 3 standard deviations
 _OUTLIER_EXCESS = 5.0
+_FAINT_SPREADS = 5.0  # a component this many support spreads above its median is a particle (normal tail 3e-7)
+
+
+def _support_level(counts: np.ndarray) -> tuple[float, float]:
+    """The support's median contrast and its robust noise spread, from a histogram on ``_EDGES``."""
+    cdf = np.cumsum(counts) / counts.sum()
+    median = float(_CENTRES[min(int(np.searchsorted(cdf, 0.5)), len(_CENTRES) - 1)])
+    low = float(_CENTRES[min(int(np.searchsorted(cdf, 0.1587)), len(_CENTRES) - 1)])
+    # the particle-free side's spread, unless the opposite contrast (a hole's rim, thin support)
+    # widens it: then the median absolute deviation, which neither tail moves much
+    deviation = np.abs(_CENTRES - median)
+    order = np.argsort(deviation, kind="stable")
+    mad = float(deviation[order][min(int(np.searchsorted(np.cumsum(counts[order]) / counts.sum(), 0.5)), len(order) - 1)])
+    return median, max(min(median - low, 1.4826 * mad), _CENTRES[1] - _CENTRES[0])
 
 
 def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
@@ -275,15 +289,7 @@ def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
     counts = np.asarray(counts).reshape(-1)
     if np.count_nonzero(counts) < 2:
         return np.float32(np.inf)  # nothing to separate (blank or empty frames): no particles
-    cdf = np.cumsum(counts) / counts.sum()
-    median = float(_CENTRES[min(int(np.searchsorted(cdf, 0.5)), len(_CENTRES) - 1)])
-    low = float(_CENTRES[min(int(np.searchsorted(cdf, 0.1587)), len(_CENTRES) - 1)])
-    # the particle-free side's spread, unless the opposite contrast (a hole's rim, thin support)
-    # widens it: then the median absolute deviation, which neither tail moves much
-    deviation = np.abs(_CENTRES - median)
-    order = np.argsort(deviation, kind="stable")
-    mad = float(deviation[order][min(int(np.searchsorted(np.cumsum(counts[order]) / counts.sum(), 0.5)), len(order) - 1)])
-    spread = max(min(median - low, 1.4826 * mad), _CENTRES[1] - _CENTRES[0])
+    median, spread = _support_level(counts)
     # the opposite contrast, far below the support's noise, is never particle: left in, a hole's
     # rim would be the class Otsu separates from the rest
     counts = np.where(_CENTRES < median - _OPPOSITE_SPREADS * spread, 0, counts)
@@ -302,12 +308,50 @@ def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
     return np.float32(np.inf)
 
 
-def _otsu(values: np.ndarray) -> np.float32:
-    return _otsu_from_histogram(_histogram(values))
+def _faint_from_histogram(counts: np.ndarray) -> np.float32:
+    """The level of faint particles: ``_FAINT_SPREADS`` support spreads above its median, at most Otsu's.
+
+    +inf where Otsu's level is (no particle class: nothing faint either).
+    """
+    level = _otsu_from_histogram(counts)
+    if not np.isfinite(level):
+        return level
+    median, spread = _support_level(np.asarray(counts).reshape(-1))
+    return np.float32(min(float(level), median + _FAINT_SPREADS * spread))
 
 
-def _otsu_per_frame(block: np.ndarray) -> np.ndarray:
-    return np.array([_otsu(frame) for frame in block], dtype=np.float32)
+def _otsu(values: np.ndarray, faint: bool = False) -> np.float32:
+    return (_faint_from_histogram if faint else _otsu_from_histogram)(_histogram(values))
+
+
+def _otsu_per_frame(block: np.ndarray, faint: bool = False) -> np.ndarray:
+    return np.array([_otsu(frame, faint) for frame in block], dtype=np.float32)
+
+
+def _with_faint(strong: np.ndarray, weak: np.ndarray, min_area_px: float = 0.0) -> np.ndarray:
+    """Per frame: ``strong``, and the components of ``weak`` that hold no ``strong`` pixel.
+
+    Otsu's level sits between the classes' means: a few large bright particles
+    (the HAADF signal grows with thickness) pull it above the small faint ones,
+    which would stay support. Those are the components above the faint level
+    (``_FAINT_SPREADS`` noise spreads of the support) that never reach Otsu's;
+    a particle that does keeps its boundary at Otsu's level. A faint
+    component smaller than ``min_area_px`` (the smoothing's own blob: noise
+    and support grain shaped by the blur) is left out. A faint particle's
+    boundary sits at the faint level, lower on its edge than half its height:
+    about a pixel wide of the truth for a 3 px particle.
+    """
+    strong = np.asarray(strong, dtype=bool)
+    out = strong.copy()
+    for k, frame in enumerate(np.asarray(weak, dtype=bool)):
+        labels, n = ndi.label(frame)
+        if n == 0:
+            continue
+        reached = np.bincount(labels.ravel(), minlength=n + 1) < min_area_px
+        reached[np.unique(labels[strong[k]])] = True
+        reached[0] = True
+        out[k] |= ~reached[labels]
+    return out
 
 
 def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> np.ndarray:
@@ -671,13 +715,14 @@ def threshold_particles(
         )
     bright = polarity == "bright"
     exclude_px = int(math.ceil(2.0 * sigma_px - 10.0**-_PX_DECIMALS))  # the blur skirt around a particle
+    faint_area_px = max(min_area_px, math.pi * (2.0 * sigma_px) ** 2)  # a faint particle outgrows the blur's own blob
     kwargs: dict[str, Any] = dict(sigma_px=sigma_px, background_px=background_px, bright=bright)
     data: Any = movie.data
     lazy = isinstance(data, da.Array)
     # the recorded mask is an input of its own; the two means reach this far
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
-    def level_of(contrast: Any, rows: Any = sample) -> Any:
+    def level_of(contrast: Any, rows: Any = sample, faint: bool = False) -> Any:
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
@@ -685,12 +730,13 @@ def threshold_particles(
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
                 # contrast graph and compute it a second time
                 counts, _ = da.histogram(_clip_top(contrast[rows]), bins=_EDGES)
-                return counts.map_blocks(_otsu_from_histogram, drop_axis=0, dtype=np.float32)
-            return _otsu(contrast[sample])
+                reduce = _faint_from_histogram if faint else _otsu_from_histogram
+                return counts.map_blocks(reduce, drop_axis=0, dtype=np.float32)
+            return _otsu(contrast[sample], faint)
         if lazy:
             whole = contrast.rechunk({1: -1, 2: -1})
-            return whole.map_blocks(_otsu_per_frame, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        return _otsu_per_frame(contrast)[:, None, None]
+            return whole.map_blocks(_otsu_per_frame, faint, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
+        return _otsu_per_frame(contrast, faint)[:, None, None]
 
     # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
     # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
@@ -702,6 +748,8 @@ def threshold_particles(
     # two passes: the first finds the particles, the second leaves them out of the background;
     # support of the particles' contrast (components thicker than a particle) stays in it, so
     # that the background follows the support body and the particles on it stand out
+    mask: Any  # these two: dask-backed for a dask movie, numpy otherwise
+    regions: Any
     if lazy:
         time_chunks = data.chunks[0]
         data = _bounded_time_chunks(data)
@@ -737,12 +785,20 @@ def threshold_particles(
             sampled_first = first_of(sampled, sampled_inside)
             every = slice(None)
             level_first = level_of(sampled_first, every)
-            level_second = level_of(second_of(sampled, sampled_inside, found_of(sampled_first, level_first)), every)
+            sampled_second = second_of(sampled, sampled_inside, found_of(sampled_first, level_first))
+            level_second = level_of(sampled_second, every)
+            faint_second = level_of(sampled_second, every, faint=True)
         else:
             level_first = level_of(first)
         found = found_of(first, level_first)  # NaN (outside the recorded area) is never above
         contrast = second_of(data, inside, found)
-        mask = contrast > (level_second if threshold == "movie" else level_of(contrast))
+        strong = contrast > (level_second if threshold == "movie" else level_of(contrast))
+        mask = _whole_frames(
+            _with_faint,
+            strong,
+            contrast > (faint_second if threshold == "movie" else level_of(contrast, faint=True)),
+            min_area_px=faint_area_px,
+        )
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
@@ -754,7 +810,10 @@ def threshold_particles(
         first_pass = _darkness(frames, inside_np, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
         second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, **kwargs)
-        mask = _open(second_pass > level_of(second_pass), opening_px)
+        mask = _with_faint(
+            second_pass > level_of(second_pass), second_pass > level_of(second_pass, faint=True), faint_area_px
+        )
+        mask = _open(mask, opening_px)
     if min_area_px > 0 or math.isfinite(max_radius_px):
         mask = _whole_frames(
             _keep_sizes, mask, regions, min_area_px=min_area_px, max_radius_px=max_radius_px, reach_px=exclude_px
