@@ -773,8 +773,7 @@ def threshold_particles(
                 _darkness, [frames, inside, found], reach + exclude_px, np.float32, exclude_px=exclude_px, **kwargs
             )
 
-        inside, regions_lazy = recorded_in(data)
-        regions: Any = regions_lazy
+        inside, regions = recorded_in(data)
         first = first_of(data, inside)
         if threshold == "movie":
             # the levels from the sampled frames alone, a branch of their own (the contrast of
