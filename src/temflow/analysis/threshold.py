@@ -1,11 +1,14 @@
-"""The classical segmentation baseline: dark particles on a bright support.
+"""The classical segmentation baseline, for dark (bright-field) and bright (HAADF) particles.
 
 :func:`threshold_particles` is the auto-labelling recipe of Horwath et al.
 (2020) - smoothing, flat-field background removal, Otsu's threshold, opening -
 so that the whole analysis runs without a trained model, and the reference the
 models are compared with. Lazy, chunk-exact: every filter's halo comes from its
 radius. Pixels outside the recorded area (black borders left by drift
-correction: zeros plus read noise, or NaN) are never particles.
+correction: zeros plus read noise, or NaN) are never particles. The filters
+(``_filters``), the recorded area (``_recorded_area``), the levels (``_levels``) and the
+regions that are not particles (``_regions``) have modules of their own; this one derives the
+settings from the sample and assembles the recipe.
 """
 
 from __future__ import annotations
@@ -17,122 +20,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 
+from temflow.analysis._filters import _box_radius, _disk, _gaussian_radius, _map_frames, _normalised_gaussian, _open, _whole_frames
+from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_from_histogram, _otsu_per_frame, _with_faint
+from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
+from temflow.analysis._regions import _coarse_regions, _drop_thick, _keep_sizes
 from temflow.movie import DIMS, TIME, check_movie, pixel_size_nm
 
 __all__ = ["threshold_particles"]
-
-_TRUNCATE = 4.0  # Gaussian kernels are cut at 4 sigma, as scipy.ndimage does by default
-
-
-def _gaussian_radius(sigma_px: float, truncate: float = _TRUNCATE) -> int:
-    """Reach of scipy's truncated Gaussian kernel, pixels (dask-image's rule)."""
-    return int(truncate * float(sigma_px) + 0.5) if sigma_px > 0 else 0
-
-
-_BOXES = 3  # three box passes approximate a Gaussian to a few per cent (Wells 1986)
-
-
-def _box_width(sigma_px: float) -> int:
-    """Odd width of the box whose ``_BOXES``-fold repetition has standard deviation ``sigma_px``."""
-    width = int(round(math.sqrt(12.0 * sigma_px**2 / _BOXES + 1.0)))
-    return width if width % 2 else width + 1
-
-
-def _box_radius(sigma_px: float) -> int:
-    """Reach of the repeated box filter, pixels."""
-    return _BOXES * (_box_width(sigma_px) // 2) if sigma_px > 0 else 0
-
-
-def _blur(values: np.ndarray, sigma_px: float, box: bool) -> np.ndarray:
-    """Per-frame Gaussian blur; ``box`` repeats a running-mean box instead (cost independent of sigma)."""
-    if not box:
-        return ndi.gaussian_filter(values, (0.0, sigma_px, sigma_px), mode="nearest", truncate=_TRUNCATE)
-    width = _box_width(sigma_px)
-    out = values
-    for axis in (1, 2):
-        for _ in range(_BOXES):
-            out = ndi.uniform_filter1d(out, width, axis=axis, mode="nearest")
-    return out
-
-
-def _normalised_gaussian(values: np.ndarray, weight: np.ndarray, sigma_px: float, *, box: bool = False) -> np.ndarray:
-    """Gaussian mean of ``values`` over the pixels where ``weight`` is 1.
-
-    Normalised convolution: black borders do not drag the local mean down, so
-    the background next to a border is the support's, not a dark ramp that
-    Otsu would call a particle. The wide background blur uses repeated boxes
-    (``box=True``) in float64, so that the running sums give the same pixels
-    whatever the chunk origin.
-    """
-    if sigma_px <= 0:
-        return values
-    dtype = np.float64 if box else np.float32
-    num = _blur((values * weight).astype(dtype), sigma_px, box)
-    den = _blur(weight.astype(dtype), sigma_px, box)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-6, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
-
-
-_BORDER_FRACTION = 0.05  # black borders read below a twentieth of the support's typical intensity
-
-
-def _median3(block: np.ndarray) -> np.ndarray:
-    """3 x 3 median per frame: read noise and hot pixels do not decide what is recorded."""
-    return ndi.median_filter(np.asarray(block, dtype=np.float32), size=(1, 3, 3), mode="nearest")
-
-
-def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
-    """3 x 3 median of the frames that hold a dark pixel; +inf (recorded) elsewhere."""
-    out = np.full(block.shape, np.inf, dtype=np.float32)
-    for k in np.flatnonzero(np.asarray(dark).reshape(len(block), -1).any(axis=1)):
-        out[k] = _median3(block[k : k + 1])[0]
-    return out
-
-
-def _frame_medians(block: np.ndarray) -> np.ndarray:
-    return np.nanmedian(np.asarray(block).reshape(len(block), -1).astype(np.float32), axis=1)
-
-
-def _fraction_of_median(medians: np.ndarray) -> np.float32:
-    return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
-
-
-def _border_level_of(frames: np.ndarray) -> np.float32:
-    """A twentieth of the median of the frames' per-frame medians (robust to blank frames)."""
-    return _fraction_of_median(_frame_medians(frames))
-
-
-def border_level(data: Any, sample: np.ndarray) -> Any:
-    """Intensity at or below which a pixel's 3 x 3 median is outside the recorded area.
-
-    A twentieth of the typical intensity of the frames at indices ``sample``
-    (the median of their medians, so blank frames do not lower it). A dask
-    scalar for a dask movie (nothing computed), a numpy scalar otherwise.
-    """
-    if not isinstance(data, da.Array):
-        return _border_level_of(np.asarray(data)[sample])
-    medians = data[sample].rechunk({1: -1, 2: -1}).map_blocks(_frame_medians, drop_axis=[1, 2], dtype=np.float32)
-    return medians.rechunk(-1).map_blocks(_fraction_of_median, drop_axis=0, dtype=np.float32)
-
-
-def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
-    """Pixels inside the recorded area: the 3 x 3 median is above ``level`` (NaN is outside).
-
-    Bright-field particles absorb well under 95 % of the beam, so a twentieth of
-    the support's intensity separates black borders (zeros plus read noise)
-    from anything recorded, particles included.
-    """
-    block = np.asarray(block, dtype=np.float32)
-    # the median filter is the costly part: only frames with dark pixels need it
-    dark = ~(block > level)
-    recorded = np.ones(block.shape, dtype=bool)
-    for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
-        recorded[k] = _median3(block[k : k + 1])[0] > (level[k] if np.ndim(level) == 3 else level)
-    # a NaN pixel is never recorded, whatever the median of its neighbourhood says: one
-    # let into the filters below would spread NaN over the whole background window
-    return recorded & np.isfinite(block)
 
 
 def _darkness(
@@ -181,27 +76,6 @@ def _darkness(
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
 
 
-def _map_frames(func, arrays: list[da.Array], reach_px: int, dtype: type, **kwargs) -> da.Array:
-    """Apply a per-frame filter to dask movies with a halo of ``reach_px`` pixels.
-
-    A spatial axis whose chunks are narrower than the halo is rechunked to
-    whole frames first (explicitly, rather than dask's silent rechunk), and an
-    axis in one chunk needs no halo. ``boundary="none"`` leaves the true frame
-    edges to the filter itself, so every chunking gives the same pixels as a
-    whole frame.
-    """
-    data = arrays[0]
-    depth = {0: 0}
-    for axis in (1, 2):
-        if len(data.chunks[axis]) == 1 or min(data.chunks[axis]) <= reach_px:
-            data = data.rechunk({axis: -1})
-            depth[axis] = 0
-        else:
-            depth[axis] = reach_px
-    arrays = [data] + [a.rechunk(data.chunks) for a in arrays[1:]]
-    return da.map_overlap(func, *arrays, depth=depth, boundary="none", dtype=dtype, meta=np.array((), dtype), **kwargs)
-
-
 # Pixels per task. The recipe's temporaries (float64 box sums, two float32 darkness
 # passes, masks, the halo copies) come to ~56 bytes per pixel, 28 times the uint16
 # input: a task of the readers' default chunk (32-64 MiB of frames, up to 2048 frames of
@@ -218,249 +92,6 @@ def _bounded_time_chunks(data: da.Array) -> da.Array:
     """
     per = max(1, _TASK_PIXELS // max(int(data.shape[1]) * int(data.shape[2]), 1))
     return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
-
-
-def _disk(radius_px: int) -> np.ndarray:
-    r = int(radius_px)
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy**2 + xx**2) <= r * r + 0.5  # noqa: PLR2004 (half a pixel: a round digital disk)
-
-
-def _open(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Binary opening per frame with a disk; removes specks smaller than the disk."""
-    if radius_px <= 0:
-        return mask
-    footprint = _disk(radius_px)[None]
-    # border_value=1 in the erosion: particles cut by the frame edge keep their edge
-    eroded = ndi.binary_erosion(mask, structure=footprint, border_value=1)
-    return ndi.binary_dilation(eroded, structure=footprint) & mask
-
-
-# Otsu works on a fixed histogram of the contrast (0.001 wide bins on [-1, 31]): the same
-# counts from a dask reduction or from numpy, so lazy and eager thresholds are identical
-_EDGES = np.linspace(-1.0, 31.0, 32001)
-_CENTRES = 0.5 * (_EDGES[1:] + _EDGES[:-1])
-# bright particles far above their support (a heavy metal on thin carbon) count in the top bin;
-# the opposite contrast below -1 (vacuum twice as bright as the support in bright field) is no
-# particle and does not enter the histogram
-_TOP = np.float32(_CENTRES[-1])
-
-
-def _clip_top(values: Any) -> Any:
-    return da.minimum(values, _TOP) if isinstance(values, da.Array) else np.minimum(values, _TOP)
-
-
-def _histogram(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values)
-    return np.histogram(_clip_top(values[np.isfinite(values)]), bins=_EDGES)[0]
-
-
-_MIN_SEPARATION = 0.25
-_OPPOSITE_SPREADS = 4.0
-_OUTLIER_SPREADS = 3.0
-_NORMAL_TAIL = 0.00135  # a normal distribution's share beyond 3 standard deviations
-_OUTLIER_EXCESS = 5.0
-_FAINT_SPREADS = 5.0  # a component this many support spreads above its median is a particle (normal tail 3e-7)
-
-
-def _support_level(counts: np.ndarray) -> tuple[float, float]:
-    """The support's median contrast and its robust noise spread, from a histogram on ``_EDGES``."""
-    cdf = np.cumsum(counts) / counts.sum()
-    median = float(_CENTRES[min(int(np.searchsorted(cdf, 0.5)), len(_CENTRES) - 1)])
-    low = float(_CENTRES[min(int(np.searchsorted(cdf, 0.1587)), len(_CENTRES) - 1)])
-    # the particle-free side's spread, unless the opposite contrast (a hole's rim, thin support)
-    # widens it: then the median absolute deviation, which neither tail moves much
-    deviation = np.abs(_CENTRES - median)
-    order = np.argsort(deviation, kind="stable")
-    mad = float(deviation[order][min(int(np.searchsorted(np.cumsum(counts[order]) / counts.sum(), 0.5)), len(order) - 1)])
-    return median, max(min(median - low, 1.4826 * mad), _CENTRES[1] - _CENTRES[0])
-
-
-def _otsu_from_histogram(counts: np.ndarray) -> np.float32:
-    """Otsu's level, or +inf when the histogram has no particle class.
-
-    Otsu always splits; on a bare support (or a blanked frame) it splits the
-    one noise mode near its median. A particle class puts the level well
-    above the median: at least a quarter of the background's one-sided spread
-    (median minus 16th percentile, which the dark particles in the upper tail
-    do not touch). Measured: -0.05..0 on bare support, 0.5..2.2 with
-    particles at 3..40 % area fraction.
-    """
-    counts = np.asarray(counts).reshape(-1)
-    if np.count_nonzero(counts) < 2:
-        return np.float32(np.inf)  # nothing to separate (blank or empty frames): no particles
-    median, spread = _support_level(counts)
-    # the opposite contrast, far below the support's noise, is never particle: left in, a hole's
-    # rim would be the class Otsu separates from the rest
-    counts = np.where(_CENTRES < median - _OPPOSITE_SPREADS * spread, 0, counts)
-    if np.count_nonzero(counts) < 2:
-        return np.float32(np.inf)
-    level = float(threshold_otsu(hist=(counts, _CENTRES)))
-    if (level - median) >= _MIN_SEPARATION * spread:
-        return np.float32(level)
-    # Otsu needs a particle class of some size; a few small particles on a rough support (HAADF)
-    # are outliers of the support's distribution instead: a level far out in its tail, taken
-    # when that tail holds many times what the support's own noise would put there
-    outlier = median + _OUTLIER_SPREADS * spread
-    above = counts[_CENTRES > outlier].sum() / counts.sum()
-    if above >= _OUTLIER_EXCESS * _NORMAL_TAIL:
-        return np.float32(outlier)
-    return np.float32(np.inf)
-
-
-def _faint_from_histogram(counts: np.ndarray) -> np.float32:
-    """The level of faint particles: ``_FAINT_SPREADS`` support spreads above its median, at most Otsu's.
-
-    +inf where Otsu's level is (no particle class: nothing faint either).
-    """
-    level = _otsu_from_histogram(counts)
-    if not np.isfinite(level):
-        return level
-    median, spread = _support_level(np.asarray(counts).reshape(-1))
-    return np.float32(min(float(level), median + _FAINT_SPREADS * spread))
-
-
-def _otsu(values: np.ndarray, faint: bool = False) -> np.float32:
-    return (_faint_from_histogram if faint else _otsu_from_histogram)(_histogram(values))
-
-
-def _otsu_per_frame(block: np.ndarray, faint: bool = False) -> np.ndarray:
-    return np.array([_otsu(frame, faint) for frame in block], dtype=np.float32)
-
-
-def _with_faint(strong: np.ndarray, weak: np.ndarray, min_area_px: float = 0.0) -> np.ndarray:
-    """Per frame: ``strong``, and the components of ``weak`` that hold no ``strong`` pixel.
-
-    Otsu's level sits between the classes' means: a few large bright particles
-    (the HAADF signal grows with thickness) pull it above the small faint ones,
-    which would stay support. Those are the components above the faint level
-    (``_FAINT_SPREADS`` noise spreads of the support) that never reach Otsu's;
-    a particle that does keeps its boundary at Otsu's level. A faint
-    component smaller than ``min_area_px`` (the smoothing's own blob: noise
-    and support grain shaped by the blur) is left out. A faint particle's
-    boundary sits at the faint level, lower on its edge than half its height:
-    about a pixel wide of the truth for a 3 px particle.
-    """
-    strong = np.asarray(strong, dtype=bool)
-    out = strong.copy()
-    for k, frame in enumerate(np.asarray(weak, dtype=bool)):
-        labels, n = ndi.label(frame)
-        if n == 0:
-            continue
-        reached = np.bincount(labels.ravel(), minlength=n + 1) < min_area_px
-        reached[np.unique(labels[strong[k]])] = True
-        reached[0] = True
-        out[k] |= ~reached[labels]
-    return out
-
-
-def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> np.ndarray:
-    """Per frame: the components that are regions, not particles, grown by ``grow_px``.
-
-    A region is thicker than any particle: it holds a disk larger than the
-    largest particle (radius ``max_radius_px``; three times the typical
-    radius by default). Thickness is measured with the mask mirrored
-    at the frame edges, so a region cut by the edge counts at its full
-    thickness. Area is no criterion: a raft of touching particles is large
-    but only one particle thick.
-    """
-    out = np.zeros(mask.shape, dtype=bool)
-    if not math.isfinite(max_radius_px):
-        return out
-    max_thickness_px = max_radius_px
-    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
-        labels, n = ndi.label(frame)
-        if n == 0:
-            continue
-        pad = int(math.ceil(max_thickness_px)) + 1
-        thickness = ndi.distance_transform_edt(np.pad(frame, pad, mode="symmetric"))[pad:-pad, pad:-pad]
-        thick = ndi.maximum(thickness, labels, index=np.arange(1, n + 1)) > max_thickness_px
-        if np.any(thick):
-            out[k] = np.isin(labels, np.flatnonzero(thick) + 1)
-    if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
-    return out
-
-
-_REGION_MADS = 4.0  # a region's level is this many robust deviations from the frame's typical level...
-_REGION_STEP = 0.15  # ...and at least this fraction of it
-
-
-def _coarse_regions(
-    block: np.ndarray, recorded: np.ndarray, *, sigma_px: float, max_radius_px: float, grow_px: int, bright: bool
-) -> np.ndarray:
-    """Per frame: areas of the opposite contrast to the particles' (holes, vacuum, thin support).
-
-    Seen at a scale where the particles have blurred away (``sigma_px``,
-    twice their typical radius): pixels more than ``_REGION_MADS`` robust
-    deviations (and ``_REGION_STEP``) on the side opposite to the particles
-    (darker than the frame's median level for bright particles, brighter for
-    dark ones), in components thicker than any particle
-    (:func:`_large_components`). The level is the frame's own, not a local
-    background: a background window follows a large region inside it and
-    would see only its rim. Regions on the particles' side (thick support)
-    are found by the first pass instead, where a dense cluster of particles
-    still shows its gaps.
-    """
-    out = np.zeros(block.shape, dtype=bool)
-    if not math.isfinite(max_radius_px):
-        return out
-    frames = np.asarray(block, dtype=np.float32)
-    valid = np.asarray(recorded, dtype=bool)
-    coarse = _normalised_gaussian(np.where(valid, frames, 0.0).astype(np.float32), valid.astype(np.float32), sigma_px, box=True)
-    for k in range(len(frames)):
-        values = coarse[k][valid[k] & np.isfinite(coarse[k])]
-        if values.size < 16:
-            continue
-        median = float(np.median(values))
-        deviation = max(_REGION_MADS * 1.4826 * float(np.median(np.abs(values - median))), _REGION_STEP * abs(median))
-        with np.errstate(invalid="ignore"):
-            opposite = coarse[k] < median - deviation if bright else coarse[k] > median + deviation
-        out[k] = _large_components(opposite[None], max_radius_px, 0)[0]
-    if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
-    return out
-
-
-def _keep_sizes(
-    mask: np.ndarray, regions: np.ndarray, min_area_px: float, max_radius_px: float, reach_px: int
-) -> np.ndarray:
-    """Per frame: the components that are particles.
-
-    Dropped: components smaller than ``min_area_px``; thicker than the
-    largest particle (support of the particles' contrast: :func:`_large_components`);
-    within ``reach_px`` of a region of the opposite contrast (``regions``:
-    fragments along the soft edge of a hole or of vacuum).
-    """
-    out = np.zeros(mask.shape, dtype=bool)
-    regions = np.asarray(regions, dtype=bool)
-    thick = _large_components(mask, max_radius_px, 0)
-    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
-        labels, n = ndi.label(frame)
-        if n == 0:
-            continue
-        area = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = area >= min_area_px
-        keep[np.unique(labels[thick[k]])] = False
-        if regions[k].any():
-            near = ndi.binary_dilation(regions[k], structure=_disk(max(reach_px, 1)))
-            keep[np.unique(labels[near])] = False
-        keep[0] = False
-        out[k] = keep[labels]
-    return out
-
-
-def _drop_thick(mask: np.ndarray, max_radius_px: float) -> np.ndarray:
-    """``mask`` without its components thicker than the largest particle."""
-    return np.asarray(mask, dtype=bool) & ~_large_components(mask, max_radius_px, 0)
-
-
-def _whole_frames(func, mask: Any, *others: Any, **kwargs) -> Any:
-    """Apply a per-frame labelling step on whole frames (a component can span chunks), keep the chunks."""
-    if not isinstance(mask, da.Array):
-        return func(np.asarray(mask), *others, **kwargs)
-    whole = [a.rechunk({1: -1, 2: -1}) for a in (mask, *others)]
-    return da.map_blocks(func, *whole, dtype=bool, meta=np.array((), bool), **kwargs).rechunk(mask.chunks)
 
 
 _PX_DECIMALS = 6  # lengths in px are rounded to a micro-pixel: 0.27 nm / 0.18 nm is 1.5 px, not 1.5000000000000002

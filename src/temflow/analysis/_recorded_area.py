@@ -1,0 +1,72 @@
+"""Where the camera recorded: black drift borders (zeros plus read noise, or NaN) are never particles.
+
+The border level is a twentieth of the frames' typical intensity, taken from sampled frames so
+that blank frames do not lower it; a pixel is recorded when its 3 x 3 median is above it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from scipy import ndimage as ndi
+
+_BORDER_FRACTION = 0.05  # black borders read below a twentieth of the support's typical intensity
+
+
+def _median3(block: np.ndarray) -> np.ndarray:
+    """3 x 3 median per frame: read noise and hot pixels do not decide what is recorded."""
+    return ndi.median_filter(np.asarray(block, dtype=np.float32), size=(1, 3, 3), mode="nearest")
+
+
+def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
+    """3 x 3 median of the frames that hold a dark pixel; +inf (recorded) elsewhere."""
+    out = np.full(block.shape, np.inf, dtype=np.float32)
+    for k in np.flatnonzero(np.asarray(dark).reshape(len(block), -1).any(axis=1)):
+        out[k] = _median3(block[k : k + 1])[0]
+    return out
+
+
+def _frame_medians(block: np.ndarray) -> np.ndarray:
+    return np.nanmedian(np.asarray(block).reshape(len(block), -1).astype(np.float32), axis=1)
+
+
+def _fraction_of_median(medians: np.ndarray) -> np.float32:
+    return np.float32(_BORDER_FRACTION * np.nanmedian(medians)) if len(medians) else np.float32(0.0)
+
+
+def _border_level_of(frames: np.ndarray) -> np.float32:
+    """A twentieth of the median of the frames' per-frame medians (robust to blank frames)."""
+    return _fraction_of_median(_frame_medians(frames))
+
+
+def border_level(data: Any, sample: np.ndarray) -> Any:
+    """Intensity at or below which a pixel's 3 x 3 median is outside the recorded area.
+
+    A twentieth of the typical intensity of the frames at indices ``sample``
+    (the median of their medians, so blank frames do not lower it). A dask
+    scalar for a dask movie (nothing computed), a numpy scalar otherwise.
+    """
+    if not isinstance(data, da.Array):
+        return _border_level_of(np.asarray(data)[sample])
+    medians = data[sample].rechunk({1: -1, 2: -1}).map_blocks(_frame_medians, drop_axis=[1, 2], dtype=np.float32)
+    return medians.rechunk(-1).map_blocks(_fraction_of_median, drop_axis=0, dtype=np.float32)
+
+
+def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
+    """Pixels inside the recorded area: the 3 x 3 median is above ``level`` (NaN is outside).
+
+    Bright-field particles absorb well under 95 % of the beam, so a twentieth of
+    the support's intensity separates black borders (zeros plus read noise)
+    from anything recorded, particles included.
+    """
+    block = np.asarray(block, dtype=np.float32)
+    # the median filter is the costly part: only frames with dark pixels need it
+    dark = ~(block > level)
+    recorded = np.ones(block.shape, dtype=bool)
+    for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
+        recorded[k] = _median3(block[k : k + 1])[0] > (level[k] if np.ndim(level) == 3 else level)
+    # a NaN pixel is never recorded, whatever the median of its neighbourhood says: one
+    # let into the filters below would spread NaN over the whole background window
+    return recorded & np.isfinite(block)

@@ -1,0 +1,112 @@
+"""Regions that are not particles: vacuum and holes of the opposite contrast, support bodies
+thicker than any particle, and the size bounds on what is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from temflow.analysis._filters import _disk, _normalised_gaussian
+
+def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> np.ndarray:
+    """Per frame: the components that are regions, not particles, grown by ``grow_px``.
+
+    A region is thicker than any particle: it holds a disk larger than the
+    largest particle (radius ``max_radius_px``; three times the typical
+    radius by default). Thickness is measured with the mask mirrored
+    at the frame edges, so a region cut by the edge counts at its full
+    thickness. Area is no criterion: a raft of touching particles is large
+    but only one particle thick.
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    if not math.isfinite(max_radius_px):
+        return out
+    max_thickness_px = max_radius_px
+    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
+        labels, n = ndi.label(frame)
+        if n == 0:
+            continue
+        pad = int(math.ceil(max_thickness_px)) + 1
+        thickness = ndi.distance_transform_edt(np.pad(frame, pad, mode="symmetric"))[pad:-pad, pad:-pad]
+        thick = ndi.maximum(thickness, labels, index=np.arange(1, n + 1)) > max_thickness_px
+        if np.any(thick):
+            out[k] = np.isin(labels, np.flatnonzero(thick) + 1)
+    if grow_px > 0 and out.any():
+        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+    return out
+
+
+_REGION_MADS = 4.0  # a region's level is this many robust deviations from the frame's typical level...
+_REGION_STEP = 0.15  # ...and at least this fraction of it
+
+
+def _coarse_regions(
+    block: np.ndarray, recorded: np.ndarray, *, sigma_px: float, max_radius_px: float, grow_px: int, bright: bool
+) -> np.ndarray:
+    """Per frame: areas of the opposite contrast to the particles' (holes, vacuum, thin support).
+
+    Seen at a scale where the particles have blurred away (``sigma_px``,
+    twice their typical radius): pixels more than ``_REGION_MADS`` robust
+    deviations (and ``_REGION_STEP``) on the side opposite to the particles
+    (darker than the frame's median level for bright particles, brighter for
+    dark ones), in components thicker than any particle
+    (:func:`_large_components`). The level is the frame's own, not a local
+    background: a background window follows a large region inside it and
+    would see only its rim. Regions on the particles' side (thick support)
+    are found by the first pass instead, where a dense cluster of particles
+    still shows its gaps.
+    """
+    out = np.zeros(block.shape, dtype=bool)
+    if not math.isfinite(max_radius_px):
+        return out
+    frames = np.asarray(block, dtype=np.float32)
+    valid = np.asarray(recorded, dtype=bool)
+    coarse = _normalised_gaussian(np.where(valid, frames, 0.0).astype(np.float32), valid.astype(np.float32), sigma_px, box=True)
+    for k in range(len(frames)):
+        values = coarse[k][valid[k] & np.isfinite(coarse[k])]
+        if values.size < 16:
+            continue
+        median = float(np.median(values))
+        deviation = max(_REGION_MADS * 1.4826 * float(np.median(np.abs(values - median))), _REGION_STEP * abs(median))
+        with np.errstate(invalid="ignore"):
+            opposite = coarse[k] < median - deviation if bright else coarse[k] > median + deviation
+        out[k] = _large_components(opposite[None], max_radius_px, 0)[0]
+    if grow_px > 0 and out.any():
+        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+    return out
+
+
+def _keep_sizes(
+    mask: np.ndarray, regions: np.ndarray, min_area_px: float, max_radius_px: float, reach_px: int
+) -> np.ndarray:
+    """Per frame: the components that are particles.
+
+    Dropped: components smaller than ``min_area_px``; thicker than the
+    largest particle (support of the particles' contrast: :func:`_large_components`);
+    within ``reach_px`` of a region of the opposite contrast (``regions``:
+    fragments along the soft edge of a hole or of vacuum).
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    regions = np.asarray(regions, dtype=bool)
+    thick = _large_components(mask, max_radius_px, 0)
+    for k, frame in enumerate(np.asarray(mask, dtype=bool)):
+        labels, n = ndi.label(frame)
+        if n == 0:
+            continue
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = area >= min_area_px
+        keep[np.unique(labels[thick[k]])] = False
+        if regions[k].any():
+            near = ndi.binary_dilation(regions[k], structure=_disk(max(reach_px, 1)))
+            keep[np.unique(labels[near])] = False
+        keep[0] = False
+        out[k] = keep[labels]
+    return out
+
+
+def _drop_thick(mask: np.ndarray, max_radius_px: float) -> np.ndarray:
+    """``mask`` without its components thicker than the largest particle."""
+    return np.asarray(mask, dtype=bool) & ~_large_components(mask, max_radius_px, 0)
