@@ -257,7 +257,9 @@ def connect(
             processes=processes,
             memory_limit=memory_limit,
             dashboard_address=f"{bind}:{dashboard_port}",
-            silence_logs=40,
+            # a failed task reaches the caller as its exception, which temflow turns into one line;
+            # the workers' own "Compute Failed" ERROR logs would print that failure a second time
+            silence_logs=50,
             **network,
         )
     # the link distributed prints names the machine's address for an inproc:// scheduler
