@@ -337,7 +337,7 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
     if movie_store.parent == state.folder:
         # a store this run wrote: the masks go into its NGFF labels group, so OME-Zarr viewers
         # (napari) show them over the movie; a user's own input store is never written into
-        from temflow.io.store import save_labels
+        from temflow.io.labels import save_labels
 
         path = save_labels(masks, movie_store, name="masks", overwrite=not resume, resume=resume, progress=state.progress)
         return {"masks": str(path), **extra}
