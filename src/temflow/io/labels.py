@@ -21,6 +21,8 @@ from temflow.errors import MovieFileError
 from temflow.io.store import _DATA, _FORMAT, _MASK_ATTR, is_complete, open_zarr, save_zarr
 from temflow.movie import DIMS
 
+__all__ = ["save_labels", "open_labels", "label_names"]
+
 _LABELS = "labels"
 
 
