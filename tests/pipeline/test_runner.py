@@ -20,7 +20,8 @@ from ome_validation import assert_every_store_valid
 from temflow.pipeline.config import Config, load_config
 from temflow.segmentation.model_files import read_card
 from temflow.pipeline.runner import run
-from temflow.io.store import label_names, open_zarr
+from temflow.io.labels import label_names
+from temflow.io.store import open_zarr
 from temflow.segmentation.tiles import DENOISING_NOISE, TileDataset
 
 _MIN_FIGURES = 5

@@ -3,10 +3,11 @@
 ``threshold`` is the classical segmentation (flat field, Otsu); ``measure`` labels masks
 (cutting touching particles apart, ``_touching``) and measures every particle in nm;
 ``track`` links particles through time and finds merges and vanishings; ``coarsening``
-gives size statistics and distributions, fits and compares growth laws (``_growth_law``,
-``_growth_comparison``), sets the size distribution against theory (``_size_shapes``) and
-weighs the mechanism (``_mechanism``); ``arrhenius`` finds temperature steps, fits a rate per
-step and an apparent activation energy; ``tables`` gives every table's column units. No torch.
+gives size statistics and distributions, fits and compares growth laws (``_growth_law``
+with its chi-square profile ``_growth_profile``, ``_growth_comparison``), sets the size
+distribution against theory (``_size_shapes``) and weighs the mechanism (``_mechanism``);
+``arrhenius`` finds temperature steps, fits a rate per step and an apparent activation
+energy; ``tables`` gives every table's column units. No torch.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ MRC, TIFF stacks, folders of frames and ``.npy`` files lazily into ``xarray.Data
 movies (dims ``time, y, x``; coordinates in s and nm; the instrument's metadata in
 ``attrs``); writes and reads temflow's chunked, compressed zarr v3 stores. No torch, no
 ``distributed``. ``reader`` dispatches on the file family to one module per family in
-``formats/``; ``store`` writes and re-opens zarr (OME-Zarr 0.5 images, with masks and labels in
-the NGFF ``labels/`` group). ``hyperspy`` turns a movie into a HyperSpy signal
+``formats/``; ``store`` writes and re-opens zarr (OME-Zarr 0.5 images) and ``labels`` keeps masks
+and particle labels in the store's NGFF ``labels/`` group. ``hyperspy`` turns a movie into a HyperSpy signal
 (``temflow.as_movie`` reads signals) and ``napari`` gives napari's layer data. ``holder_logs``
 reads heating/gas holder logs (Protochips, DENSsolutions Impulse) and ``holder_sync`` puts them on
 a movie's time axis; ``dose`` turns the camera counts or the beam current into the electron dose
@@ -21,7 +21,8 @@ from temflow.io.holder_sync import add_holder_coords, estimate_clock_offset
 from temflow.io.hyperspy import to_hyperspy
 from temflow.io.napari import napari_layers
 from temflow.io.reader import READERS, SUFFIXES, describe, detect_format, open_movie
-from temflow.io.store import is_complete, label_names, open_labels, open_zarr, save_labels, save_zarr
+from temflow.io.labels import label_names, open_labels, save_labels
+from temflow.io.store import is_complete, open_zarr, save_zarr
 
 __all__ = [
     "READERS",

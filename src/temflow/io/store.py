@@ -10,6 +10,7 @@ Layout of a store (a folder)::
       labels/          optional NGFF labels group (attrs "ome": {"labels": [...]}),
         <name>/        masks or particle labels: a temflow store of their own with
                        NGFF "image-label" metadata, so napari shows them as Labels
+                       (written and read by temflow.io.labels)
       .temflow-done/   one empty marker per finished chunk while writing
 
 The OME-Zarr 0.5 axes are named exactly as the array's ``dimension_names``
@@ -37,8 +38,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -52,15 +51,15 @@ from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
 from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
+from temflow.io._progress import _compute
 from temflow.io.formats.ome_zarr import is_ome_zarr
 
-__all__ = ["save_zarr", "open_zarr", "is_complete", "save_labels", "open_labels", "label_names"]
+__all__ = ["save_zarr", "open_zarr", "is_complete"]
 
 _FORMAT = "zarr"
 _DATA = "0"
 _DONE = ".temflow-done"
 _NEW = ".temflow-new"
-_LABELS = "labels"
 _MASK_ATTR = "boolean_mask"
 _STORE_VERSION = 1
 _OME_UNITS = {"s": "second", "nm": "nanometer"}
@@ -177,64 +176,6 @@ def _write_block(block: np.ndarray, path: str, index: tuple[int, ...], slices: t
     # the marker comes after the chunk: a task killed mid-write leaves no marker
     (Path(path) / _DONE / ".".join(map(str, index))).touch()
     return 1
-
-
-class _Bar:
-    """A one-line progress bar on stderr: ``\\r`` redraws, no ANSI escapes, at most 4 per second."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.start = self.shown = time.perf_counter()
-
-    def update(self, steps: int = 1) -> None:
-        self.done += steps
-        now = time.perf_counter()
-        if now - self.shown < 0.25 and self.done < self.total:
-            return
-        self.shown = now
-        filled = int(30 * self.done / self.total)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} chunks {now - self.start:5.1f} s"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _compute(tasks: list[Any], progress: bool, label: str = "writing") -> None:
-    # progress goes to stderr and only to a terminal: a pipe or a log file gets the result alone
-    if not progress or not sys.stderr.isatty():
-        dask.compute(*tasks)
-        return
-    try:
-        from distributed import as_completed, default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        client = None
-    bar = _Bar(len(tasks), label)
-    try:
-        if client is not None:
-            # dask.diagnostics cannot see a distributed scheduler: follow the futures
-            futures = client.compute(tasks)
-            for future in as_completed(futures):
-                future.result()  # re-raises a failed chunk's error here
-                bar.update()
-            return
-        from dask.callbacks import Callback
-
-        keys = {t.key for t in tasks}
-
-        def _finished(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if key in keys:
-                bar.update()
-
-        with Callback(posttask=_finished):
-            dask.compute(*tasks)
-    finally:
-        bar.close()
 
 
 def _read_group_meta(path: Path) -> dict[str, Any] | None:
@@ -553,147 +494,3 @@ def open_zarr(
     if movie.attrs.pop(_MASK_ATTR, False):  # boolean masks kept as NGFF uint8 labels (save_labels)
         movie = movie.astype(bool)
     return movie
-
-
-def _check_label_name(name: str) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or name in ("coords", _DATA):
-        raise ValueError(f"name must be a plain folder name such as 'masks' or 'particles'; got {name!r}")
-    return name
-
-
-def label_names(store: str | os.PathLike[str]) -> list[str]:
-    """Names of the labels images listed in a store's NGFF ``labels/`` group.
-
-    Examples
-    --------
-    >>> label_names("no-such-store.zarr")
-    []
-    """
-    try:
-        meta = json.loads((Path(store) / _LABELS / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return [str(n) for n in meta.get("attributes", {}).get("ome", {}).get("labels", [])]
-
-
-def save_labels(
-    labels: xr.DataArray,
-    store: str | os.PathLike[str],
-    *,
-    name: str = "masks",
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = False,
-) -> Path:
-    """Write masks or particle labels into the NGFF ``labels/`` group of a movie store.
-
-    The labels become ``store/labels/<name>``: a temflow store of their own
-    (resumable, opened by :func:`open_labels` or :func:`open_zarr`) carrying
-    OME-Zarr 0.5 ``image-label`` metadata, listed in ``store/labels``. Viewers
-    that read OME-Zarr (napari with ``napari-ome-zarr``) show them as a Labels
-    layer over the movie, in the same physical coordinates.
-
-    Computes: every chunk is computed and written, as by :func:`save_zarr`.
-
-    Parameters
-    ----------
-    labels : xarray.DataArray
-        Dims ``("time", "y", "x")`` and the movie's shape; boolean masks
-        (stored as uint8 0/1, NGFF labels are integers) or integer labels
-        (0 = background), e.g. from :func:`temflow.label_particles`.
-    store : str or path
-        A complete movie store written by :func:`save_zarr`.
-    name : str
-        Name of the labels image inside ``labels/``.
-    overwrite, resume, progress : bool
-        As for :func:`save_zarr`, for this labels image only.
-
-    Returns
-    -------
-    pathlib.Path
-        The labels image's path, ``store/labels/<name>``.
-
-    Raises
-    ------
-    MovieFileError
-        If ``store`` is not a complete temflow store, or the labels exist
-        (and neither ``overwrite`` nor ``resume`` is set).
-    ValueError
-        If the labels' shape differs from the movie's, or ``name`` is not a
-        plain folder name.
-    TypeError
-        If the labels are not boolean or integer.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, temflow
-    >>> movie = temflow.as_movie(np.arange(24, dtype="uint16").reshape(2, 3, 4), pixel_size_nm=0.5)
-    >>> path = save_zarr(movie, tempfile.mkdtemp() + "/m.zarr")
-    >>> _ = save_labels(movie > 10, path)
-    >>> label_names(path), open_labels(path).dtype
-    (['masks'], dtype('bool'))
-    """
-    if not isinstance(labels, xr.DataArray):
-        raise TypeError(f"labels must be an xarray.DataArray; got {type(labels).__name__}")
-    if tuple(labels.dims) != DIMS:
-        raise ValueError(f"labels must have dims {DIMS}; got {tuple(labels.dims)}; use labels.rename(...)")
-    name = _check_label_name(name)
-    root = Path(store)
-    if not is_complete(root):
-        raise MovieFileError(root, _FORMAT, "not a complete temflow movie store", "write the movie with temflow.save_zarr first")
-    shape = tuple(zarr.open_array(store=str(root), path=_DATA, mode="r").shape)
-    if tuple(labels.shape) != shape:
-        raise ValueError(
-            f"labels have shape {tuple(labels.shape)} but the movie in {str(root)!r} has shape {shape}; "
-            "labels must cover the movie frame for frame and pixel for pixel"
-        )
-    kind = np.dtype(labels.dtype).kind
-    if kind not in "biu":
-        raise TypeError(
-            f"labels must be boolean masks or integer labels; got dtype {labels.dtype}; "
-            "turn probabilities into masks with temflow.segment(...) first"
-        )
-    if kind == "b":
-        labels = labels.astype(np.uint8).assign_attrs({_MASK_ATTR: True})
-    path = save_zarr(labels, root / _LABELS / name, overwrite=overwrite, resume=resume, progress=progress)
-    image = zarr.open_group(str(path), mode="r+")
-    ome = dict(image.attrs["ome"])  # type: ignore[arg-type]
-    ome["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
-    image.update_attributes({"ome": ome})
-    # listed only once complete: a viewer never finds a half-written labels image
-    group = zarr.open_group(str(root / _LABELS), mode="a")
-    names = sorted(set(label_names(root)) | {name})
-    group.update_attributes({"ome": {"version": "0.5", "labels": names}})
-    return path
-
-
-def open_labels(store: str | os.PathLike[str], *, name: str = "masks") -> xr.DataArray:
-    """Open the labels image ``name`` of a movie store lazily.
-
-    Lazy: as :func:`open_zarr`. Masks saved from booleans come back boolean.
-
-    Parameters
-    ----------
-    store : str or path
-        A movie store with a ``labels/`` group (see :func:`save_labels`).
-    name : str
-        The labels image's name.
-
-    Returns
-    -------
-    xarray.DataArray
-        Dims ``("time", "y", "x")`` with the movie's coordinates.
-
-    Raises
-    ------
-    MovieFileError
-        If the store has no labels image of that name.
-    """
-    name = _check_label_name(name)
-    root = Path(store)
-    if name not in label_names(root):
-        raise MovieFileError(
-            root, _FORMAT, f"no labels image named {name!r} (it has {label_names(root) or 'none'})",
-            "write one with temflow.io.save_labels(...)",
-        )
-    return open_zarr(root / _LABELS / name)

@@ -1,7 +1,8 @@
 """The whole pipeline from a run file: every stage in order, resumable, with a report.
 
-``config`` reads and checks the TOML run file; ``stages`` holds one function per stage, each
-reading the previous stage's output folder and writing its own; ``runner`` runs them
+``config`` reads and checks the TOML run file (``_toml_fields`` checks each value's type); ``stages`` holds one function per stage, each
+reading the previous stage's output folder and writing its own (the report stage in
+``_report_stage``; the run's shared state and output writers in ``_run``); ``runner`` runs them
 (``run``, ``demo``) on a Dask client from :mod:`temflow.cluster`; ``report`` writes the HTML
 report; ``live`` (``watch``) follows a folder while the microscope writes it and finishes with ``run``;
 ``_insitu`` adds the holder log and the electron dose to a run.

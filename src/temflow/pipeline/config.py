@@ -25,15 +25,14 @@ Example ``run.toml``::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
+
+from temflow.pipeline._toml_fields import _build
 
 __all__ = [
     "AnalysisConfig",
@@ -52,7 +51,6 @@ __all__ = [
 
 
 # Bounds beyond which a value is a typo or a hostile file rather than a setting.
-_MAX_INT = 2**31 - 1
 _MAX_SYNTHETIC_SIDE = 8192  # px
 _MAX_SYNTHETIC_PIXELS = 2**32  # frames x size^2: 8 GiB of float16 frames
 _MIN_MEMORY_LIMIT = 128 * 2**20  # bytes: a dask worker below this pauses at once
@@ -264,83 +262,6 @@ class Config:
     def folder(self) -> Path:
         """The output folder."""
         return Path(self.output.folder)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}; got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where} must be a list; got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false; got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where} must be an integer; got {value!r}")
-        if abs(value) > _MAX_INT:
-            raise ValueError(f"{where} must be an integer of at most {_MAX_INT}; got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where} must be a number; got {value!r}")
-        # nan and inf are valid TOML but pass every range check (nan < 0 is False)
-        if not math.isfinite(value):
-            raise ValueError(f"{where} must be a finite number; got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string; got {value!r}")
-        if "\x00" in value:
-            raise ValueError(f"{where} must not contain a NUL character (\\x00); got {value!r}")
-        return value
-    raise ValueError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
-
-
-def _build(cls: Any, data: dict[str, Any], source: str, section: str, skip: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)} - set(skip)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f"[{section}]" if section else "the top level"
-        raise ValueError(f"{source}: unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}")
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
-        target = tp if dataclasses.is_dataclass(tp) else (inner[0] if inner else None)
-        key = f"{section}.{name}" if section else name
-        if target is not None:
-            if not isinstance(value, dict):
-                raise ValueError(f"{source}: [{key}] must be a table; got {value!r}")
-            kwargs[name] = _build(target, value, source, key)
-        else:
-            kwargs[name] = _coerce(value, tp, f"{source}: {key}")
-    return cls(**kwargs)
 
 
 def _positive(source: str, where: str, value: float | int | None, *, allow_zero: bool = False) -> None:

@@ -1,200 +1,31 @@
-"""Figures for every stage (matplotlib object API; every figure is closed after saving).
-
-Each function takes the stage's result, draws on an ``Axes`` when one is given
-(else makes its own figure), and returns the ``Figure``. ``save_figure`` writes
-PNG and/or PDF and closes the figure.
-"""
+"""Figures of the analysis: particle outlines, size distributions, coarsening and its growth-law fits,
+size trajectories, and the one-page summary (temflow.analysis.measure, .track, .coarsening)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.colors  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from temflow.plots._figure import _new_axes
 
 if TYPE_CHECKING:
-    from temflow.analysis.arrhenius import ArrheniusFit
     from temflow.analysis.coarsening import GrowthFit
 
-__all__ = ["save_figure"]
-
-
-def save_figure(
-    figure: Figure, path: str | os.PathLike[str], *, formats: Sequence[str] = ("png",), dpi: int = 150
-) -> list[Path]:
-    """Save ``figure`` as ``path`` with each suffix in ``formats``, then close it.
-
-    Parameters
-    ----------
-    figure : matplotlib.figure.Figure
-        The figure to save.
-    path : str or path
-        File name without or with a suffix (the suffix is replaced).
-    formats : sequence of {"png", "pdf", "svg"}
-        Formats to write.
-    dpi : int
-        Resolution of raster formats.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files written.
-    """
-    allowed = {"png", "pdf", "svg"}
-    bad = [f for f in formats if f not in allowed]
-    if bad:
-        raise ValueError(f"formats must be among {sorted(allowed)}; got {bad}")
-    base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    try:
-        for fmt in formats:
-            target = base.with_suffix("." + fmt)
-            figure.savefig(target, dpi=dpi, bbox_inches="tight")
-            written.append(target)
-    finally:
-        figure.clf()
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
-    return written
-
-
-# --- drift figures (temflow.drift.correction) -------------------------------------------------------------
-
-__all__ += ["plot_drift"]
-
-
-def plot_drift(shifts: xr.DataArray, *, ax: Axes | None = None) -> Figure:
-    """Drift trajectory: y and x shift in nm against time, jumps and flagged frames marked.
-
-    Parameters
-    ----------
-    shifts : xarray.DataArray
-        From :func:`temflow.estimate_drift` (dims ``("time", "axis")``), computed
-        or lazy (it is computed here). Uses the ``shift_nm`` coord when present
-        (else px), and the ``jump`` and ``flagged`` coords when present.
-    ax : matplotlib.axes.Axes, optional
-        Axes to draw on; default a new figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from temflow.synthetic.generator import make_movie
-    >>> fig = plot_drift(make_movie(frames=8, size=32, seed=0).shifts)
-    >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
-    ['y', 'x']
-    """
-    if not isinstance(shifts, xr.DataArray) or tuple(shifts.dims) != ("time", "axis"):
-        raise TypeError("shifts must be the DataArray from temflow.estimate_drift, dims ('time', 'axis')")
-    shifts = shifts.compute()
-    if ax is None:
-        figure = Figure(figsize=(6.4, 3.6))
-        ax = figure.add_subplot()
-    else:
-        figure = ax.figure  # type: ignore[assignment]
-    in_nm = "shift_nm" in shifts.coords
-    values = np.asarray(shifts.coords["shift_nm"].values if in_nm else shifts.values, float)
-    time = np.asarray(shifts.coords["time"].values, float) if "time" in shifts.coords else np.arange(len(values))
-    for k, label in enumerate(("y", "x")):
-        ax.plot(time, values[:, k], label=label, lw=1.2)
-    if "jump" in shifts.coords:
-        for i, t in enumerate(time[np.asarray(shifts.coords["jump"].values, bool)]):
-            ax.axvline(t, color="0.5", ls="--", lw=0.8, label="jump" if i == 0 else None)
-    if "flagged" in shifts.coords:
-        bad = np.asarray(shifts.coords["flagged"].values, bool)
-        if bad.any():
-            ax.plot(time[bad], values[bad, 0], "rx", label="flagged")
-            ax.plot(time[bad], values[bad, 1], "rx")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("drift (nm)" if in_nm else "drift (px)")
-    ax.legend(frameon=False, fontsize="small")
-    return figure
-
-
-# --- training figures (temflow.segmentation.training) ----------------------------------------------------------
-
-__all__ += ["plot_training_history"]
-
-def plot_training_history(history: "pd.DataFrame", *, ax: "Axes | None" = None) -> Figure:
-    """Loss curves of a training run (and the validation IoU, when there is one).
-
-    Parameters
-    ----------
-    history : pandas.DataFrame
-        From :func:`temflow.segmentation.training.train`: columns ``epoch``, ``train_loss``,
-        ``val_loss`` and optionally ``val_iou`` (NaN without masks).
-    ax : matplotlib.axes.Axes, optional
-        Draw here; default a new figure.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "val_iou": [0.4, 0.8]})
-    >>> figure = plot_training_history(history)
-    >>> [line.get_label() for line in figure.axes[0].get_lines()]
-    ['train loss', 'validation loss']
-    >>> save_figure(figure, "unused", formats=())
-    []
-    """
-    missing = {"epoch", "train_loss"} - set(history.columns)
-    if missing:
-        raise ValueError(f"history must have columns 'epoch' and 'train_loss'; missing {sorted(missing)}")
-    if ax is None:
-        figure = Figure(figsize=(5.0, 3.2))
-        ax = figure.add_subplot()
-    else:
-        figure = ax.get_figure()  # type: ignore[assignment]
-    ax.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
-    if "val_loss" in history and history["val_loss"].notna().any():
-        ax.plot(history["epoch"], history["val_loss"], "s-", label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    handles, labels = ax.get_legend_handles_labels()
-    if "val_iou" in history and history["val_iou"].notna().any():
-        twin = ax.twinx()
-        twin.plot(history["epoch"], history["val_iou"], "^--", color="tab:green", label="validation IoU")
-        twin.set_ylabel("IoU")
-        twin.set_ylim(0, 1)
-        more = twin.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, loc="best", fontsize="small")
-    return figure
-
-
-# --- analysis figures (temflow.analysis.measure, temflow.analysis.track, temflow.analysis.coarsening) ---------------------
-__all__ += [
+__all__ = [
     "plot_analysis_summary",
     "plot_coarsening",
     "plot_particle_outlines",
+    "plot_scaled_size_distribution",
     "plot_size_distribution",
     "plot_size_trajectories",
 ]
-
-
-def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Any, Axes]:
-    if ax is not None:
-        return ax.figure, ax
-    figure = Figure(figsize=figsize)
-    return figure, figure.add_subplot()
 
 
 def plot_particle_outlines(
@@ -342,106 +173,6 @@ def plot_coarsening(
     radius_ax.legend(fontsize="small")
     radius_ax.set_title("$\\langle r \\rangle^n - \\langle r_0 \\rangle^n = K t$")
     return figure
-
-
-def plot_size_vs_temperature(stats: pd.DataFrame, *, axes: Sequence[Axes] | None = None) -> Figure:
-    """Mean diameter and particle count against the holder's temperature, coloured by time.
-
-    Parameters
-    ----------
-    stats : pandas.DataFrame
-        Per-frame statistics with ``temperature_C`` (the holder log on the movie's time axis),
-        ``time``, ``mean_diameter``, ``std_diameter`` and ``count``.
-    axes : pair of matplotlib.axes.Axes, optional
-        Where to draw; default a new figure with two panels.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    if axes is None:
-        axes = Figure(figsize=(10.0, 4.0)).subplots(1, 2)
-    size_ax, count_ax = axes
-    figure: Any = size_ax.figure
-    temperature = stats["temperature_C"].to_numpy(float)
-    time = stats["time"].to_numpy(float)
-    sem = stats["std_diameter"].to_numpy(float) / np.sqrt(np.maximum(stats["count"].to_numpy(float), 1))
-    size_ax.errorbar(temperature, stats["mean_diameter"].to_numpy(float), yerr=sem, fmt="none", ecolor="0.7", lw=0.8)
-    points = size_ax.scatter(temperature, stats["mean_diameter"].to_numpy(float), c=time, s=12, cmap="viridis")
-    count_ax.scatter(temperature, stats["count"].to_numpy(float), c=time, s=12, cmap="viridis")
-    size_ax.set_xlabel("holder temperature (\u00b0C)")
-    size_ax.set_ylabel("mean diameter (nm)")
-    count_ax.set_xlabel("holder temperature (\u00b0C)")
-    count_ax.set_ylabel("particles (not touching the border)")
-    count_ax.set_ylim(bottom=0)
-    figure.colorbar(points, ax=list(axes), label="time (s)")
-    return figure
-
-
-def plot_arrhenius(rates: pd.DataFrame, fit: "ArrheniusFit | None" = None, *, ax: Axes | None = None) -> Figure:
-    """Coarsening rate per temperature step against 1/T (log scale), with the Arrhenius line.
-
-    Parameters
-    ----------
-    rates : pandas.DataFrame
-        From :func:`temflow.analysis.arrhenius.coarsening_rates_per_step`.
-    fit : ArrheniusFit, optional
-        From :func:`temflow.analysis.arrhenius.fit_arrhenius`; drawn when ``ok``.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    figure, ax = _new_axes(ax)
-    good = rates[rates["ok"].astype(bool) & (rates["rate"] > 0)] if len(rates) else rates
-    inverse = 1000.0 / good["temperature_K"].to_numpy(float)
-    ax.errorbar(inverse, good["rate"].to_numpy(float), yerr=good["rate_error"].to_numpy(float), fmt="o", color="k",
-                label="rate per step")
-    if fit is not None and fit.ok and len(good):
-        line_t = np.linspace(good["temperature_K"].min(), good["temperature_K"].max(), 50)
-        low, high = fit.interval_eV
-        label = (f"$E_a$ = {fit.activation_energy_eV:.2f} eV [{low:.2f}, {high:.2f}] "
-                 f"({100 * fit.confidence:.0f} %)")
-        ax.plot(1000.0 / line_t, fit.predict(line_t), "-", color="tab:red", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("1000 / T (1/K)")
-    ax.set_ylabel("coarsening rate K (nm$^n$/s)")
-    ax.legend(fontsize="small")
-    return figure
-
-
-def plot_dose(context: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
-    """Dose rate and cumulative electron dose per frame against time.
-
-    Parameters
-    ----------
-    context : pandas.DataFrame
-        ``time``, ``dose_rate_e_per_A2_s`` and ``cumulative_dose_e_per_A2`` per frame.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw the cumulative dose (the rate goes on a twin axis).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    figure, ax = _new_axes(ax)
-    time = context["time"].to_numpy(float)
-    ax.plot(time, context["cumulative_dose_e_per_A2"].to_numpy(float), "-", color="k")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("cumulative dose (e/\u00c5$^2$)", color="k")
-    twin = ax.twinx()
-    twin.plot(time, context["dose_rate_e_per_A2_s"].to_numpy(float), ".", ms=3, color="tab:orange")
-    twin.set_ylabel("dose rate (e/\u00c5$^2$/s)", color="tab:orange")
-    twin.set_ylim(bottom=0)
-    return figure
-
-
-__all__ += ["plot_arrhenius", "plot_dose", "plot_size_vs_temperature"]
-
-
-__all__ += ["plot_scaled_size_distribution"]
 
 
 def plot_scaled_size_distribution(
