@@ -150,11 +150,11 @@ def watch(
     files_done = len(state["files"])
     if files_done:
         say(f"temflow watch: continuing after {files_done} frames already processed")
+    executor = _executor(workers)  # before the clock starts: creating the pool is not idle time
     last_refresh = last_new = time.monotonic()
     pending: dict[Path, tuple[int, float]] = {}
     failures: dict[Path, int] = {}
     stopped_by = "stop"
-    executor = _executor(workers)
     try:
         while True:
             started = time.monotonic()
@@ -190,7 +190,8 @@ def watch(
                 say(_line(summary))
                 last_refresh = now = time.monotonic()
             if not ready:
-                if idle_timeout_s is not None and now - last_new >= idle_timeout_s and _collect(state) == 0:
+                # a file seen but not yet stable is a frame on its way, not idleness
+                if idle_timeout_s is not None and now - last_new >= idle_timeout_s and not pending and _collect(state) == 0:
                     stopped_by = "idle"
                     break
                 time.sleep(poll_s)
