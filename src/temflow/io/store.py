@@ -50,6 +50,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
+from temflow._json import finite
 from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
 from temflow.io._progress import _compute
 from temflow.io.formats.ome_zarr import is_ome_zarr
@@ -67,22 +68,9 @@ Compressor = Literal["zstd", "lz4", "none"]
 
 
 def _jsonable(value: Any) -> Any:
-    """Attrs as JSON: numpy scalars and arrays become Python values."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not np.isfinite(value):
-        return None  # NaN and inf are not JSON: zarr.json must parse everywhere
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
+    """Attrs as JSON: numpy values become Python ones, NaN and inf null (zarr.json must parse
+    everywhere), keys strings, anything else its text."""
+    return json.loads(json.dumps(finite(value), default=str, allow_nan=False))
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
