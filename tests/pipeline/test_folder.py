@@ -32,3 +32,24 @@ def test_links_that_stay_inside_and_a_linked_folder_are_allowed(tmp_path):
     (tmp_path / "chosen").symlink_to(real)  # the user may give a path through a link
     check_output_folder(tmp_path / "chosen", source="run.toml")
     check_output_folder(real, source="run.toml")
+
+
+def test_a_link_planted_while_the_run_goes_on_stops_the_next_stage(tmp_path, monkeypatch):
+    from temflow.pipeline import stages
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    load = stages.STAGE_FUNCTIONS["load"]
+
+    def load_then_plant(state, resume):
+        result = load(state, resume)
+        (out / "figures").symlink_to(outside)  # as another process could, once the run has started
+        return result
+
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "load", load_then_plant)
+    config = Config.from_dict({"input": {"synthetic": {"frames": 4, "size": 32}}, "output": {"folder": str(out)}},
+                              source="run.toml")
+    with pytest.raises(ValueError, match="symbolic link .* points outside it"):
+        run(config)
+    assert list(outside.iterdir()) == []
+    assert not (out / "stages" / "drift.json").exists()  # the stage after the planting never ran

@@ -64,6 +64,9 @@ def _stage(
     ``body(run_state, resume)`` returns a JSON-able result (paths, numbers);
     ``resume`` is True when an interrupted attempt of this same stage exists.
     """
+    # a link planted while the run goes on (not only before it) must not lead a stage's writes
+    # out of the output folder: look again before each stage
+    check_output_folder(run_state.folder, source=run_state.config.source)
     stages = run_state.folder / "stages"
     stages.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(name, settings, [run_state.fingerprints[u] for u in upstream])
