@@ -466,4 +466,19 @@ def threshold_particles(
         "threshold": threshold if isinstance(threshold, str) else float(threshold),
         "settings_from": "sample" if radius_px is not None else ("defaults" if estimate is not None else "given"),
     }
+    if not lazy and not np.asarray(mask).any():
+        # a lazy mask cannot know it is empty without computing; the pipeline's measure stage
+        # says so then. An eager one can, and an empty mask must not pass without a word
+        import warnings
+
+        other = "bright" if polarity == "dark" else "dark"
+        warnings.warn(
+            f"threshold_particles found no particle in any of the {mask.shape[0]} frames with particles = "
+            f"{polarity!r} ({attrs['particles_reason']}), sigma_nm = {attrs['sigma_nm']:.3g}, background_nm = "
+            f"{attrs['background_nm']:.3g}, min_area_nm2 = {attrs['min_area_nm2']:.3g}; try particles = {other!r} if "
+            "the particles are " + other + ", smaller opening_nm and min_area_nm2 for small particles, or a "
+            "background_nm of several particle radii",
+            UserWarning,
+            stacklevel=2,
+        )
     return xr.DataArray(mask, dims=DIMS, coords=movie.coords, attrs=attrs, name="particles")
