@@ -42,6 +42,8 @@ _LENGTH_TO_NM = {
     "angstrom": 0.1,
     "ang": 0.1,
     "pm": 1e-3,
+    "picometer": 1e-3,
+    "picometre": 1e-3,
     "µm": 1e3,  # U+00B5 MICRO SIGN
     "μm": 1e3,  # U+03BC GREEK MU
     "um": 1e3,
@@ -49,12 +51,22 @@ _LENGTH_TO_NM = {
     "micrometer": 1e3,
     "micrometre": 1e3,
     "mm": 1e6,
+    "millimeter": 1e6,
+    "millimetre": 1e6,
+    "centimeter": 1e7,
+    "centimetre": 1e7,
     "m": 1e9,
     "meter": 1e9,
     "metre": 1e9,
 }
 
-_TIME_TO_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+_TIME_TO_S = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+    "ms": 1e-3, "millisecond": 1e-3,
+    "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "microsecond": 1e-6,
+    "ns": 1e-9, "nanosecond": 1e-9, "ps": 1e-12, "picosecond": 1e-12,
+    "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
+}  # fmt: skip  (the NGFF names too, for OME-Zarr axes)
 
 
 def length_to_nm(value: float, unit: str) -> float | None:

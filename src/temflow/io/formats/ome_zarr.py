@@ -5,7 +5,8 @@ The first (full-resolution) dataset of the first multiscale is read lazily with
 ``time`` axis and the last two ``space`` axes become ``(time, y, x)``; any other
 axis (channel, z) must have length 1. The dataset's ``scale`` transformation,
 times the multiscale's own one, gives the pixel size and the frame interval in
-the axes' units (``nanometer``, ``micrometer``, ``second``, ...). A space axis
+the axes' units (``nanometer``, ``micrometer``, ``second``, ..., read by
+:func:`temflow.movie.length_to_nm` and :func:`temflow.movie.time_to_s`). A space axis
 without a unit is uncalibrated; :func:`temflow.open_movie` then warns and
 uses pixels. temflow's own stores are read by :mod:`temflow.io.store` instead.
 """
@@ -21,31 +22,11 @@ import numpy as np
 import zarr
 
 from temflow.io.formats._common import RawMovie, fail, frames_per_chunk
+from temflow.movie import length_to_nm, time_to_s
 
 __all__ = ["is_ome_zarr", "read_ome_zarr"]
 
 _FMT = "ome-zarr"
-
-#: NGFF unit names -> factor to nm / to s (the units in-situ TEM uses; others are refused)
-_LENGTH_NM = {
-    "picometer": 1e-3,
-    "angstrom": 0.1,
-    "nanometer": 1.0,
-    "micrometer": 1e3,
-    "millimeter": 1e6,
-    "centimeter": 1e7,
-    "meter": 1e9,
-}
-_TIME_S = {
-    "picosecond": 1e-12,
-    "nanosecond": 1e-9,
-    "microsecond": 1e-6,
-    "millisecond": 1e-3,
-    "second": 1.0,
-    "minute": 60.0,
-    "hour": 3600.0,
-}
-
 
 def _attributes(path: Path) -> dict[str, Any] | None:
     """The group's OME attributes (the ``ome`` key in 0.5, the top level in 0.4), or None."""
@@ -135,15 +116,15 @@ def read_ome_zarr(path: Path, *, chunks: Any = None) -> RawMovie:
     pixel: list[float] = []
     for i in (y_axis, x_axis):
         unit = axes[i].get("unit")
-        if unit in _LENGTH_NM:
-            pixel.append(float(scale[i]) * _LENGTH_NM[unit])
+        size_nm = length_to_nm(float(scale[i]), unit) if isinstance(unit, str) else None
+        if size_nm is not None:
+            pixel.append(size_nm)
         elif unit is not None:
             notes.append(f"axis {names[i]!r} has unit {unit!r}, not a length temflow converts to nm")
     interval = None
     if time_axes:
         unit = axes[time_axes[0]].get("unit")
-        if unit in _TIME_S:
-            interval = float(scale[time_axes[0]]) * _TIME_S[unit]
+        interval = time_to_s(float(scale[time_axes[0]]), unit) if isinstance(unit, str) else None
     if chunks is not None:
         per = frames_per_chunk(chunks, data.shape[0], data.shape[1:], data.dtype)
         data = data.rechunk({0: per})
