@@ -62,10 +62,10 @@ _LENGTH_TO_NM = {
 
 _TIME_TO_S = {
     "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
-    "ms": 1e-3, "millisecond": 1e-3,
+    "ms": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3,
     "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "microsecond": 1e-6,
     "ns": 1e-9, "nanosecond": 1e-9, "ps": 1e-12, "picosecond": 1e-12,
-    "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
+    "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
 }  # fmt: skip  (the NGFF names too, for OME-Zarr axes)
 
 

@@ -50,12 +50,13 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from temflow.errors import MovieFileError
+from temflow.movie import time_to_s
 
 __all__ = ["CANONICAL_UNITS", "read_holder_log"]
 
@@ -84,8 +85,6 @@ _UNIT_SPELLINGS = {
 }  # fmt: skip
 _KINDS = {"temperature": "temperature_C", "power": "heater_power_W", "pressure": "pressure_mbar",
           "current": "current_A", "voltage": "voltage_V", "resistance": "resistance_ohm"}
-_TIME_UNITS = {"milliseconds": 1e-3, "ms": 1e-3, "seconds": 1.0, "second": 1.0, "s": 1.0, "minutes": 60.0,
-               "min": 60.0}
 # which of several columns of one kind is "the" sample's: the holder/chip side, the measured value
 _PRIMARY = re.compile(r"^(holder|channel a|sample|chip)\b|\bmeasured\b", re.IGNORECASE)
 
@@ -184,7 +183,7 @@ def read_holder_log(
     if time_column is not None:
         time_name = time_column
     if time_unit is not None:
-        time_factor = {"s": 1.0, "ms": 1e-3, "min": 60.0}[time_unit]
+        time_factor = float(time_to_s(1.0, time_unit) or 1.0)
     if vendor == "generic" and (not time_name or not columns):
         raise ValueError(
             f"{path}: a generic log needs time_column=... (one of {header}) and columns={{file column: quantity}} "
@@ -273,7 +272,7 @@ def _protochips(path: Path, lines: list[str], header: list[str]) -> tuple[
     table = pd.DataFrame(rows, columns=header)
     units = {k[: -len(" units")]: v for k, v in meta.items() if k.endswith(" units")}
     time_units = units.pop("time", "")
-    factor = _TIME_UNITS.get(time_units.lower())
+    factor = time_to_s(1.0, time_units)
     if factor is None:
         raise MovieFileError(path, "protochips holder log",
                              f"the header does not say the time unit (Time units = {time_units!r})",
