@@ -139,3 +139,31 @@ def test_binned_live_segmentation_keeps_positions_and_sizes(movie):
     assert found.sum() >= 2 and np.all(distance[found] < 2 * PIXEL_NM)
     ratio = binned["equivalent_diameter"].to_numpy()[nearest[found]] / big["equivalent_diameter"].to_numpy()[found]
     assert abs(np.median(ratio) - 1.0) < 0.15
+
+
+def test_the_classical_settings_are_decided_once_and_kept(tmp_path, movie):
+    """Every live frame is segmented with the settings decided on the first (and saved with the state)."""
+    from temflow.analysis.threshold import threshold_particles
+    from temflow.movie import as_movie
+
+    folder, out = tmp_path / "frames", tmp_path / "watched"
+    _write_frames(folder, movie, 0, 4, 0.0)
+    watch(folder, out, config=_config(folder, out), refresh_s=60.0, poll_s=0.01, idle_timeout_s=0.3, finish=False)
+    decided = json.loads((out / "live" / "state.json").read_text())["classical"]
+    first = threshold_particles(as_movie(movie[:1], pixel_size_nm=PIXEL_NM), threshold="frame").attrs
+    assert decided["particles"] == first["particles"] == "dark"  # bright field, as the generator draws it
+    assert decided["sigma_nm"] == first["sigma_nm"] and decided["background_nm"] == first["background_nm"]
+    # a later frame segmented with them equals the recipe given those settings, not re-derived ones
+    from temflow.pipeline.live import _classical_json, _measure
+
+    settings = _classical_json(decided, load=True)
+    table = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, _config(folder, out), 3, classical=settings)
+    from temflow.analysis.measure import label_particles, measure_particles
+
+    frame = as_movie(movie[3:4], pixel_size_nm=PIXEL_NM)
+    config = _config(folder, out)
+    masks = threshold_particles(frame, threshold="frame", **settings)
+    expected = measure_particles(label_particles(masks, split_touching=config.analysis.split_touching), frame,
+                                 min_area_nm2=config.analysis.min_area_nm2)
+    assert len(table) == len(expected) > 0
+    np.testing.assert_allclose(np.sort(table["area"]), np.sort(expected["area"]))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -253,7 +254,8 @@ def _load_state(live: Path, config: Config) -> dict[str, Any]:
         frames.resize((n, *frames.shape[1:]))
     record = dict(np.load(live / "drift.npz"))
     state.update(files=[Path(p) for p in meta["files"]], frames=n, shape=tuple(meta["shape"]),
-                 dtype=meta["dtype"], pixel_nm=tuple(meta["pixel_nm"]), times=list(meta["times"]))
+                 dtype=meta["dtype"], pixel_nm=tuple(meta["pixel_nm"]), times=list(meta["times"]),
+                 classical=_classical_json(meta.get("classical"), load=True))
     state["drift"] = resume_drift(record, lambda i: np.asarray(frames[i]), state["shape"], **_drift_options(config))
     if (live / "particles.parquet").is_file():
         table = pd.read_parquet(live / "particles.parquet")
@@ -345,17 +347,18 @@ def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -
     interval = config.input.frame_interval_s or 1.0
     state["times"].append(index * interval)
     add_frame(state["drift"], frame)
-    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index, state["bin_px"])
+    if config.segmentation.method == "threshold" and state.get("classical") is None:
+        state["classical"] = _classical_settings(frame, tuple(state["pixel_nm"]), config, state["bin_px"])
+    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index, state["bin_px"],
+            state.get("classical"))
     state["tables"][index] = executor.submit(_measure, *args) if executor is not None else _measure(*args)
     state["files"].append(file)
     state["frames"] = index + 1
     state["processed_now"] += 1
 
 
-def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
-             index: int, bin_px: int = 1) -> pd.DataFrame:
-    """Masks and particle table of one frame, in its raw coordinates (nm)."""
-    from temflow.analysis.measure import label_particles, measure_particles
+def _frame_movie(frame: np.ndarray, pixel_nm: tuple[float, float], bin_px: int) -> Any:
+    """One frame as a movie in its raw coordinates (nm), binned ``bin_px`` x ``bin_px``."""
     from temflow.movie import as_movie
 
     if bin_px > 1:
@@ -365,11 +368,55 @@ def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, co
     if bin_px > 1:  # a binned pixel's centre sits (bin - 1) / 2 raw pixels from the raw frame's origin
         movie = movie.assign_coords(y=movie["y"] + (bin_px - 1) / 2 * pixel_nm[0],
                                     x=movie["x"] + (bin_px - 1) / 2 * pixel_nm[1])
+    return movie
+
+
+_CLASSICAL = ("particles", "sigma_nm", "background_nm", "opening_nm", "min_area_nm2", "max_radius_nm")
+
+
+def _classical_settings(frame: np.ndarray, pixel_nm: tuple[float, float], config: Config, bin_px: int) -> dict[str, Any]:
+    """The classical recipe's contrast and lengths, decided once on the first frame.
+
+    The run file's ``[segmentation]`` settings are used as given; the ones it leaves out are
+    derived from the first frame (as the batch run derives them from its sampled frames) and
+    then kept, so every later frame is segmented alike and the sample is not re-measured per frame.
+    """
+    from temflow.analysis.threshold import threshold_particles
+
+    seg = config.segmentation
+    given = {name: getattr(seg, name) for name in _CLASSICAL if getattr(seg, name) is not None}
+    attrs = threshold_particles(_frame_movie(frame, pixel_nm, bin_px), threshold="frame", **given).attrs
+    decided = {name: attrs[name] for name in _CLASSICAL}
+    if decided["max_radius_nm"] == "inf":
+        decided["max_radius_nm"] = math.inf
+    return decided
+
+
+def _classical_json(settings: dict[str, Any] | None, *, load: bool = False) -> dict[str, Any] | None:
+    """The decided settings as strict JSON (no largest radius: null) and back (null: infinity)."""
+    if settings is None:
+        return None
+    radius = settings["max_radius_nm"]
+    if load:
+        return {**settings, "max_radius_nm": math.inf if radius is None else radius}
+    return {**settings, "max_radius_nm": None if radius == math.inf else radius}
+
+
+def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
+             index: int, bin_px: int = 1, classical: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Masks and particle table of one frame, in its raw coordinates (nm).
+
+    ``classical``: the classical recipe's settings decided on the first frame (see
+    :func:`_classical_settings`); derived from this frame alone when ``None``.
+    """
+    from temflow.analysis.measure import label_particles, measure_particles
+
+    movie = _frame_movie(frame, pixel_nm, bin_px)
     seg = config.segmentation
     if seg.method == "threshold":
         from temflow.analysis.threshold import threshold_particles
 
-        masks = threshold_particles(movie, threshold="frame")
+        masks = threshold_particles(movie, threshold="frame", **(classical or {}))
     else:
         if not seg.model:
             raise ValueError("temflow watch segments with a trained model only when [segmentation] model names one; "
@@ -464,7 +511,7 @@ def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, 
     atomic(live / "per_frame.parquet", lambda p: per_frame.to_parquet(p, index=False))
     meta = {"frames": state["frames"], "files": [str(f) for f in state["files"]], "shape": list(state["shape"]),
             "dtype": state["dtype"], "pixel_nm": list(state["pixel_nm"]), "times": state["times"],
-            "settings": _settings_key(config)}
+            "settings": _settings_key(config), "classical": _classical_json(state.get("classical"))}
     text = json.dumps(meta, default=_json_default)
     atomic(live / "state.json", lambda p: None if p.write_text(text) else None)
 
