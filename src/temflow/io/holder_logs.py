@@ -36,6 +36,9 @@ holds the same numbers as ``Temperature Measured (degC)``; ``attrs["assumed_unit
 unit are therefore never guessed: they are listed in ``attrs["unmapped"]`` and read only through
 ``columns``. The legacy DigiHeater text format is not read.
 
+Checked on the real Protochips and Impulse files of RosettaSciIO's test data (same values,
+at the recorded times rather than RosettaSciIO's uniform axis; ``docs/insitu.md``).
+
 Every column the reader recognises is converted to temflow's names, with the unit in the name:
 ``temperature_C``, ``heater_power_W``, ``pressure_mbar``, ``current_A``, ``voltage_V``,
 ``resistance_ohm``. When a log has several columns of one kind (a gas cell's holder and tank

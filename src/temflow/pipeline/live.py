@@ -10,11 +10,17 @@ stopped growing and reads cleanly, and then:
 3. segmented alone, in its raw frame: the classical recipe with a per-frame Otsu threshold
    (the batch run uses one threshold for the whole movie, which needs the whole movie), or the
    trained model of ``[segmentation] model``;
-4. measured (sizes in nm, positions moved into frame 0's coordinates with the latest drift
-   estimate at every refresh), and the particles linked through the frames seen so far.
+4. measured (sizes in nm), and, at the next refresh, moved into frame 0's coordinates with the
+   drift estimate of that refresh and linked once against the tracks so far
+   (:mod:`temflow.analysis.incremental_link`: the ids :func:`temflow.analysis.link` gives the
+   same table; laptrack, whose gap closing is global, links all frames again at each refresh).
 
+Frame times are the batch reader's (an In-Situ folder's folder-name times, recomputed on the
+frames so far at every refresh; ``[input] frame_interval_s`` overrides them as in the batch run).
 Every ``refresh_s`` seconds ``live/summary.json`` and ``live/report.html`` are rewritten: frames,
-particles per frame, mean diameter, drift, the frames per second processed. Stopping
+particles per frame, mean diameter, drift, the frames per second processed, and with the run
+file's ``[insitu]`` keys the holder's temperature (re-read as the log grows; needs
+``clock_offset_s``) and the electron dose per frame, as the batch ``context`` stage gives them. Stopping
 (``Ctrl-C``, or ``idle_timeout_s`` without a new frame) saves the state; running again continues
 with the next unprocessed frame (frames processed but not yet saved are redone).
 
