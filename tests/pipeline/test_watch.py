@@ -93,6 +93,30 @@ def test_follow_stop_resume_and_finish_as_the_batch_run(tmp_path, movie):
     # the live counts (per-frame thresholds, raw frames) preview the batch counts (movie-wide threshold, cropped)
     stats = pd.read_parquet(batch_out / "statistics.parquet")
     assert abs(live["count"].mean() - stats["count"].mean()) <= 0.35 * stats["count"].mean()
+    # the live tracks, linked frame by frame across the restart, are link()'s on the same table
+    from temflow.analysis.track import link
+
+    tracks = pd.read_parquet(out / "live" / "tracks.parquet")
+    assert sorted(tracks["frame"].unique()) == list(range(FRAMES))
+    pd.testing.assert_frame_equal(link(tracks.drop(columns="particle"), max_step_nm=3.0, memory=2, method="trackpy"),
+                                  tracks)
+
+
+def test_live_tracks_with_laptrack_relink_every_refresh(tmp_path, movie):
+    """laptrack's gap closing is global: the live view links all frames again, with link()'s answer."""
+    from temflow.analysis.track import link
+
+    folder, out = tmp_path / "frames", tmp_path / "watched"
+    _write_frames(folder, movie, 0, 8, 0.0)
+    settings = json.loads(json.dumps(_SETTINGS))
+    settings["analysis"]["linker"] = "laptrack"
+    config = Config.from_dict({**settings, "input": {"path": str(folder)}, "output": {"folder": str(out)}})
+    watch(folder, out, config=config, refresh_s=60.0, poll_s=0.01, max_frames=8, finish=False)
+    tracks = pd.read_parquet(out / "live" / "tracks.parquet")
+    assert len(tracks) and tracks["frame"].max() == 7
+    np.testing.assert_allclose(tracks["time"], tracks["frame"] / PER_SECOND)  # the In-Situ folder's times
+    pd.testing.assert_frame_equal(link(tracks.drop(columns="particle"), max_step_nm=3.0, memory=2, method="laptrack"),
+                                  tracks)
 
 
 def test_watch_refuses_what_it_cannot_follow(tmp_path):

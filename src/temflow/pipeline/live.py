@@ -599,8 +599,10 @@ def _live_tracks(state: dict[str, Any], shift_nm: np.ndarray, times: np.ndarray,
         parts = [state["tables"][k] for k in sorted(state["tables"]) if len(state["tables"][k])]
         if not parts:
             return pd.DataFrame()
-        return link(corrected(pd.concat(parts, ignore_index=True)), max_step_nm=a.max_step_nm, memory=a.memory,
-                    method=a.linker)
+        tracks = link(corrected(pd.concat(parts, ignore_index=True)), max_step_nm=a.max_step_nm, memory=a.memory,
+                      method=a.linker)
+        tracks["time"] = times[tracks["frame"].to_numpy()]
+        return tracks
     linking = state.get("linking")
     if linking is None:
         linking = state["linking"] = {"state": start_link(max_step_nm=a.max_step_nm, memory=a.memory), "next": 0,
