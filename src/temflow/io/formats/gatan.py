@@ -131,13 +131,31 @@ def _checked_reader() -> type:
     return CheckedDM
 
 
+def _close_map(reader: Any) -> None:
+    """Close ncempy's memory map of the file.
+
+    ncempy parses through ``numpy.frombuffer`` views of the map; one that is still waiting for
+    the garbage collector (held by a reference cycle) makes ``mmap.close`` raise ``BufferError``
+    ("cannot close exported pointers exist"), seen now and then when several threads parse
+    frames at once. The tags are read by then: collect, and close again.
+    """
+    try:
+        reader.fid.close()
+    except BufferError:
+        import gc
+
+        gc.collect()
+        reader.fid.close()
+
+
 def _parse(path: Path, fmt: str) -> dict[str, Any]:
     """Header facts of one DM file: frames, shape, dtype, data offset, calibrations, tags."""
     size = check_file(path, fmt)
     version = _check_dm_header(path, fmt, size)
     try:
-        with _checked_reader()(path, on_memory=True) as f:
-            tags = dict(f.allTags)
+        reader = _checked_reader()(path, on_memory=True)
+        tags = dict(reader.allTags)
+        _close_map(reader)
     except MemoryError:
         raise
     except Exception as exc:  # ncempy raises IOError, IndexError, struct/numpy errors...
