@@ -567,8 +567,10 @@ def _note_context(state: dict[str, Any], file: Path, frame: np.ndarray, config: 
         kept = {"instrument": attrs.get("instrument", {}) or {}, "metadata": {"velox": velox} if velox else {}}
         state["instrument"] = json.loads(json.dumps(kept, default=str))
     if config.insitu.counts_per_electron is not None:
-        # the statistic electron_dose takes over the stored frame in the batch run
-        state["counts"].append(float(np.nanmedian(frame.astype(np.float64))))
+        # the statistic electron_dose takes over the stored frame in the batch run (the NaN-aware float64
+        # median; an integer frame has no NaN and its median is the same number, without the copy)
+        integer = np.issubdtype(frame.dtype, np.integer)
+        state["counts"].append(float(np.median(frame) if integer else np.nanmedian(frame.astype(np.float64))))
 
 
 def _live_tracks(state: dict[str, Any], shift_nm: np.ndarray, times: np.ndarray, config: Config) -> pd.DataFrame:
