@@ -442,15 +442,16 @@ def write_velox_emd(
 
 def write_protochips(path: Path, names: list[str], units: dict[str, str], times_ms: np.ndarray,
                      values: np.ndarray, notes: dict[int, str] | None = None, user: bool = True,
-                     separator: str = ", ", calibration_first: bool = False) -> Path:
+                     separator: str = ", ", calibration_first: bool = False, user_line_ms: int = 0) -> Path:
     """A Protochips (Clarity) log in the layout of the real logs in RosettaSciIO's test data.
 
     As there: the column names on line 1 (``Time, Notes`` and then the quantities; the 2014-2016
     gas-cell logs separate the rest by ``","``, the thermal and electrical ones by ``", "``); then
     header rows ``0, <name> = <value>`` that repeat the first record's values in the quantity
     columns (``Calibration file`` first in the thermal log, absent from the gas-cell logs; ``User
-    agreeing to terms = ...`` last, missing in older logs); then the records: time in ms, a note
-    (mostly empty), the values.
+    agreeing to terms = ...`` last, missing in older logs, and in the 2014 gas-cell log written on
+    a record of its own at 47 ms: ``user_line_ms``); then the records: time in ms, a note (mostly
+    empty), the values.
     """
     values = np.asarray(values, dtype=float).reshape(len(times_ms), -1)
 
@@ -461,8 +462,9 @@ def write_protochips(path: Path, names: list[str], units: dict[str, str], times_
     header = ["Calibration file = E:\\AD21013_8.cal"] if calibration_first else []
     header += ["Date (yyyy.mm.dd) = 2014.12.15", "Time (hh:mm:ss.ms) = 19:07:04.165", "Time units = Milliseconds"]
     header += [f"{q} units = {u}" for q, u in units.items()]
-    header += ["User agreeing to terms = eric"] if user else []
     lines += [row("0", h, values[0]) for h in header]
+    if user:
+        lines.append(row(str(user_line_ms), "User agreeing to terms = eric", values[0]))
     for i, (t, record) in enumerate(zip(times_ms, values)):
         lines.append(row(f"{t:.0f}", (notes or {}).get(i, ""), record))
     path.write_text("\n".join(lines) + "\n", encoding="latin-1")

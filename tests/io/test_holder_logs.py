@@ -30,9 +30,9 @@ def test_protochips_thermal_log(tmp_path):
     assert log.attrs["notes"] == [[pytest.approx(0.78), "ramp started"]]
 
 
-@pytest.mark.parametrize(("separator", "calibration_first", "user"), [(", ", True, True), (",", False, False),
-                                                                    (",", False, True)])
-def test_protochips_real_layouts(tmp_path, separator, calibration_first, user):
+@pytest.mark.parametrize(("separator", "calibration_first", "user", "user_line_ms"),
+                         [(", ", True, True, 0), (",", False, False, 0), (",", False, True, 47)])
+def test_protochips_real_layouts(tmp_path, separator, calibration_first, user, user_line_ms):
     """The variants of the real logs: "," or ", " between fields, header rows repeating the first
     record's values, with or without the calibration and user lines; no record is lost (RosettaSciIO
     takes the first record of a log without a user line for the end of its header)."""
@@ -40,11 +40,20 @@ def test_protochips_real_layouts(tmp_path, separator, calibration_first, user):
     values = np.column_stack([np.full(4, 25.0), [744.6, 744.6, 744.4, 744.6]])
     path = write_protochips(tmp_path / "gas.csv", ["Holder Temperature", "Holder Pressure"],
                             {"Temperature": "Degrees C", "Pressure": "Torr"}, t, values, user=user,
-                            separator=separator, calibration_first=calibration_first)
+                            separator=separator, calibration_first=calibration_first, user_line_ms=user_line_ms)
     log = read_holder_log(path)
     np.testing.assert_allclose(log["time_s"], t / 1000)
     np.testing.assert_allclose(log["pressure_mbar"], values[:, 1] * 1.333224, rtol=1e-6)
     assert log.attrs["start"] == "2014-12-15T19:07:04.165000"
+
+
+def test_impulse_export_without_its_metadata_file(tmp_path):
+    t = np.arange(7.787, 12.0, 0.51)
+    path = write_impulse(tmp_path, {"Temperature Measured (degC)": 9.0 + t}, t)
+    (tmp_path / "StubExperiment_Metadata.log").unlink()
+    log = read_holder_log(path)
+    np.testing.assert_allclose(log["time_s"], t, atol=5e-4)
+    assert log.attrs["start"] is None and log.attrs["notes"] == []
 
 
 def test_impulse_heat_raw_export_temperature_without_unit(tmp_path):
