@@ -136,7 +136,10 @@ def watch(
     -------
     dict
         The live summary (``frames``, ``frames_per_s``, ``last`` frame's count and mean diameter,
-        ``drift_nm``...), with ``batch`` (the batch run's summary) when finished.
+        and its ``temperature_C``, dose rate and cumulative dose when the ``[insitu]`` settings give
+        them, ``drift_nm``...), with ``batch`` (the batch run's summary) when finished. The live
+        folder holds ``per_frame.parquet`` (times, counts, sizes, drift, holder and dose columns),
+        ``particles.parquet`` (raw-frame positions) and ``tracks.parquet`` (linked, drift-corrected).
     """
     say = echo or (lambda line: None)
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
