@@ -225,7 +225,7 @@ def _batch_times(folder: Path, **options) -> np.ndarray:
 
 
 def test_live_frame_times_are_the_batch_readers_frame_by_frame(tmp_path, movie):
-    from temflow.pipeline.live import _live_times
+    from temflow.pipeline._live_context import live_times as _live_times
 
     folder = tmp_path / "insitu"
     config = _config(folder, tmp_path / "out")
