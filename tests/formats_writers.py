@@ -435,3 +435,62 @@ def write_velox_emd(
                 table[: column.size, j] = column
             group.create_dataset("Metadata", data=table)
     return Path(path)
+
+
+# --------------------------------------------------------------------------- holder logs
+
+
+def write_protochips(path: Path, names: list[str], units: dict[str, str], times_ms: np.ndarray,
+                     values: np.ndarray, notes: dict[int, str] | None = None, user: bool = True,
+                     separator: str = ", ", calibration_first: bool = False, user_line_ms: int = 0) -> Path:
+    """A Protochips (Clarity) log in the layout of the real logs in RosettaSciIO's test data.
+
+    As there: the column names on line 1 (``Time, Notes`` and then the quantities; the 2014-2016
+    gas-cell logs separate the rest by ``","``, the thermal and electrical ones by ``", "``); then
+    header rows ``0, <name> = <value>`` that repeat the first record's values in the quantity
+    columns (``Calibration file`` first in the thermal log, absent from the gas-cell logs; ``User
+    agreeing to terms = ...`` last, missing in older logs, and in the 2014 gas-cell log written on
+    a record of its own at 47 ms: ``user_line_ms``); then the records: time in ms, a note (mostly
+    empty), the values.
+    """
+    values = np.asarray(values, dtype=float).reshape(len(times_ms), -1)
+
+    def row(first: str, note: str, record: np.ndarray) -> str:
+        return separator.join([first, note, *(f"{v:.6g}" for v in record)])
+
+    lines = ["Time, Notes" + separator + separator.join(names)]
+    header = ["Calibration file = E:\\AD21013_8.cal"] if calibration_first else []
+    header += ["Date (yyyy.mm.dd) = 2014.12.15", "Time (hh:mm:ss.ms) = 19:07:04.165", "Time units = Milliseconds"]
+    header += [f"{q} units = {u}" for q, u in units.items()]
+    lines += [row("0", h, values[0]) for h in header]
+    if user:
+        lines.append(row(str(user_line_ms), "User agreeing to terms = eric", values[0]))
+    for i, (t, record) in enumerate(zip(times_ms, values)):
+        lines.append(row(f"{t:.0f}", (notes or {}).get(i, ""), record))
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    return path
+
+
+def write_impulse(folder: Path, columns: dict[str, np.ndarray], times_s: np.ndarray,
+                  name: str = "Synchronized data", mix_valve: bool = False) -> Path:
+    """A DENSsolutions Impulse export and its metadata file, as in RosettaSciIO's real test data.
+
+    ``<experiment>_<name>.csv``: ``TimeStamp`` (clock time with ms), ``Experiment time`` (s since
+    the start), one column per quantity (``MixValve`` holds ``"0; 0; 0"`` valve states); the
+    sibling ``<experiment>_Metadata.log`` holds ``"key, value"`` lines with quoted text values
+    and the live notes last.
+    """
+    path = folder / f"StubExperiment_{name}.csv"
+    header = ["TimeStamp", "Experiment time", *columns] + (["MixValve"] if mix_valve else [])
+    rows = [",".join(header)]
+    for i, t in enumerate(times_s):
+        seconds = 19.0 + float(t)
+        stamp = f"13:{40 + int(seconds) // 60:02d}:{seconds % 60:06.3f}"
+        rows.append(",".join([stamp, f"{t:.3f}", *(f"{columns[c][i]:.6g}" for c in columns)]
+                             + (["0; 0; 0"] if mix_valve else [])))
+    path.write_text("\n".join(rows) + "\n", encoding="latin-1")
+    (folder / "StubExperiment_Metadata.log").write_text(
+        'Experiment date, 06-08-2021\nExperiment time, 13:40:19\nExperiment duration, 00.00:06:45.416\n'
+        'Sample, "Gold"\nDescription, "Experiment with stub data"\nGas1, H2\nMassSpec File Location, \n'
+        "Live notes, 13:46:46: Live note one\n13:46:52: Live note two\n", encoding="latin-1")
+    return path

@@ -9,40 +9,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 from conftest import raise_if_dask_computes
+from formats_writers import write_impulse, write_protochips
 
 import temflow
 from temflow.errors import MovieFileError
 from temflow.io.holder_logs import read_holder_log
 from temflow.io.holder_sync import add_holder_coords, estimate_clock_offset
-
-
-def write_protochips(path: Path, names: list[str], units: dict[str, str], times_ms: np.ndarray,
-                     values: np.ndarray, notes: dict[int, str] | None = None, user: bool = True) -> Path:
-    """A Protochips log as RosettaSciIO's reader and tests describe it (``", "`` separated)."""
-    lines = [", ".join(["Time", "Notes", *names])]
-    header = ["Date (yyyy.mm.dd) = 2014.12.15", "Time (hh:mm:ss.ms) = 19:07:04.165", "Time units = Milliseconds"]
-    header += [f"{q} units = {u}" for q, u in units.items()]
-    header += ["Calibration file = C:\\Protochips\\AD21013_8.cal"] + (["User = eric"] if user else [])
-    lines += [f"0, {h}" for h in header]
-    for i, (t, row) in enumerate(zip(times_ms, values)):
-        lines.append(", ".join([f"{t:.0f}", (notes or {}).get(i, ""), *(f"{v:.6g}" for v in np.atleast_1d(row))]))
-    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    return path
-
-
-def write_impulse(folder: Path, columns: dict[str, np.ndarray], times_s: np.ndarray) -> Path:
-    """An Impulse export and its metadata file, as RosettaSciIO's reader and tests describe them."""
-    path = folder / "StubExperiment_Synchronized data.csv"
-    header = ["TimeStamp", "Experiment time", *columns]
-    rows = [",".join(header)]
-    for i, t in enumerate(times_s):
-        stamp = f"13:40:{19 + int(t) // 1:02d}"
-        rows.append(",".join([stamp, f"{t:.3f}", *(f"{columns[c][i]:.6g}" for c in columns)]))
-    path.write_text("\n".join(rows) + "\n", encoding="latin-1")
-    (folder / "StubExperiment_Metadata.log").write_text(
-        "Experiment date,06-08-2021\nExperiment time,13:40:19\nSample,Gold\nGas1,H2\n"
-        "Live notes,13:46:46: Live note one\n13:46:52: Live note two\n", encoding="latin-1")
-    return path
 
 
 def test_protochips_thermal_log(tmp_path):
@@ -56,6 +28,43 @@ def test_protochips_thermal_log(tmp_path):
     assert log.attrs["vendor"] == "protochips"
     assert log.attrs["start"] == "2014-12-15T19:07:04.165000"
     assert log.attrs["notes"] == [[pytest.approx(0.78), "ramp started"]]
+
+
+@pytest.mark.parametrize(("separator", "calibration_first", "user", "user_line_ms"),
+                         [(", ", True, True, 0), (",", False, False, 0), (",", False, True, 47)])
+def test_protochips_real_layouts(tmp_path, separator, calibration_first, user, user_line_ms):
+    """The variants of the real logs: "," or ", " between fields, header rows repeating the first
+    record's values, with or without the calibration and user lines; no record is lost (RosettaSciIO
+    takes the first record of a log without a user line for the end of its header)."""
+    t = np.array([210.0, 470.0, 721.0, 1055.0])
+    values = np.column_stack([np.full(4, 25.0), [744.6, 744.6, 744.4, 744.6]])
+    path = write_protochips(tmp_path / "gas.csv", ["Holder Temperature", "Holder Pressure"],
+                            {"Temperature": "Degrees C", "Pressure": "Torr"}, t, values, user=user,
+                            separator=separator, calibration_first=calibration_first, user_line_ms=user_line_ms)
+    log = read_holder_log(path)
+    np.testing.assert_allclose(log["time_s"], t / 1000)
+    np.testing.assert_allclose(log["pressure_mbar"], values[:, 1] * 1.333224, rtol=1e-6)
+    assert log.attrs["start"] == "2014-12-15T19:07:04.165000"
+
+
+def test_impulse_export_without_its_metadata_file(tmp_path):
+    t = np.arange(7.787, 12.0, 0.51)
+    path = write_impulse(tmp_path, {"Temperature Measured (degC)": 9.0 + t}, t)
+    (tmp_path / "StubExperiment_Metadata.log").unlink()
+    log = read_holder_log(path)
+    np.testing.assert_allclose(log["time_s"], t, atol=5e-4)
+    assert log.attrs["start"] is None and log.attrs["notes"] == []
+
+
+def test_impulse_heat_raw_export_temperature_without_unit(tmp_path):
+    """The "Heat raw" export names its temperature column without a unit; Impulse logs °C."""
+    t = np.arange(6.749, 12.0, 0.52)
+    path = write_impulse(tmp_path, {"Temperature Measured": 1.05 + 4.5 * (t - t[0])}, t, name="Heat raw",
+                         mix_valve=True)
+    log = read_holder_log(path)
+    np.testing.assert_allclose(log["temperature_C"], 1.05 + 4.5 * (t - t[0]), rtol=1e-5)
+    assert log.attrs["assumed_units"] == {"Temperature Measured": "°C"} and "MixValve" in log.attrs["unmapped"]
+    assert log.attrs["start"] == "2021-08-06T13:40:19"
 
 
 def test_protochips_gas_cell_torr_to_mbar_and_primary_column(tmp_path):

@@ -93,6 +93,30 @@ def test_follow_stop_resume_and_finish_as_the_batch_run(tmp_path, movie):
     # the live counts (per-frame thresholds, raw frames) preview the batch counts (movie-wide threshold, cropped)
     stats = pd.read_parquet(batch_out / "statistics.parquet")
     assert abs(live["count"].mean() - stats["count"].mean()) <= 0.35 * stats["count"].mean()
+    # the live tracks, linked frame by frame across the restart, are link()'s on the same table
+    from temflow.analysis.track import link
+
+    tracks = pd.read_parquet(out / "live" / "tracks.parquet")
+    assert sorted(tracks["frame"].unique()) == list(range(FRAMES))
+    pd.testing.assert_frame_equal(link(tracks.drop(columns="particle"), max_step_nm=3.0, memory=2, method="trackpy"),
+                                  tracks)
+
+
+def test_live_tracks_with_laptrack_relink_every_refresh(tmp_path, movie):
+    """laptrack's gap closing is global: the live view links all frames again, with link()'s answer."""
+    from temflow.analysis.track import link
+
+    folder, out = tmp_path / "frames", tmp_path / "watched"
+    _write_frames(folder, movie, 0, 8, 0.0)
+    settings = json.loads(json.dumps(_SETTINGS))
+    settings["analysis"]["linker"] = "laptrack"
+    config = Config.from_dict({**settings, "input": {"path": str(folder)}, "output": {"folder": str(out)}})
+    watch(folder, out, config=config, refresh_s=60.0, poll_s=0.01, max_frames=8, finish=False)
+    tracks = pd.read_parquet(out / "live" / "tracks.parquet")
+    assert len(tracks) and tracks["frame"].max() == 7
+    np.testing.assert_allclose(tracks["time"], tracks["frame"] / PER_SECOND)  # the In-Situ folder's times
+    pd.testing.assert_frame_equal(link(tracks.drop(columns="particle"), max_step_nm=3.0, memory=2, method="laptrack"),
+                                  tracks)
 
 
 def test_watch_refuses_what_it_cannot_follow(tmp_path):
@@ -167,3 +191,171 @@ def test_the_classical_settings_are_decided_once_and_kept(tmp_path, movie):
                                  min_area_nm2=config.analysis.min_area_nm2)
     assert len(table) == len(expected) > 0
     np.testing.assert_allclose(np.sort(table["area"]), np.sort(expected["area"]))
+
+
+# --- frame times, holder log and dose, tracks, trained model --------------------------------------
+
+_IRREGULAR = [2, 5, 3, 4, 2]  # frames in seconds 0..4: a partial first second, an uneven rate, a partial last
+
+
+def _irregular_path(root: Path, index: int) -> Path:
+    second = int(np.searchsorted(np.cumsum(_IRREGULAR), index, side="right"))
+    folder = root / "Hour_00" / "Minute_00" / f"Second_{second:02d}"
+    return folder / f"Capture_Hour_00_Minute_00_Second_{second:02d}_Frame_{index:04d}.dm4"
+
+
+def _write_irregular(root: Path, frames: np.ndarray, start: int, stop: int, pause_s: float = 0.0) -> None:
+    for index in range(start, stop):
+        path = _irregular_path(root, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        write_dm(tmp, frames[index], version=4, pixel_size=PIXEL_NM)
+        tmp.rename(path)
+        time.sleep(pause_s)
+
+
+def _batch_times(folder: Path, **options) -> np.ndarray:
+    import warnings
+
+    from temflow.io.reader import open_movie
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one frame: no time calibration
+        return open_movie(folder, **options)["time"].values
+
+
+def test_live_frame_times_are_the_batch_readers_frame_by_frame(tmp_path, movie):
+    from temflow.pipeline._live_context import live_times as _live_times
+
+    folder = tmp_path / "insitu"
+    config = _config(folder, tmp_path / "out")
+    given = Config.from_dict({**json.loads(json.dumps(_SETTINGS)), "input": {"path": str(folder),
+                                                                            "frame_interval_s": 0.3}})
+    for n in range(1, FRAMES + 1):  # as the camera writes them: after every frame, the times so far
+        _write_irregular(folder, movie, n - 1, n)
+        files = list_frame_files(folder)
+        np.testing.assert_allclose(_live_times(folder, files, config), _batch_times(folder), atol=1e-12)
+        np.testing.assert_allclose(_live_times(folder, files, given), _batch_times(folder, frame_interval_s=0.3))
+    times = _batch_times(folder)
+    assert len(set(np.round(np.diff(times), 9))) > 1  # irregular indeed: not index x interval
+
+
+def test_watch_time_coordinate_and_tracks_equal_the_batch(tmp_path, movie):
+    """Frames written one by one into an irregular In-Situ tree: the live tables carry the batch reader's
+    times, and the live tracks, linked frame by frame, are those of link() on the same table."""
+    from temflow.analysis.track import link
+
+    folder, out = tmp_path / "insitu", tmp_path / "watched"
+    writer = threading.Thread(target=_write_irregular, args=(folder, movie, 0, FRAMES, 0.03))
+    writer.start()
+    watch(folder, out, config=_config(folder, out), refresh_s=0.05, poll_s=0.02, max_frames=FRAMES, finish=False)
+    writer.join()
+    times = _batch_times(folder)
+    per_frame = pd.read_parquet(out / "live" / "per_frame.parquet")
+    np.testing.assert_allclose(per_frame["time"], times, atol=1e-12)
+    particles = pd.read_parquet(out / "live" / "particles.parquet")
+    np.testing.assert_allclose(particles["time"], times[particles["frame"]], atol=1e-12)
+    tracks = pd.read_parquet(out / "live" / "tracks.parquet")
+    np.testing.assert_allclose(tracks["time"], times[tracks["frame"]], atol=1e-12)
+    assert len(tracks) == len(particles) and tracks["particle"].nunique() < len(tracks) / 2  # tracks, not dots
+    config = _config(folder, out)
+    again = link(tracks.drop(columns="particle"), max_step_nm=config.analysis.max_step_nm,
+                 memory=config.analysis.memory, method="trackpy")
+    pd.testing.assert_frame_equal(again, tracks)
+
+
+def _holder_log(path: Path, until_s: float) -> Path:
+    """A Protochips heating log: 300 °C + 20 °C/s, one record every 0.1 s up to ``until_s``."""
+    from formats_writers import write_protochips
+
+    t_ms = np.arange(0.0, until_s * 1000 + 1, 100.0)
+    return write_protochips(path, ["Channel A Temperature"], {"Temperature": "Degrees C"}, t_ms,
+                            300.0 + 20.0 * t_ms / 1000, calibration_first=True)
+
+
+def test_live_report_shows_temperature_and_dose_per_frame_as_the_batch(tmp_path, movie):
+    folder, out = tmp_path / "insitu", tmp_path / "watched"
+    log = _holder_log(tmp_path / "heating.csv", until_s=6.5)  # still being written: ends before the movie does
+
+    def config() -> Config:
+        settings = json.loads(json.dumps(_SETTINGS))
+        settings["insitu"] = {"holder_log": str(log), "clock_offset_s": 5.0, "counts_per_electron": 2.0,
+                              "exposure_s": 0.2}
+        return Config.from_dict({**settings, "input": {"path": str(folder)},
+                                 "output": {"folder": str(out), "figure_formats": ["png"]}})
+
+    _write_frames(folder, movie, 0, FRAMES, 0.0)  # 4 frames a second: 0 to 3.75 s, log time 5 to 8.75 s
+    first = watch(folder, out, config=config(), refresh_s=60.0, poll_s=0.01, max_frames=FRAMES, finish=False)
+    live = pd.read_parquet(out / "live" / "per_frame.parquet")
+    log_time = live["time"].to_numpy() + 5.0
+    inside = log_time <= 6.5
+    np.testing.assert_allclose(live["temperature_C"][inside], 300.0 + 20.0 * log_time[inside], rtol=1e-9)
+    assert live["temperature_C"][~inside].isna().all() and (~inside).sum() > 0  # past the log's end so far
+    assert np.isnan(first["last"]["temperature_C"])
+    report = (out / "live" / "report.html").read_text()
+    assert "holder temperature now" in report and "past the log" in report
+    assert "cumulative dose" in report and (out / "live" / "figures" / "size_vs_temperature.png").is_file()
+
+    # the log grows; the next session (no new frame) re-reads it and fills the frames in; then the batch run
+    _holder_log(log, until_s=10.0)
+    second = watch(folder, out, config=config(), refresh_s=60.0, poll_s=0.01, max_frames=FRAMES)
+    live = pd.read_parquet(out / "live" / "per_frame.parquet")
+    np.testing.assert_allclose(live["temperature_C"], 300.0 + 20.0 * (live["time"] + 5.0), rtol=1e-9)
+    assert second["last"]["temperature_C"] == pytest.approx(300.0 + 20.0 * (3.75 + 5.0))
+    batch = pd.read_parquet(out / "context.parquet")
+    for name in ("temperature_C", "dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"):
+        np.testing.assert_allclose(live[name], batch[name], rtol=1e-12, err_msg=name)
+    # the dose is the physics: median counts / 2 counts per electron / (5 Å)² pixel, over 0.2 s
+    expected = np.median(movie.reshape(FRAMES, -1).astype(float), axis=1) / 2.0 / 25.0
+    np.testing.assert_allclose(live["frame_dose_e_per_A2"], expected, rtol=1e-12)
+    np.testing.assert_allclose(live["dose_rate_e_per_A2_s"], expected / 0.2, rtol=1e-12)
+
+
+def test_trained_model_route_equals_the_batch_prediction(tmp_path):
+    """watch segments with a model trained here; every live frame's particles are those of the batch
+    predict + segment + measure on the same (raw) frames."""
+    torch = pytest.importorskip("torch")
+    from temflow.analysis.measure import label_particles, measure_particles
+    from temflow.io.reader import open_movie
+    from temflow.segmentation.inference import predict, segment
+    from temflow.segmentation.model_files import save_model
+    from temflow.segmentation.models import UNet
+    from temflow.segmentation.tiles import TileDataset, make_tile_set, percentile_normalisation
+    from temflow.segmentation.training import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads on a shared CPU
+    try:
+        truth = make_movie(frames=10, size=64, pixel_size_nm=PIXEL_NM, radius_nm=(2.0, 4.0), seed=5, jumps=0)
+        tiles = make_tile_set(truth.movie, tmp_path / "tiles.zarr", tile_size=32, frames=10, masks=truth.labels,
+                              blocks=5)
+        torch.manual_seed(0)
+        # a few seconds: enough for a 1-level U-Net to find the particles of this movie
+        net, _ = train(UNet(depth=1, width=4), TileDataset(tiles, seed=1), epochs=25, batch_size=8, lr=0.02,
+                       device="cpu", seed=3)
+        model = save_model(net, tmp_path / "net.safetensors", tile_size=32,
+                           normalisation=percentile_normalisation(truth.movie.values))
+        folder, out = tmp_path / "insitu", tmp_path / "watched"
+        frames = truth.movie.values
+        _write_frames(folder, frames, 0, 6, 0.0)
+        settings = json.loads(json.dumps(_SETTINGS))
+        settings["segmentation"] = {"method": "unet", "model": str(model)}
+        config = Config.from_dict({**settings, "input": {"path": str(folder)}, "output": {"folder": str(out)}})
+        watch(folder, out, config=config, refresh_s=60.0, poll_s=0.01, max_frames=6, finish=False)
+        live = pd.read_parquet(out / "live" / "particles.parquet")
+
+        raw = open_movie(folder)
+        masks = segment(predict(raw, str(model))).compute()
+        labels = label_particles(masks, split_touching=config.analysis.split_touching)
+        batch = measure_particles(labels, raw, min_area_nm2=config.analysis.min_area_nm2)
+    finally:
+        torch.set_num_threads(threads)
+    # the model found the particles (not an empty comparison) ...
+    assert len(batch) >= 6 * 3 and labels.values.any()
+    truth_area = (truth.labels.values[:6] > 0).sum()
+    assert abs(float(masks.values.sum()) - truth_area) < 0.35 * truth_area
+    # ... and the live frames give the batch's particles, frame by frame
+    columns = ["frame", "time", "y", "x", "area", "equivalent_diameter", "touches_border"]
+    order = ["frame", "y", "x"]
+    pd.testing.assert_frame_equal(live[columns].sort_values(order, ignore_index=True),
+                                  batch[columns].sort_values(order, ignore_index=True), check_dtype=False)

@@ -2,7 +2,8 @@
 
 ``threshold`` is the classical segmentation (flat field, Otsu); ``measure`` labels masks
 (cutting touching particles apart, ``_touching``) and measures every particle in nm;
-``track`` links particles through time and finds merges and vanishings; ``coarsening``
+``track`` links particles through time and finds merges and vanishings (``incremental_link``
+links frame by frame as a movie is recorded, with the same tracks); ``coarsening``
 gives size statistics and distributions, fits and compares growth laws (``_growth_law``
 with its chi-square profile ``_growth_profile``, ``_growth_comparison``), sets the size
 distribution against theory (``_size_shapes``) and weighs the mechanism (``_mechanism``);
@@ -15,6 +16,7 @@ from __future__ import annotations
 from temflow.analysis.threshold import threshold_particles
 from temflow.analysis.measure import COLUMNS, label_particles, measure_particles, measure_particles_to_parquet, read_particles
 from temflow.analysis.track import EVENT_COLUMNS, find_events, link
+from temflow.analysis.incremental_link import link_next, start_link
 from temflow.analysis.arrhenius import ArrheniusFit, coarsening_rates_per_step, fit_arrhenius, temperature_steps
 from temflow.analysis.coarsening import (
     GrowthFit,
@@ -45,6 +47,7 @@ __all__ = [
     "fit_growth_law",
     "label_particles",
     "link",
+    "link_next",
     "mark_excluded_frames",
     "measure_particles",
     "measure_particles_to_parquet",
@@ -54,5 +57,6 @@ __all__ = [
     "size_statistics",
     "temperature_steps",
     "sized_particles",
+    "start_link",
     "threshold_particles",
 ]

@@ -29,9 +29,15 @@ the start) and one column per quantity, the unit in brackets when the software g
 Measured``, ``Fnr``, ``% Gas1 Measured``, ``MixValve``...) carry no unit in the header. The
 experiment's start date and time are in the sibling ``<experiment>_Metadata.log`` (``Experiment
 date,06-08-2021`` as day-month-year, ``Experiment time,13:40:19``, then ``Live notes``).
-*Not confirmed*: the units of the pressure columns, and any power column; columns without a
+A temperature column without a unit (``Temperature Measured`` in the ``Heat raw`` export) is in
+°C: Impulse logs temperature in °C, and in RosettaSciIO's real test export the unitless column
+holds the same numbers as ``Temperature Measured (degC)``; ``attrs["assumed_units"]`` lists it.
+*Not confirmed*: the units of the pressure columns, and any power column; other columns without a
 unit are therefore never guessed: they are listed in ``attrs["unmapped"]`` and read only through
 ``columns``. The legacy DigiHeater text format is not read.
+
+Checked on the real Protochips and Impulse files of RosettaSciIO's test data (same values,
+at the recorded times rather than RosettaSciIO's uniform axis; ``docs/insitu.md``).
 
 Every column the reader recognises is converted to temflow's names, with the unit in the name:
 ``temperature_C``, ``heater_power_W``, ``pressure_mbar``, ``current_A``, ``voltage_V``,
@@ -129,7 +135,8 @@ def read_holder_log(
         ``current_A``, ``voltage_V``, ``resistance_ohm``, and suffixed names for further
         columns of a kind). ``attrs``: ``vendor``, ``path``, ``start`` (ISO date-time of the log's
         time zero, or None), ``columns`` (file column -> name), ``unmapped`` (columns not read),
-        ``notes`` (list of ``[time_s, text]``).
+        ``assumed_units`` (column -> unit taken without the file stating it), ``notes`` (list of
+        ``[time_s, text]``).
 
     Raises
     ------
@@ -235,7 +242,10 @@ def read_holder_log(
     if len(frame) == 0:
         raise MovieFileError(path, f"{vendor} holder log", "no data row with a numeric time",
                              "check that the file is a complete log")
+    assumed = {name: "°C" for name, target in mapping.items()
+               if vendor == "impulse" and target.startswith("temperature_C") and "(" not in name}
     frame.attrs.update(vendor=vendor, path=str(path), start=start, columns=mapping, unmapped=unmapped,
+                       assumed_units=assumed,
                        notes=[[t * time_factor if np.isfinite(t) else t, text] for t, text in notes])
     return frame
 
@@ -315,7 +325,10 @@ def _impulse(path: Path, lines: list[str], header: list[str]) -> tuple[
                                           "%d-%m-%Y %H:%M:%S").isoformat()
         except (KeyError, ValueError):
             start = None
-    return table, {}, 1.0, start, notes
+    # Impulse logs temperature in °C; its "Heat raw" export leaves the unit out of the header
+    # (real files: StubExperiment_Heat raw.csv's "Temperature Measured" holds the values its
+    # "Synchronized data" export calls "Temperature Measured (degC)")
+    return table, {"temperature": "degC"}, 1.0, start, notes
 
 
 def _generic(path: Path, lines: list[str], header: list[str]) -> pd.DataFrame:

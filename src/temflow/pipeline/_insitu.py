@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 
-__all__ = ["arrhenius_result", "context_stage", "insitu_cards", "insitu_figures", "insitu_notes", "merge_context"]
+__all__ = ["arrhenius_result", "configured_dose", "context_stage", "insitu_cards", "insitu_figures", "insitu_notes",
+           "merge_context", "read_configured_log"]
 
 # ``state`` is the pipeline's ``stages.Run`` (not imported: the stages import this module)
 
@@ -32,16 +33,9 @@ def context_stage(state: Any, resume: bool) -> dict[str, Any]:
     table = pd.DataFrame({"frame": np.arange(movie.sizes["time"]), "time": movie["time"].values.astype(float)})
     result: dict[str, Any] = {"context": str(state.folder / "context.parquet")}
     if ins.holder_log:
-        from temflow.io.holder_logs import read_holder_log
         from temflow.io.holder_sync import add_holder_coords, estimate_clock_offset
 
-        columns: dict[str, str] = {}
-        for entry in ins.holder_columns:
-            name, _, target = entry.partition("=")
-            columns[name.strip()] = target.strip()
-        log = read_holder_log(ins.holder_log, vendor=ins.holder_vendor, columns=columns or None,
-                              time_column=ins.holder_time_column or None,
-                              time_unit=ins.holder_time_unit or None)  # type: ignore[arg-type]
+        log = read_configured_log(ins)
         if ins.clock_offset_s is not None:
             offset, how = float(ins.clock_offset_s), "given"
         else:
@@ -62,12 +56,8 @@ def context_stage(state: Any, resume: bool) -> dict[str, Any]:
             state.echo(f"  context    warning: {w.message}")
     else:
         result["holder"] = {"reason": "no holder log given ([insitu] holder_log)"}
-    from temflow.io.dose import electron_dose
-
     try:
-        dose = electron_dose(movie, counts_per_electron=ins.counts_per_electron, exposure_s=ins.exposure_s,
-                             beam_current_A=ins.beam_current_A, illuminated_diameter_nm=ins.illuminated_diameter_nm,
-                             beam_between_frames=ins.beam_between_frames)
+        dose = configured_dose(movie, ins)
     except ValueError as error:
         result["dose"] = {"reason": str(error)}
     else:
@@ -78,6 +68,28 @@ def context_stage(state: Any, resume: bool) -> dict[str, Any]:
     table.to_parquet(tmp, index=False)
     tmp.replace(state.folder / "context.parquet")
     return result
+
+
+def read_configured_log(ins: Any) -> pd.DataFrame:
+    """The holder log named by ``[insitu]`` (``ins``: the run's ``InsituConfig``), read as its keys say."""
+    from temflow.io.holder_logs import read_holder_log
+
+    columns: dict[str, str] = {}
+    for entry in ins.holder_columns:
+        name, _, target = entry.partition("=")
+        columns[name.strip()] = target.strip()
+    return read_holder_log(ins.holder_log, vendor=ins.holder_vendor, columns=columns or None,
+                           time_column=ins.holder_time_column or None,
+                           time_unit=ins.holder_time_unit or None)  # type: ignore[arg-type]
+
+
+def configured_dose(movie: Any, ins: Any) -> Any:
+    """:func:`temflow.io.dose.electron_dose` of ``movie`` with the ``[insitu]`` settings ``ins``."""
+    from temflow.io.dose import electron_dose
+
+    return electron_dose(movie, counts_per_electron=ins.counts_per_electron, exposure_s=ins.exposure_s,
+                         beam_current_A=ins.beam_current_A, illuminated_diameter_nm=ins.illuminated_diameter_nm,
+                         beam_between_frames=ins.beam_between_frames)
 
 
 def merge_context(stats: pd.DataFrame, context_result: dict[str, Any] | None) -> pd.DataFrame:

@@ -10,11 +10,17 @@ stopped growing and reads cleanly, and then:
 3. segmented alone, in its raw frame: the classical recipe with a per-frame Otsu threshold
    (the batch run uses one threshold for the whole movie, which needs the whole movie), or the
    trained model of ``[segmentation] model``;
-4. measured (sizes in nm, positions moved into frame 0's coordinates with the latest drift
-   estimate at every refresh), and the particles linked through the frames seen so far.
+4. measured (sizes in nm), and, at the next refresh, moved into frame 0's coordinates with the
+   drift estimate of that refresh and linked once against the tracks so far
+   (:mod:`temflow.analysis.incremental_link`: the ids :func:`temflow.analysis.link` gives the
+   same table; laptrack, whose gap closing is global, links all frames again at each refresh).
 
+Frame times are the batch reader's (an In-Situ folder's folder-name times, recomputed on the
+frames so far at every refresh; ``[input] frame_interval_s`` overrides them as in the batch run).
 Every ``refresh_s`` seconds ``live/summary.json`` and ``live/report.html`` are rewritten: frames,
-particles per frame, mean diameter, drift, the frames per second processed. Stopping
+particles per frame, mean diameter, drift, the frames per second processed, and with the run
+file's ``[insitu]`` keys the holder's temperature (re-read as the log grows; needs
+``clock_offset_s``) and the electron dose per frame, as the batch ``context`` stage gives them. Stopping
 (``Ctrl-C``, or ``idle_timeout_s`` without a new frame) saves the state; running again continues
 with the next unprocessed frame (frames processed but not yet saved are redone).
 
@@ -39,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from temflow.errors import MovieFileError
+from temflow.pipeline._live_context import CONTEXT_COLUMNS, live_context, live_times, live_tracks, note_context
 from temflow.pipeline.config import Config, InputConfig
 
 __all__ = ["list_frame_files", "watch"]
@@ -130,7 +137,10 @@ def watch(
     -------
     dict
         The live summary (``frames``, ``frames_per_s``, ``last`` frame's count and mean diameter,
-        ``drift_nm``...), with ``batch`` (the batch run's summary) when finished.
+        and its ``temperature_C``, dose rate and cumulative dose when the ``[insitu]`` settings give
+        them, ``drift_nm``...), with ``batch`` (the batch run's summary) when finished. The live
+        folder holds ``per_frame.parquet`` (times, counts, sizes, drift, holder and dose columns),
+        ``particles.parquet`` (raw-frame positions) and ``tracks.parquet`` (linked, drift-corrected).
     """
     say = echo or (lambda line: None)
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
@@ -231,13 +241,15 @@ def _settings_key(config: Config) -> dict[str, Any]:
     """What the live state depends on: changing it starts the live state afresh."""
     return {"drift": dataclasses.asdict(config.drift), "segmentation": dataclasses.asdict(config.segmentation),
             "min_area_nm2": config.analysis.min_area_nm2, "frame_interval_s": config.input.frame_interval_s,
-            "split_touching": config.analysis.split_touching}  # bin_px: a restart may change it
+            "split_touching": config.analysis.split_touching,
+            # frame medians are kept for the dose only when counts_per_electron is set
+            "dose_counts": config.insitu.counts_per_electron is not None}  # bin_px: a restart may change it
 
 
 def _load_state(live: Path, config: Config) -> dict[str, Any]:
     state: dict[str, Any] = {"files": [], "frames": 0, "tables": {}, "drift": None, "shape": None, "dtype": None,
                              "pixel_nm": None, "times": [], "started": time.monotonic(), "processed_now": 0,
-                             "seconds_now": 0.0}
+                             "seconds_now": 0.0, "counts": [], "instrument": None}
     saved = live / "state.json"
     if not saved.is_file():
         return state
@@ -255,7 +267,8 @@ def _load_state(live: Path, config: Config) -> dict[str, Any]:
     record = dict(np.load(live / "drift.npz"))
     state.update(files=[Path(p) for p in meta["files"]], frames=n, shape=tuple(meta["shape"]),
                  dtype=meta["dtype"], pixel_nm=tuple(meta["pixel_nm"]), times=list(meta["times"]),
-                 classical=_classical_json(meta.get("classical"), load=True))
+                 classical=_classical_json(meta.get("classical"), load=True), counts=list(meta.get("counts", []))[:n],
+                 instrument=meta.get("instrument"))
     state["drift"] = resume_drift(record, lambda i: np.asarray(frames[i]), state["shape"], **_drift_options(config))
     if (live / "particles.parquet").is_file():
         table = pd.read_parquet(live / "particles.parquet")
@@ -347,6 +360,7 @@ def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -
     interval = config.input.frame_interval_s or 1.0
     state["times"].append(index * interval)
     add_frame(state["drift"], frame)
+    note_context(state, file, frame, config)
     if config.segmentation.method == "threshold" and state.get("classical") is None:
         state["classical"] = _classical_settings(frame, tuple(state["pixel_nm"]), config, state["bin_px"])
     args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index, state["bin_px"],
@@ -435,23 +449,19 @@ def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, co
 
 def _refresh(state: dict[str, Any], live: Path, config: Config) -> dict[str, Any]:
     """Solve the drift, correct and link the particles, write the live report and save the state."""
-    from temflow.analysis.track import link
     from temflow.drift.incremental import solve_drift
     from temflow.pipeline.report import write_report
 
     drift = solve_drift(state["drift"])
     shift_nm = drift["shift"] * np.asarray(state["pixel_nm"])[None, :]
     _collect(state, wait=True)
+    state["times"] = live_times(Path(config.input.path), state["files"], config)
+    times = np.asarray(state["times"], dtype=float)
     parts = [state["tables"][k] for k in sorted(state["tables"]) if len(state["tables"][k])]
     raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    table = raw.copy()
-    if len(table):
-        table["y"] = table["y"] - shift_nm[table["frame"].to_numpy(), 0]
-        table["x"] = table["x"] - shift_nm[table["frame"].to_numpy(), 1]
-        a = config.analysis
-        tracks = link(table, max_step_nm=a.max_step_nm, memory=a.memory, method=a.linker)
-    else:
-        tracks = table
+    if len(raw):
+        raw["time"] = times[raw["frame"].to_numpy()]
+    tracks = live_tracks(state, shift_nm, times, config)
     frames = np.arange(state["frames"])
     inside = tracks[~tracks["touches_border"]] if len(tracks) and "touches_border" in tracks else tracks
     per_frame = pd.DataFrame({"frame": frames, "time": state["times"][: state["frames"]]})
@@ -459,9 +469,11 @@ def _refresh(state: dict[str, Any], live: Path, config: Config) -> dict[str, Any
         groups = inside.groupby("frame")["equivalent_diameter"]
         per_frame["count"] = groups.size().reindex(frames, fill_value=0).to_numpy()
         per_frame["mean_diameter"] = groups.mean().reindex(frames).to_numpy()
+        per_frame["std_diameter"] = groups.std(ddof=0).reindex(frames).to_numpy()
     else:
-        per_frame["count"], per_frame["mean_diameter"] = 0, np.nan
+        per_frame["count"], per_frame["mean_diameter"], per_frame["std_diameter"] = 0, np.nan, np.nan
     per_frame["dy_nm"], per_frame["dx_nm"] = shift_nm[:, 0], shift_nm[:, 1]
+    context_cards, context_figures, context_notes = live_context(state, config, per_frame, live)
     elapsed = max(state["seconds_now"], 1e-9)
     summary: dict[str, Any] = {
         "folder": str(config.input.path),
@@ -475,23 +487,29 @@ def _refresh(state: dict[str, Any], live: Path, config: Config) -> dict[str, Any
         "jumps": int(np.sum(drift["jump"])),
         "flagged_frames": int(np.sum(drift["flagged"])),
     }
+    for name in CONTEXT_COLUMNS:
+        if name in per_frame:
+            summary["last"][name] = float(per_frame[name].iloc[-1])
     write_report(
         live / "report.html",
         title=f"temflow watch: {Path(config.input.path).name} (live)",
         cards={"frames": summary["frames"], "particles, last frame": summary["last"]["count"],
                "mean diameter, last frame (nm)": f"{summary['last']['mean_diameter_nm']:.2f}",
                "drift now (nm)": f"{summary['drift_nm'][0]:.1f}, {summary['drift_nm'][1]:.1f}",
-               "frames/s processed": f"{summary['frames_per_s']:.1f}" if summary["frames_per_s"] else "-"},
+               "frames/s processed": f"{summary['frames_per_s']:.1f}" if summary["frames_per_s"] else "-",
+               **context_cards},
         verdict="Live preview: per-frame thresholds and provisional drift; the batch run when the acquisition "
                 "ends gives the final results.",
+        figures=context_figures,
         tables={"Per frame (latest first)": per_frame.iloc[::-1]},
-        notes=[f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}"],
+        notes=[f"updated {time.strftime('%Y-%m-%d %H:%M:%S')}", *context_notes],
     )
-    _save(state, live, config, raw, per_frame)
+    _save(state, live, config, raw, per_frame, tracks)
     return summary
 
 
-def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, per_frame: pd.DataFrame) -> None:
+def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, per_frame: pd.DataFrame,
+          tracks: pd.DataFrame) -> None:
     from temflow.drift.incremental import drift_record
 
     def atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -509,9 +527,12 @@ def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, 
     if len(raw):
         atomic(live / "particles.parquet", lambda p: raw.to_parquet(p, index=False))
     atomic(live / "per_frame.parquet", lambda p: per_frame.to_parquet(p, index=False))
+    if len(tracks):
+        atomic(live / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))
     meta = {"frames": state["frames"], "files": [str(f) for f in state["files"]], "shape": list(state["shape"]),
             "dtype": state["dtype"], "pixel_nm": list(state["pixel_nm"]), "times": state["times"],
-            "settings": _settings_key(config), "classical": _classical_json(state.get("classical"))}
+            "settings": _settings_key(config), "classical": _classical_json(state.get("classical")),
+            "counts": state["counts"], "instrument": state["instrument"]}
     text = json.dumps(meta, default=_json_default)
     atomic(live / "state.json", lambda p: None if p.write_text(text) else None)
 

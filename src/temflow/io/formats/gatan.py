@@ -131,13 +131,31 @@ def _checked_reader() -> type:
     return CheckedDM
 
 
+def _close_map(reader: Any) -> None:
+    """Close ncempy's memory map of the file.
+
+    ncempy parses through ``numpy.frombuffer`` views of the map; one that is still waiting for
+    the garbage collector (held by a reference cycle) makes ``mmap.close`` raise ``BufferError``
+    ("cannot close exported pointers exist"), seen now and then when several threads parse
+    frames at once. The tags are read by then: collect, and close again.
+    """
+    try:
+        reader.fid.close()
+    except BufferError:
+        import gc
+
+        gc.collect()
+        reader.fid.close()
+
+
 def _parse(path: Path, fmt: str) -> dict[str, Any]:
     """Header facts of one DM file: frames, shape, dtype, data offset, calibrations, tags."""
     size = check_file(path, fmt)
     version = _check_dm_header(path, fmt, size)
     try:
-        with _checked_reader()(path, on_memory=True) as f:
-            tags = dict(f.allTags)
+        reader = _checked_reader()(path, on_memory=True)
+        tags = dict(reader.allTags)
+        _close_map(reader)
     except MemoryError:
         raise
     except Exception as exc:  # ncempy raises IOError, IndexError, struct/numpy errors...
@@ -331,19 +349,60 @@ def read_dm(path: Path, *, chunks: Any = None, fmt: str = "dm4") -> RawMovie:
 # --------------------------------------------------------------------------- In-Situ trees
 
 
+def _insitu_second(root: Path, file: Path) -> tuple[int, int, int] | None:
+    """(hour, minute, second) from a frame's ``Hour_HH/Minute_MM/Second_SS`` folders, or None."""
+    parts: dict[str, int] = {}
+    for component in file.relative_to(root).parts[:-1]:
+        match = _PART.match(component)
+        if match:
+            parts[match.group(1).lower()] = int(match.group(2))
+    return (parts["hour"], parts["minute"], parts["second"]) if len(parts) == 3 else None
+
+
 def _insitu_files(root: Path) -> list[tuple[tuple[int, int, int], Path]]:
     found = []
     for file in root.rglob("*"):
         if not file.is_file() or file.suffix.lower() != ".dm4":
             continue
-        parts: dict[str, int] = {}
-        for component in file.relative_to(root).parts[:-1]:
-            match = _PART.match(component)
-            if match:
-                parts[match.group(1).lower()] = int(match.group(2))
-        if len(parts) == 3:
-            found.append(((parts["hour"], parts["minute"], parts["second"]), file))
+        second = _insitu_second(root, file)
+        if second is not None:
+            found.append((second, file))
     return found
+
+
+def insitu_times_s(root: Path, files: list[Path]) -> np.ndarray | None:
+    """The frame times :func:`read_insitu` gives the In-Situ frames ``files`` (in that order).
+
+    Live mode (:func:`temflow.pipeline.live.watch`) calls this on the frames written so far, so
+    its time coordinate is the batch reader's, frame by frame (earlier frames' times can still
+    move while the first seconds' rate is not known: the batch reader on the same files would
+    move them alike).
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The folder holding ``Hour_00``.
+    files : list of pathlib.Path
+        Frame files under ``root``, in acquisition order.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Seconds from the first frame, one per file; None when the folder names give no
+        usable times (a single frame, or times not increasing), as for :func:`read_insitu`.
+    """
+    seconds = []
+    for file in files:
+        second = _insitu_second(root, file)
+        if second is None:
+            raise ValueError(f"{file} is not under {root}/Hour_HH/Minute_MM/Second_SS; not a Gatan In-Situ frame")
+        hour, minute, sec = second
+        seconds.append(hour * 3600 + minute * 60 + sec)
+    if len(seconds) < 2:
+        return None
+    times = _insitu_times(np.array(seconds, dtype=float))
+    times -= times[0]
+    return times if np.all(np.diff(times) > 0) else None
 
 
 def is_insitu_folder(path: Path) -> bool:
@@ -426,12 +485,10 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
                    "pass the folder that contains the Hour_00 folder")
     found.sort(key=lambda item: (item[0], natural_key(item[1].name)))
     files = [file for _, file in found]
-    times = _insitu_times(np.array([h * 3600 + m * 60 + s for (h, m, s), _ in found], dtype=float))
-    times -= times[0]
     movie = _frame_files(files, fmt, chunks)
     movie.metadata.update(time_source="folder names Hour/Minute/Second (whole seconds; rate from complete seconds)",
                           root=str(root))
-    movie.times_s = times if len(files) > 1 and np.all(np.diff(times) > 0) else None
+    movie.times_s = insitu_times_s(root, files)
     return movie
 
 
