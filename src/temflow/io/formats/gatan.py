@@ -137,7 +137,8 @@ def _close_map(reader: Any) -> None:
     ncempy parses through ``numpy.frombuffer`` views of the map; one that is still waiting for
     the garbage collector (held by a reference cycle) makes ``mmap.close`` raise ``BufferError``
     ("cannot close exported pointers exist"), seen now and then when several threads parse
-    frames at once. The tags are read by then: collect, and close again.
+    frames at once. The tags are read by then: collect, and close again; a map another thread
+    still holds a view of is left to be closed when its last view goes (the file is sound).
     """
     try:
         reader.fid.close()
@@ -145,7 +146,10 @@ def _close_map(reader: Any) -> None:
         import gc
 
         gc.collect()
-        reader.fid.close()
+        try:
+            reader.fid.close()
+        except BufferError:
+            pass
 
 
 def _parse(path: Path, fmt: str) -> dict[str, Any]:
