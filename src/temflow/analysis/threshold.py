@@ -162,15 +162,21 @@ def threshold_particles(
        or DF detector means bright particles; BF or a TEM camera, dark) and
        otherwise from the frames, by scale-space blob detection (the
        scale-normalised Laplacian of Gaussian, on up to three sampled frames):
-       the contrast with the stronger blobs wins. Lengths not given are
-       derived from the typical blob radius ``r`` (px, the strength-weighted
-       median of the strong blobs; twice that for bright particles, whose
-       HAADF signal peaks in their thick middle so that the blob seen is
-       smaller than the particle): smoothing ``r/8`` (at least 1 px),
-       background window ``4 r`` (at least 16 px), opening ``r/8``, smallest
-       particle a disk of radius ``0.3 r``, largest one of radius ``6 r``.
-       When the frames show fewer than five strong blobs, the fixed defaults
-       1.5, 32 and 2 px are used, without size bounds.
+       the contrast with the stronger blobs wins (crops of up to 384 px; a
+       frame twice that size or more is looked at in four crops spread over
+       its recorded area). Lengths not given are derived from the typical
+       particle radius ``r`` (px): for dark particles the blob radius (the
+       strength-weighted median of the strong blobs; with fewer than five
+       strong blobs but three of 8 px or more, the median of those: a few
+       large particles fill a crop); for bright ones the blobs' half-height radius (their
+       area above half their height over the support around them), since
+       the HAADF signal peaks in a particle's thick middle and the blob seen
+       is smaller than the particle (twice the blob radius when no edge can
+       be measured). Smoothing ``r/8`` (at least 1 px), background window
+       ``4 r`` (at least 16 px), opening ``r/8``, smallest particle a disk of
+       radius ``0.3 r``, largest one of radius ``6 r``. When the frames show
+       too few blobs, the fixed defaults 1.5, 32 and 2 px are used, without
+       size bounds.
     1. Pixels outside the recorded area (3 x 3 median at or below
        ``border_value``, or NaN: the black borders drift correction leaves)
        are excluded everywhere: they never become particles and do not bias
@@ -253,7 +259,8 @@ def threshold_particles(
     xarray.DataArray
         Boolean masks, True on particles, with the movie's dims, coords and
         chunks. ``attrs`` record what was used: ``particles`` (the contrast
-        decided), ``particles_reason``, ``radius_estimate_nm`` (or None),
+        decided), ``particles_reason``, ``radius_estimate_nm`` (the typical
+        particle radius of step 0, or None),
         ``sigma_nm``, ``background_nm``, ``opening_nm``, ``min_area_nm2``,
         ``max_radius_nm``, ``threshold`` and ``settings_from`` (which lengths
         came from the sample).
@@ -330,10 +337,16 @@ def threshold_particles(
                 )
     # the radius of the blobs of the contrast used (a given contrast may not be the one that won)
     radius_px = None if estimate is None else estimate["radius_px"][polarity]
+    edge_px = None if estimate is None else estimate["edge_radius_px"][polarity]
     # an HAADF particle's signal follows its projected thickness, peaked in the middle: the
-    # Laplacian of Gaussian sees a smaller blob than the particle's edge (a sphere's by about
-    # a factor 2, a flat disk's not at all); the scale of its edge is what the windows need
-    derived = _sample_settings(None if radius_px is None else radius_px * (_PROFILE_BRIGHT if polarity == "bright" else 1.0))
+    # Laplacian of Gaussian sees a smaller blob than the particle's edge, and a support with
+    # structure of its own pulls the scale of best signal-to-noise lower still. The blobs'
+    # half-height radius is the particle's edge whatever its profile; without it, twice the
+    # blob radius (a sphere's factor). Dark particles keep the blob radius, which the settings
+    # were chosen with (both agree on flat-topped bright-field particles)
+    if polarity == "bright" and radius_px is not None:
+        radius_px = edge_px if edge_px is not None else radius_px * _PROFILE_BRIGHT
+    derived = _sample_settings(radius_px)
     sigma_px = given["sigma_nm"] if given["sigma_nm"] is not None else derived["sigma"]
     background_px = given["background_nm"] if given["background_nm"] is not None else derived["background"]
     opening_px = int(round(given["opening_nm"] if given["opening_nm"] is not None else derived["opening"]))
