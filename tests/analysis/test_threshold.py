@@ -317,7 +317,7 @@ def test_the_scale_estimate_is_the_true_particle_radius(imaging, pixel_nm):
         # the settings are derived from the particle's radius, which the attrs report in nm
         masks = threshold_particles(truth.movie.compute())
         assert masks.attrs["radius_estimate_nm"] == pytest.approx(true_px * pixel_nm, rel=0.15)
-        assert masks.attrs["sigma_nm"] == pytest.approx(max(1.0, masks.attrs["radius_estimate_nm"] / pixel_nm / 8) * pixel_nm, rel=1e-3)
+        assert masks.attrs["sigma_nm"] == pytest.approx(max(1.0, masks.attrs["radius_estimate_nm"] / pixel_nm / 4) * pixel_nm, rel=1e-3)
 
 
 def test_a_large_frame_is_looked_at_where_it_was_recorded():

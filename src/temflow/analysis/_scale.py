@@ -285,7 +285,12 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
                     edges[name].append(edge)
                     edge_weights[name].append(float(strength[index]))
     polarity: Polarity | None = None
-    finite_values = crops[finite]
+    # the histogram of the whole recorded frames, not of the crops: where the blobs of both
+    # contrasts score alike (a rough support), the crops' few particles barely tip it
+    # (PtW1: skew -0.05 on four crops, +0.30 on the frame); every pixel up to 1024^2
+    step = max(1, int(math.ceil(max(data.shape[1:]) / 1024)))
+    sampled = data[:, ::step, ::step]
+    finite_values = sampled[np.isfinite(sampled)]
     p5, p50, p95 = np.percentile(finite_values, [5, 50, 95]) if finite_values.size else (0.0, 0.0, 0.0)
     # the particles are the minority: the tail of the histogram is on their side
     skew = float((p95 + p5 - 2 * p50) / (p95 - p5)) if p95 > p5 else 0.0
