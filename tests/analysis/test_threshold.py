@@ -292,3 +292,53 @@ def test_faint_particles_beside_much_brighter_ones_are_found_at_their_size():
     for y, x in bright:
         # the bright ones keep their boundary at Otsu's level, not at the faint level's
         assert np.count_nonzero(labels == labels[y, x]) == pytest.approx(np.count_nonzero(dy**2 + dx**2 <= 64), rel=0.15)
+
+
+# --- the sample's scale -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("imaging", ["haadf", "bright_field"])
+@pytest.mark.parametrize("pixel_nm", [0.5, 1.0])
+def test_the_scale_estimate_is_the_true_particle_radius(imaging, pixel_nm):
+    """The blobs' half-height radius is the generator's particle radius, at any pixel size.
+
+    (The Laplacian-of-Gaussian scale alone reads an HAADF particle, whose signal peaks in its
+    thick middle, as a smaller blob: 4.0 px for particles of 5.1 px.)
+    """
+    from temflow.analysis._scale import estimate_particles
+
+    truth = make_movie(frames=3, size=64, pixel_size_nm=pixel_nm, radius_nm=(2.0, 3.0), area_fraction=0.1,
+                       dose_e_per_px=400.0, mechanism="none", drift_px=0, jumps=0, seed=1, imaging=imaging)
+    true_px = float(truth.particles[truth.particles["frame"] == 0]["radius"].median()) / pixel_nm
+    found = estimate_particles(truth.movie.values)
+    polarity = "bright" if imaging == "haadf" else "dark"
+    assert found["polarity"] == polarity
+    assert found["edge_radius_px"][polarity] == pytest.approx(true_px, rel=0.15)
+    if imaging == "haadf":
+        # the settings are derived from the particle's radius, which the attrs report in nm
+        masks = threshold_particles(truth.movie.compute())
+        assert masks.attrs["radius_estimate_nm"] == pytest.approx(true_px * pixel_nm, rel=0.15)
+        assert masks.attrs["sigma_nm"] == pytest.approx(max(1.0, masks.attrs["radius_estimate_nm"] / pixel_nm / 4) * pixel_nm, rel=1e-3)
+
+
+def test_a_large_frame_is_looked_at_where_it_was_recorded():
+    """Crops of a large frame spread over it, never on its unrecorded part (vacuum, black border)."""
+    from temflow.analysis._scale import _CROP, _MIN_CROPS, _crop_corners
+
+    recorded = np.zeros((1, 3 * _CROP, 3 * _CROP), dtype=bool)
+    recorded[:, :, _CROP:] = True  # the left third is not recorded
+    corners = _crop_corners(recorded)
+    assert len(corners) == _MIN_CROPS and len(set(corners)) == _MIN_CROPS
+    assert all(x0 >= _CROP for _, _, x0 in corners)
+    # a frame below twice the crop is looked at in its centre, once per frame
+    assert _crop_corners(np.ones((2, 500, 400), dtype=bool)) == [(0, 58, 8), (1, 58, 8)]
+
+
+def test_a_few_large_particles_set_the_scale_and_a_few_small_blobs_do_not():
+    """A crop holds only a handful of 30 px particles, and noise bumps may be as strong: the large
+    blobs set the scale. A handful of small blobs is no population (noise): no scale."""
+    from temflow.analysis._scale import _typical_radius
+
+    radii = [1.4, 1.4, 1.7, 38.1, 32.0, 26.9, 38.1]
+    strengths = [1.0, 0.9, 0.85, 0.4, 0.35, 0.3, 0.3]
+    assert 26.9 <= _typical_radius(radii, strengths) <= 38.1  # type: ignore[operator]
+    assert _typical_radius([6.7, 5.7, 2.4], [1.0, 0.4, 0.3]) is None

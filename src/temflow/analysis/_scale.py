@@ -8,7 +8,10 @@ at its centre, whatever the pixel size; its sign says whether the blob is
 brighter or darker than its surroundings. Edges of large regions (vacuum,
 holes, thick support) give responses of both signs in equal measure and keep
 growing with the scale, so they do not tip the balance between the two
-polarities and are not blobs of any scale below the largest tried.
+polarities and are not blobs of any scale below the largest tried. The
+scale of a blob is not yet the particle's radius: an HAADF particle peaks in
+its thick middle and the support's own structure favours small scales, so
+the radius is measured at each strong blob's half height as well.
 """
 
 from __future__ import annotations
@@ -67,11 +70,40 @@ def polarity_from_metadata(attrs: Mapping[str, Any]) -> tuple[Polarity | None, s
     return None, "the file names no detector or mode that fixes the contrast"
 
 
+_MIN_CROPS = 4  # a frame much larger than a crop is looked at in this many crops spread over it
+
+
+def _crop_corners(recorded: np.ndarray) -> list[tuple[int, int, int]]:
+    """(frame, y0, x0) of the crops looked at: one per frame, at least ``_MIN_CROPS`` in all.
+
+    A central crop of a large frame (2048^2) holds only a few particles of 20 px when they
+    are sparse, too few to be a population: the crops are spread over the frame instead,
+    the frames taking turns, so that the cost stays that of ``_MIN_CROPS`` crops at most.
+    Of the candidate places those most recorded are taken (a corner of vacuum or of black
+    border shows nothing but noise).
+    """
+    n_frames, ny, nx = recorded.shape
+    cy, cx = max((ny - _CROP) // 2, 0), max((nx - _CROP) // 2, 0)
+    if ny < 2 * _CROP and nx < 2 * _CROP:
+        return [(k, cy, cx) for k in range(n_frames)]
+    count = max(n_frames, _MIN_CROPS)
+    side = int(math.ceil(math.sqrt(count))) + 1
+    ys = np.linspace(0, max(ny - _CROP, 0), side).round().astype(int)
+    xs = np.linspace(0, max(nx - _CROP, 0), side).round().astype(int)
+    corners = []
+    for k in range(n_frames):
+        spots = [(int(y), int(x)) for y in ys for x in xs]
+        filled = [float(recorded[k, y : y + _CROP, x : x + _CROP].mean()) for y, x in spots]
+        order = np.argsort(-np.asarray(filled), kind="stable")
+        corners.append([(k, *spots[j]) for j in order])
+    # the frames take turns, each giving its next most recorded place
+    return [corners[i % n_frames][i // n_frames] for i in range(count)]
+
+
 def _frames_for_estimate(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Central crops, normalised by their median, NaN (outside the recorded area) set to the median; and where finite."""
-    n, ny, nx = frames.shape
-    y0, x0 = max((ny - _CROP) // 2, 0), max((nx - _CROP) // 2, 0)
-    crop = np.asarray(frames[:, y0 : y0 + _CROP, x0 : x0 + _CROP], dtype=np.float64)
+    """Crops (see ``_crop_corners``), normalised by their median, NaN (outside the recorded area) set to the median; and where finite."""
+    corners = _crop_corners(np.isfinite(frames))
+    crop = np.stack([np.asarray(frames[k, y0 : y0 + _CROP, x0 : x0 + _CROP], dtype=np.float64) for k, y0, x0 in corners])
     out = np.empty_like(crop)
     for k, frame in enumerate(crop):
         finite = np.isfinite(frame)
@@ -103,15 +135,29 @@ _MIN_BLOBS = 5
 _STRONG = 0.5  # blobs weaker than this fraction of the strong ones (90th percentile) do not set the scale
 
 
+_FEW_BLOBS = 3
+_LARGE_PX = 8.0
+
+
 def _typical_radius(radii: list[float], strengths: list[float]) -> float | None:
-    """Strength-weighted median radius of the strong blobs: texture and noise bumps are many but faint."""
+    """Strength-weighted median radius of the strong blobs: texture and noise bumps are many but faint.
+
+    Fewer than ``_MIN_BLOBS`` strong blobs, but ``_FEW_BLOBS`` or more blobs of a radius
+    of ``_LARGE_PX`` or more: a few large particles fill the crop (a 512^2 crop holds a
+    handful of 30 px particles), and a few noise bumps may be as strong as they are; the
+    median of the large blobs weighted by strength then. Small particles, in a crop of the
+    same size, would be many: a few small blobs are no population.
+    """
     if not radii:
         return None
     values, weights = np.asarray(radii), np.asarray(strengths)
     strong = weights >= _STRONG * np.percentile(weights, 90)
-    if np.count_nonzero(strong) < _MIN_BLOBS:
-        return None  # too few to be a population of particles: no scale rather than a noise bump's
-    return _weighted_median(values[strong].tolist(), weights[strong].tolist())
+    if np.count_nonzero(strong) >= _MIN_BLOBS:
+        return _weighted_median(values[strong].tolist(), weights[strong].tolist())
+    large = values >= _LARGE_PX
+    if np.count_nonzero(large) >= _FEW_BLOBS:
+        return _weighted_median(values[large].tolist(), weights[large].tolist())
+    return None  # too few to be a population of particles: no scale rather than a noise bump's
 
 
 def _weighted_median(values: list[float], weights: list[float]) -> float:
@@ -119,6 +165,46 @@ def _weighted_median(values: list[float], weights: list[float]) -> float:
     order = np.argsort(values)
     cumulative = np.cumsum(np.asarray(weights)[order])
     return float(np.asarray(values)[order][int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))])
+
+
+_EDGE_SMOOTH_PX = 1.0
+_EDGE_REACH = 3.0  # the support level around a blob of radius r is read at 2 r .. 3 r
+_EDGE_SUPPORT_PERCENTILE = 20.0
+_EDGE_BLOBS = 200  # the strongest blobs of a crop whose edge is measured
+_EDGE_MIN_SCALE = 2  # blobs of the two finest scales (radius below 2 px) are not measured: see below
+
+
+def _edge_radius(smooth: np.ndarray, inside: np.ndarray, y: int, x: int, blob_px: float, sign: float) -> float | None:
+    """Equivalent radius (px) of the blob at ``(y, x)``: its area above half its height.
+
+    The Laplacian of Gaussian peaks at ``sigma = r / sqrt(2)`` for a flat disk,
+    but at a smaller scale for a particle whose signal peaks in its middle (an
+    HAADF sphere's projected thickness), and the scale of best signal-to-noise
+    ratio is smaller still where the support has structure of its own. The
+    half-height contour is where a threshold puts the particle's edge, for any
+    profile: the support level is read on a ring of 2 .. 3 blob radii (its
+    lower 20 % for bright blobs, upper for dark: neighbours lie on the ring's
+    other side), the height at the centre.
+    """
+    reach = int(math.ceil(_EDGE_REACH * blob_px)) + 1
+    y0, y1 = max(y - reach, 0), min(y + reach + 1, smooth.shape[0])
+    x0, x1 = max(x - reach, 0), min(x + reach + 1, smooth.shape[1])
+    window = sign * smooth[y0:y1, x0:x1]
+    valid = inside[y0:y1, x0:x1]
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    rho = np.hypot(yy - y, xx - x)
+    ring = valid & (rho >= 2.0 * blob_px) & (rho <= _EDGE_REACH * blob_px)
+    if np.count_nonzero(ring) < 8:  # noqa: PLR2004 (too little of the ring recorded)
+        return None
+    support = float(np.percentile(window[ring], _EDGE_SUPPORT_PERCENTILE))
+    peak = float(window[y - y0, x - x0])
+    if not peak > support:
+        return None
+    above, _ = ndi.label(valid & (window > 0.5 * (peak + support)))
+    own = above == above[y - y0, x - x0]
+    if own[0].any() or own[-1].any() or own[:, 0].any() or own[:, -1].any():
+        return None  # runs out of the window: joined to a neighbour or to a region, no edge of its own
+    return float(math.sqrt(np.count_nonzero(own) / math.pi))
 
 
 def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None) -> dict[str, Any]:
@@ -138,6 +224,10 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
         ``polarity`` (``"dark"``/``"bright"`` or None when neither has blobs),
         ``radius_px`` ``{"dark": r, "bright": r}`` (the blobs' radius, px,
         weighted median by strength; None without blobs),
+        ``edge_radius_px`` ``{"dark": r, "bright": r}`` (the blobs'
+        half-height radius, px, the particle's edge whatever its profile;
+        None when fewer than five blobs of 2 px or more have a measurable
+        edge),
         ``blobs`` ``{"dark": n, "bright": n}``, ``score`` ``{"dark": s,
         "bright": s}`` (sum of the blobs' signal-to-noise ratios), ``skew``
         (of the intensity histogram, from its 5th, 50th and 95th percentiles;
@@ -154,6 +244,8 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
     sigmas = _MIN_SIGMA * 2.0 ** (np.arange(n_scales) / _SCALES_PER_OCTAVE)
     radii: dict[str, list[float]] = {"bright": [], "dark": []}
     weights: dict[str, list[float]] = {"bright": [], "dark": []}
+    edges: dict[str, list[float]] = {"bright": [], "dark": []}
+    edge_weights: dict[str, list[float]] = {"bright": [], "dark": []}
     score = {"bright": 0.0, "dark": 0.0}
     for crop, inside in zip(crops, finite):
         if inside.sum() < 64:
@@ -171,6 +263,7 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
         clear = ndi.distance_transform_edt(inside) if not inside.all() else np.full(inside.shape, np.inf)
         near_outside = clear[None] <= 2.0 * sigmas[:, None, None]
         snr = stack / np.maximum(spread, 1e-12)[:, None, None]
+        smooth = ndi.gaussian_filter(crop, _EDGE_SMOOTH_PX, mode="nearest")
         for name, sign in (("bright", 1.0), ("dark", -1.0)):
             signed = sign * snr
             peaks = (signed == ndi.maximum_filter(signed, size=(3, 3, 3), mode="nearest")) & (signed > _PEAK_SNR)
@@ -179,12 +272,25 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
             peaks &= ~near_outside
             k, y, x = np.nonzero(peaks)
             strength = sign * stack[k, y, x]  # scale-normalised: comparable across scales
-            for index in _strongest_apart(strength, y, x, sigmas[k] * math.sqrt(2.0)):
+            kept = _strongest_apart(strength, y, x, sigmas[k] * math.sqrt(2.0))
+            for index in kept:
                 radii[name].append(float(sigmas[k[index]] * math.sqrt(2.0)))
                 weights[name].append(float(strength[index]))
                 score[name] += float(signed[k[index], y[index], x[index]] - _PEAK_SNR)
+            # strongest first; not those of the finest scale, which pixel noise and JPEG blocks
+            # reach too (a particle that small has no edge to measure either)
+            for index in [i for i in kept if k[i] >= _EDGE_MIN_SCALE][:_EDGE_BLOBS]:
+                edge = _edge_radius(smooth, inside, int(y[index]), int(x[index]), float(sigmas[k[index]] * math.sqrt(2.0)), sign)
+                if edge is not None:
+                    edges[name].append(edge)
+                    edge_weights[name].append(float(strength[index]))
     polarity: Polarity | None = None
-    finite_values = crops[finite]
+    # the histogram of the whole recorded frames, not of the crops: where the blobs of both
+    # contrasts score alike (a rough support), the crops' few particles barely tip it
+    # (PtW1: skew -0.05 on four crops, +0.30 on the frame); every pixel up to 1024^2
+    step = max(1, int(math.ceil(max(data.shape[1:]) / 1024)))
+    sampled = data[:, ::step, ::step]
+    finite_values = sampled[np.isfinite(sampled)]
     p5, p50, p95 = np.percentile(finite_values, [5, 50, 95]) if finite_values.size else (0.0, 0.0, 0.0)
     # the particles are the minority: the tail of the histogram is on their side
     skew = float((p95 + p5 - 2 * p50) / (p95 - p5)) if p95 > p5 else 0.0
@@ -197,9 +303,15 @@ def estimate_particles(frames: np.ndarray, *, recorded: np.ndarray | None = None
             # opposite contrast; heavy noise leaves few blobs): the histogram's tail decides
             polarity = "bright" if skew > 0 else "dark"
     radius = {name: _typical_radius(radii[name], weights[name]) for name in radii}
+    # every measured edge counts (weighted by strength): the measurement already skips what has
+    # no edge of its own, and the strongest blobs are few where particles are large and sparse
+    edge_radius = {
+        name: _weighted_median(edges[name], edge_weights[name]) if len(edges[name]) >= _MIN_BLOBS else None for name in radii
+    }
     return {
         "polarity": polarity,
         "radius_px": radius,
+        "edge_radius_px": edge_radius,
         "blobs": {name: len(values) for name, values in radii.items()},
         "score": {name: round(value, 1) for name, value in score.items()},
         "skew": round(skew, 3),
