@@ -37,15 +37,27 @@ def _box_radius(sigma_px: float) -> int:
 
 
 def _blur(values: np.ndarray, sigma_px: float, box: bool) -> np.ndarray:
-    """Per-frame Gaussian blur; ``box`` repeats a running-mean box instead (cost independent of sigma)."""
-    if not box:
-        return ndi.gaussian_filter(values, (0.0, sigma_px, sigma_px), mode="nearest", truncate=_TRUNCATE)
-    width = _box_width(sigma_px)
-    out = values
-    for axis in (1, 2):
+    """Per-frame Gaussian blur; ``box`` repeats a running-mean box instead (cost independent of sigma).
+
+    Separable: ``y`` first, then ``x``, each along contiguous rows. A filter along ``y``
+    of a C-ordered frame walks memory with a stride of a whole row, two to three times
+    slower than along ``x``; the frames are transposed for it instead (a copy is cheaper
+    than the strided passes), and every line gets the same arithmetic either way, so
+    the pixels are the same as :func:`scipy.ndimage.gaussian_filter`'s.
+    """
+    if sigma_px <= 0:
+        return values
+    width = _box_width(sigma_px) if box else 0
+
+    def along_x(frames: np.ndarray) -> np.ndarray:
+        if not box:
+            return ndi.gaussian_filter1d(frames, sigma_px, axis=2, mode="nearest", truncate=_TRUNCATE)
         for _ in range(_BOXES):
-            out = ndi.uniform_filter1d(out, width, axis=axis, mode="nearest")
-    return out
+            frames = ndi.uniform_filter1d(frames, width, axis=2, mode="nearest")
+        return frames
+
+    transposed = np.ascontiguousarray(np.asarray(values).transpose(0, 2, 1))
+    return along_x(np.ascontiguousarray(along_x(transposed).transpose(0, 2, 1)))
 
 
 def _normalised_gaussian(values: np.ndarray, weight: np.ndarray, sigma_px: float, *, box: bool = False) -> np.ndarray:
@@ -61,7 +73,13 @@ def _normalised_gaussian(values: np.ndarray, weight: np.ndarray, sigma_px: float
         return values
     dtype = np.float64 if box else np.float32
     num = _blur((values * weight).astype(dtype), sigma_px, box)
-    den = _blur(weight.astype(dtype), sigma_px, box)
+    if np.all(weight == 1):
+        # no pixel left out: the weights' blur is the same constant everywhere (whatever the
+        # frame's size, chunk or origin), so one pixel of it is enough; it halves the work of
+        # frames without borders or regions, and gives the same pixels
+        den = _blur(np.ones((1, 1, 1), dtype=dtype), sigma_px, box)
+    else:
+        den = _blur(weight.astype(dtype), sigma_px, box)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-6, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
 

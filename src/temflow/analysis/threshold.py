@@ -39,6 +39,7 @@ def _darkness(
     background_px: float,
     exclude_px: int = 0,
     bright: bool = False,
+    smooth: np.ndarray | None = None,
 ) -> np.ndarray:
     """Particle contrast per frame; NaN outside the recorded area.
 
@@ -56,12 +57,16 @@ def _darkness(
     ``exclude`` (particles found by a first pass, grown by ``exclude_px``) do
     not enter the background, which would otherwise be pulled down by the
     particles and shrink them all by the same fraction of a pixel.
+
+    ``smooth``: the smoothed frames (:func:`_smoothed` of the same frames and
+    recorded area), when already computed by the first pass.
     """
     frames = np.asarray(block, dtype=np.float32)
     valid = np.asarray(recorded, dtype=bool)
     weight = valid.astype(np.float32)
     clean = np.where(valid, frames, 0.0).astype(np.float32)
-    smooth = _normalised_gaussian(clean, weight, sigma_px)
+    if smooth is None:
+        smooth = _normalised_gaussian(clean, weight, sigma_px)
     if exclude is not None:
         grown = ndi.binary_dilation(exclude, structure=_disk(exclude_px)[None]) if exclude_px > 0 else exclude
         weight = weight * ~grown
@@ -74,6 +79,13 @@ def _darkness(
         else:
             dark = 1.0 - smooth / background
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
+
+
+def _smoothed(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The frames smoothed over their recorded area, as :func:`_darkness` does it."""
+    valid = np.asarray(recorded, dtype=bool)
+    clean = np.where(valid, np.asarray(block, dtype=np.float32), 0.0).astype(np.float32)
+    return _normalised_gaussian(clean, valid.astype(np.float32), sigma_px)
 
 
 # Pixels per task. The recipe's temporaries (float64 box sums, two float32 darkness
@@ -437,9 +449,11 @@ def threshold_particles(
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
         regions = _coarse_regions(frames, _recorded(frames, border), **region_kwargs)
         inside_np = _recorded(frames, border) & ~regions
-        first_pass = _darkness(frames, inside_np, **kwargs)
+        # both passes smooth the same frames over the same recorded area: once is enough
+        smooth_np = _smoothed(frames, inside_np, sigma_px)
+        first_pass = _darkness(frames, inside_np, smooth=smooth_np, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
-        second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, **kwargs)
+        second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, smooth=smooth_np, **kwargs)
         mask = _with_faint(
             second_pass > level_of(second_pass), second_pass > level_of(second_pass, faint=True), faint_area_px
         )
