@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _disk, _normalised_gaussian
+from temflow.analysis._filters import _morph_disk, _normalised_gaussian
 
 def _thick_labels(frame: np.ndarray, labels: np.ndarray, count: int, max_thickness_px: float) -> np.ndarray:
     """Which of the ``count`` components of ``labels`` hold a disk of radius above ``max_thickness_px``.
@@ -67,7 +67,7 @@ def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> n
         if thick.any():
             out[k] = thick[labels]
     if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+        out = _morph_disk(out, grow_px, erode=False)
     return out
 
 
@@ -107,7 +107,7 @@ def _coarse_regions(
             opposite = coarse[k] < median - deviation if bright else coarse[k] > median + deviation
         out[k] = _large_components(opposite[None], max_radius_px, 0)[0]
     if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+        out = _morph_disk(out, grow_px, erode=False)
     return out
 
 
@@ -130,7 +130,7 @@ def _keep_sizes(
         area = np.bincount(labels.ravel(), minlength=n + 1)
         keep = (area >= min_area_px) & ~_thick_labels(frame, labels, n, max_radius_px)
         if regions[k].any():
-            near = ndi.binary_dilation(regions[k], structure=_disk(max(reach_px, 1)))
+            near = _morph_disk(regions[k], max(reach_px, 1), erode=False)
             keep[np.unique(labels[near])] = False
         keep[0] = False
         out[k] = keep[labels]

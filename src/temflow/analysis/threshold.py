@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _box_radius, _disk, _gaussian_radius, _map_frames, _normalised_gaussian, _open, _whole_frames
+from temflow.analysis._filters import _box_radius, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
 from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_from_histogram, _otsu_per_frame, _with_faint
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _drop_thick, _keep_sizes
@@ -68,7 +68,7 @@ def _darkness(
     if smooth is None:
         smooth = _normalised_gaussian(clean, weight, sigma_px)
     if exclude is not None:
-        grown = ndi.binary_dilation(exclude, structure=_disk(exclude_px)[None]) if exclude_px > 0 else exclude
+        grown = _morph_disk(exclude, exclude_px, erode=False) if exclude_px > 0 else exclude
         weight = weight * ~grown
     # a neighbourhood without any support pixel (a field more than ~90 % covered) has no
     # background: NaN, never a particle
