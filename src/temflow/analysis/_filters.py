@@ -66,12 +66,15 @@ def _normalised_gaussian(values: np.ndarray, weight: np.ndarray, sigma_px: float
     Normalised convolution: black borders do not drag the local mean down, so
     the background next to a border is the support's, not a dark ramp that
     Otsu would call a particle. The wide background blur uses repeated boxes
-    (``box=True``) in float64, so that the running sums give the same pixels
-    whatever the chunk origin.
+    (``box=True``). Both blurs are stored in float32: scipy keeps every line's
+    running sum in double precision and rounds only the stored pass, so float64
+    storage (twice the memory traffic, 2-3 times the time) changed no mask
+    pixel on any of the synthetic movies compared (bright field and HAADF, with
+    regions and drift borders, 0.25-1 nm/px, chunked or not).
     """
     if sigma_px <= 0:
         return values
-    dtype = np.float64 if box else np.float32
+    dtype = np.float32
     num = _blur((values * weight).astype(dtype), sigma_px, box)
     if np.all(weight == 1):
         # no pixel left out: the weights' blur is the same constant everywhere (whatever the
