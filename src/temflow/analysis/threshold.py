@@ -447,8 +447,9 @@ def threshold_particles(
     else:
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
-        regions = _coarse_regions(frames, _recorded(frames, border), **region_kwargs)
-        inside_np = _recorded(frames, border) & ~regions
+        recorded_np = _recorded(frames, border)
+        regions = _coarse_regions(frames, recorded_np, **region_kwargs)
+        inside_np = recorded_np & ~regions
         # both passes smooth the same frames over the same recorded area: once is enough
         smooth_np = _smoothed(frames, inside_np, sigma_px)
         first_pass = _darkness(frames, inside_np, smooth=smooth_np, **kwargs)
