@@ -91,8 +91,9 @@ def _smoothed(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.nd
 # Pixels per task. The recipe's temporaries (box sums, two float32 darkness passes,
 # masks, the halo copies) came to ~56 bytes per pixel with float64 box sums (an upper
 # bound now that they are float32), 28 times the uint16 input: a task of the readers'
-# default chunk (32-64 MiB of frames, up to 2048 frames of 128^2) needed 1.8 GB, and the chunk grows with the movie up to that size. Tasks of
-# 2^21 pixels (128 frames of 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
+# default chunk (32-64 MiB of frames, up to 2048 frames of 128^2) needed 1.8 GB, and
+# the chunk grows with the movie up to that size. Tasks of 2^21 pixels (128 frames of
+# 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
 _TASK_PIXELS = 2**21
 
 
