@@ -362,3 +362,25 @@ def test_thick_components_without_a_distance_transform_everywhere(limit):
         expected, count = reference(alone)
         assert count >= (limit < 5.0)
         np.testing.assert_array_equal(_large_components(alone[None], limit, 0)[0], expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_median_next_to_dark_pixels_only_equals_the_full_median(seed):
+    """The recorded area from medians taken only next to dark pixels is the full 3 x 3 median's."""
+    from temflow.analysis._recorded_area import _median3, _median3_near
+
+    rng = np.random.default_rng(seed)
+    frame = (rng.random((37, 45)) * 100 + 20).astype(np.float32)
+    frame[rng.random(frame.shape) < 0.05] = 0.0  # dead pixels
+    frame[:, : 3 + seed] = 0.0  # a black border
+    frame[-2:, 10:20] = rng.random((2, 10)).astype(np.float32)  # read noise in a border
+    level = np.float32(5.0)
+    dark = ~(frame > level)
+    near = _median3_near(frame, dark)
+    full = _median3(frame[None])[0]
+    np.testing.assert_array_equal(near > level, full > level)
+    next_to_dark = ndi.binary_dilation(dark, structure=np.ones((3, 3), bool))
+    np.testing.assert_array_equal(near[next_to_dark], full[next_to_dark])  # the same medians where taken
+    if seed == 0:  # NaN: the filter itself
+        frame[5, 5] = np.nan
+        np.testing.assert_array_equal(_median3_near(frame, ~(frame > level)), _median3(frame[None])[0])
