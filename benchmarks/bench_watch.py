@@ -11,12 +11,21 @@ Writes a synthetic movie (``temflow.synthetic``) as a folder of TIFF frames, the
   masks, measurement, tracking, coarsening, report); reported: wall time, frames/s, and the
   drift + masks + measure stages alone.
 
+* **steps**: ms per frame of each step of the live per-frame path (read, zarr append, drift,
+  masks, labels, measure), single-threaded, on ``--steps`` frames of the folder; with
+  ``--baseline SRC`` (another temflow source tree, e.g. ``git archive`` of an older commit
+  unpacked somewhere) the same steps of that tree are timed in the same run, alternately with
+  this one, and the ratio new / old is printed: on a shared machine only such back-to-back
+  ratios mean much.
+
 The goal of issue 16: the live mode keeps pace with >= 10 frames/s acquisition at 1024 x 1024
-on 2 cores. The numbers depend on the machine's load: say which machine and how loaded.
+on 2 cores, i.e. at most ~200 ms of one core per frame for everything. The numbers depend on the
+machine's load: say which machine and how loaded.
 
 Usage::
 
     python benchmarks/bench_watch.py --frames 60 --size 1024
+    python benchmarks/bench_watch.py --frames 30 --size 1024 --baseline /tmp/temflow_old/src
     python benchmarks/bench_watch.py --quick
 """
 
@@ -26,6 +35,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -50,6 +61,115 @@ def write_folder(folder: Path, frames: int, size: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+STEPS = ("read", "zarr", "drift", "masks", "labels", "measure")
+
+
+def time_steps(folder: Path, frames: int) -> dict[str, float]:
+    """Median ms per frame of each step of the live per-frame path, on the folder's first frames.
+
+    Runs in whatever temflow is imported (a child process with the tree to time on its path).
+    The first frame decides the classical settings (``decide``, once per session) and is not
+    in the medians.
+    """
+    import zarr
+
+    from temflow.analysis.measure import label_particles, measure_particles
+    from temflow.analysis.threshold import threshold_particles
+    from temflow.drift.incremental import add_frame, start_drift
+    from temflow.pipeline import live
+
+    files = live.list_frame_files(folder)[: frames + 1]
+    out = Path(tempfile.mkdtemp(prefix="bench_steps_"))
+    config = Config.from_dict({"input": {"path": str(folder), "frame_interval_s": 0.1},
+                               "segmentation": {"method": "threshold"}, "output": {"folder": str(out)}})
+    seconds: dict[str, list[float]] = {step: [] for step in STEPS}
+    state: dict[str, object] = {}
+    drift = None
+    try:
+        for index, file in enumerate(files):
+            clock = {}
+            t0 = time.perf_counter()
+            frame, pixel = live._read(file, config)
+            clock["read"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if index == 0:
+                zarr.open_array(str(out / "frames.zarr"), mode="w", shape=(0, *frame.shape), chunks=(1, *frame.shape),
+                                dtype=frame.dtype)
+                state = {"dtype": str(frame.dtype)}
+                drift = start_drift(frame.shape, reference=config.drift.reference, upsample=config.drift.upsample)
+            if hasattr(live, "_append_frame"):
+                live._append_frame(state, out, frame)
+            else:  # the trees before it re-opened the store and appended
+                zarr.open_array(str(out / "frames.zarr"), mode="r+").append(frame[None])
+            clock["zarr"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            add_frame(drift, frame)
+            clock["drift"] = time.perf_counter() - t0
+            if index == 0:
+                t0 = time.perf_counter()
+                classical = live._classical_settings(frame, pixel, config, 1)
+                decide = time.perf_counter() - t0
+                continue
+            movie = live._frame_movie(frame, pixel, 1)
+            t0 = time.perf_counter()
+            masks = threshold_particles(movie, threshold="frame", **classical)
+            clock["masks"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            labels = label_particles(masks, split_touching=config.analysis.split_touching)
+            clock["labels"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            measure_particles(labels, movie, min_area_nm2=config.analysis.min_area_nm2)
+            clock["measure"] = time.perf_counter() - t0
+            for step in STEPS:
+                seconds[step].append(clock[step])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    result = {step: 1e3 * float(np.median(values)) for step, values in seconds.items()}
+    result["total"] = sum(result[step] for step in STEPS)
+    result["decide_once"] = 1e3 * decide
+    return result
+
+
+def _steps_in(src: Path, folder: Path, frames: int) -> dict[str, float]:
+    """:func:`time_steps` in a child process that imports temflow from ``src``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, __file__, "--steps-child", str(folder), "--steps", str(frames)],
+                          env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_steps(folder: Path, frames: int, baseline: Path | None, rounds: int = 2) -> dict[str, dict[str, float]]:
+    """Per-step ms of this tree (and of ``baseline``), alternately, the best of ``rounds`` runs each."""
+    import temflow
+
+    trees = {"this": Path(temflow.__file__).resolve().parents[1]}
+    if baseline is not None:
+        trees = {"baseline": baseline.resolve(), **trees}
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):
+        for name, src in trees.items():
+            found = _steps_in(src, folder, frames)
+            best[name] = {k: min(v, best.get(name, {}).get(k, np.inf)) for k, v in found.items()}
+    print(f"per-frame steps at {_frame_size(folder)} (ms per frame, median of {frames} frames, best of {rounds} runs; "
+          "one process, single-threaded):")
+    header = f"  {'step':12s} {'this tree':>10s}" + (f" {'baseline':>10s} {'this/baseline':>14s}" if baseline else "")
+    print(header)
+    for step in (*STEPS, "total", "decide_once"):
+        line = f"  {step:12s} {best['this'][step]:10.1f}"
+        if baseline is not None:
+            line += f" {best['baseline'][step]:10.1f} {best['this'][step] / best['baseline'][step]:14.2f}"
+        print(line)
+    return best
+
+
+def _frame_size(folder: Path) -> str:
+    import tifffile as tf
+
+    first = sorted(folder.iterdir())[0]
+    shape = tf.imread(first).shape
+    return f"{shape[0]} x {shape[1]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
@@ -61,7 +181,14 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--quick", action="store_true", help="20 frames of 256 x 256")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--steps", type=int, default=8, help="Frames on which the per-frame steps are timed (0: none).")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="Another temflow source tree (the folder holding temflow/) to time step by step alongside.")
+    parser.add_argument("--steps-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps_child is not None:
+        print(json.dumps(time_steps(args.steps_child, args.steps)))
+        return
     if args.quick:
         args.frames, args.size = 20, 256
     work = Path(tempfile.mkdtemp(prefix="bench_watch_"))
@@ -78,6 +205,8 @@ def main() -> None:
         }
         results: dict[str, object] = {"frames": args.frames, "size": args.size, "cpus": os.cpu_count(),
                                       "load_average_before": os.getloadavg()[0]}
+        if args.steps > 0:
+            results["steps_ms"] = compare_steps(folder, min(args.steps, args.frames - 1), args.baseline)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # TIFF frames without a pixel calibration: 1 px = 1 nm
             t0 = time.perf_counter()

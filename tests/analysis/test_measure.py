@@ -245,3 +245,44 @@ def test_count_and_diameter_match_truth(mechanism, source, count_tolerance):
     count, diameter = _ratios(result[source]["table"], result["truth"].particles)
     assert count == pytest.approx(1.0, abs=count_tolerance)
     assert diameter == pytest.approx(1.0, abs=0.03)
+
+
+def _awkward_label_images() -> list[np.ndarray]:
+    """Touching particles of other labels, particles cut by the frame edge, lines, 8-connected blobs."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    touching = np.zeros((40, 52), dtype=np.int32)
+    touching[5:20, 3:17], touching[5:20, 17:30], touching[0:8, 40:52] = 1, 2, 3  # 1 and 2 share an edge
+    return [
+        touching,
+        ndi.label(rng.random((48, 64)) < 0.55)[0],  # ragged shapes of every size
+        ndi.label(rng.random((40, 40)) < 0.3, structure=np.ones((3, 3)))[0],  # 8-connected labels
+        np.pad(np.ones((7, 1), np.int32), 2),  # a vertical line
+        np.pad(np.ones((1, 6), np.int32) * 4, 3),  # a horizontal line, label 4 alone
+        np.array([[1, 1], [1, 2]], np.int32),
+        np.zeros((8, 9), np.int32),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_whole_frame_properties_equal_skimage_regionprops(index):
+    """The bincount measurement gives regionprops_table's numbers (to rounding), region by region."""
+    from skimage.measure import regionprops_table
+
+    from temflow.analysis.measure import _region_props
+
+    labels = _awkward_label_images()[index]
+    image = np.random.default_rng(index).random(labels.shape).astype(np.float32) * 1000
+    properties = ("label", "area", "centroid", "perimeter", "eccentricity", "orientation", "intensity_mean")
+    expected = regionprops_table(labels, intensity_image=image, properties=properties)
+    got = _region_props(labels, image)
+    assert sorted(got) == sorted(expected)
+    np.testing.assert_array_equal(got["label"], expected["label"])
+    for name in ("area", "centroid-0", "centroid-1", "perimeter", "eccentricity"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-9, err_msg=name)
+    # skimage's float32 mean against a float64 sum
+    np.testing.assert_allclose(got["intensity_mean"], expected["intensity_mean"], rtol=1e-5)
+    # an axis is an axis: a shape exactly along x is +-pi/2 with the sign of a rounding error
+    turn = np.abs(got["orientation"] - expected["orientation"])
+    np.testing.assert_allclose(np.minimum(turn, np.abs(turn - np.pi)), 0.0, atol=1e-9)

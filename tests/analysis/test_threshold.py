@@ -342,3 +342,93 @@ def test_a_few_large_particles_set_the_scale_and_a_few_small_blobs_do_not():
     strengths = [1.0, 0.9, 0.85, 0.4, 0.35, 0.3, 0.3]
     assert 26.9 <= _typical_radius(radii, strengths) <= 38.1  # type: ignore[operator]
     assert _typical_radius([6.7, 5.7, 2.4], [1.0, 0.4, 0.3]) is None
+# The fast kernels of the recipe against the plain scipy definitions they replace: the same pixels.
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 5, 8, 13])
+@pytest.mark.parametrize("border_value", [False, True])
+def test_disk_morphology_equals_scipy(radius, border_value):
+    from temflow.analysis._filters import _disk, _morph_disk
+
+    rng = np.random.default_rng(radius)
+    for mask in (rng.random((2, 41, 37)) < 0.03, rng.random((2, 41, 37)) < 0.6, rng.random((23, 50)) < 0.9):
+        footprint = _disk(radius) if mask.ndim == 2 else _disk(radius)[None]
+        np.testing.assert_array_equal(
+            _morph_disk(mask, radius, erode=False, border_value=border_value),
+            ndi.binary_dilation(mask, structure=footprint, border_value=int(border_value)),
+        )
+        np.testing.assert_array_equal(
+            _morph_disk(mask, radius, erode=True, border_value=border_value),
+            ndi.binary_erosion(mask, structure=footprint, border_value=int(border_value)),
+        )
+
+
+@pytest.mark.parametrize("box", [False, True])
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 6.0, 21.0])
+def test_blurs_on_transposed_frames_equal_scipy(box, sigma):
+    from temflow.analysis._filters import _BOXES, _blur, _box_width
+
+    values = np.random.default_rng(3).random((2, 45, 70)).astype(np.float32)
+    if box:
+        expected = values
+        for axis in (1, 2):
+            for _ in range(_BOXES):
+                expected = ndi.uniform_filter1d(expected, _box_width(sigma), axis=axis, mode="nearest")
+    else:
+        expected = ndi.gaussian_filter(values, (0.0, sigma, sigma), mode="nearest", truncate=4.0)
+    np.testing.assert_array_equal(_blur(values, sigma, box), expected)
+
+
+@pytest.mark.parametrize("limit", [1.5, 3.0, 4.0, 6.5, 9.0])
+def test_thick_components_without_a_distance_transform_everywhere(limit):
+    """The bounding-box shortcut finds exactly the components whose mirrored thickness exceeds the limit."""
+    from temflow.analysis._regions import _large_components
+
+    rng = np.random.default_rng(int(limit * 10))
+    yy, xx = np.mgrid[:90, :80]
+    mask = np.zeros((90, 80), dtype=bool)
+    mask[78:, :40] = rng.random((12, 40)) < 0.5  # ragged components, one along the bottom edge
+    for cy, cx, r in ((20, 20, 7), (70, 60, 4), (0, 45, 5), (45, 79, 4), (50, 14, 9.5)):  # disks, some cut by the edge
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    mask[30:34, 40:70] = True  # a thin bar
+
+    def reference(mask: np.ndarray) -> tuple[np.ndarray, int]:
+        """The definition: components whose largest mirrored distance to the background exceeds the limit."""
+        labels, n = ndi.label(mask)
+        pad = int(np.ceil(limit)) + 1
+        thickness = ndi.distance_transform_edt(np.pad(mask, pad, mode="symmetric"))[pad:-pad, pad:-pad]
+        thick = ndi.maximum(thickness, labels, index=np.arange(1, n + 1)) > limit
+        return np.isin(labels, np.flatnonzero(thick) + 1), int(thick.sum())
+
+    expected, count = reference(mask)
+    assert 0 < count < ndi.label(mask)[1]  # the case is not trivial
+    np.testing.assert_array_equal(_large_components(mask[None], limit, 0)[0], expected)
+    # alone (no other component makes the distance transform run): a half disk cut by the
+    # frame edge is as thick as the whole disk
+    for edge_disk in ((yy - 0) ** 2 + (xx - 45) ** 2 <= 25, (yy - 45) ** 2 + (xx - 79) ** 2 <= 25):
+        alone = edge_disk | ((yy >= 30) & (yy < 34) & (xx >= 10) & (xx < 40))
+        expected, count = reference(alone)
+        assert count >= (limit < 5.0)
+        np.testing.assert_array_equal(_large_components(alone[None], limit, 0)[0], expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_median_next_to_dark_pixels_only_equals_the_full_median(seed):
+    """The recorded area from medians taken only next to dark pixels is the full 3 x 3 median's."""
+    from temflow.analysis._recorded_area import _median3, _median3_near
+
+    rng = np.random.default_rng(seed)
+    frame = (rng.random((37, 45)) * 100 + 20).astype(np.float32)
+    frame[rng.random(frame.shape) < 0.05] = 0.0  # dead pixels
+    frame[:, : 3 + seed] = 0.0  # a black border
+    frame[-2:, 10:20] = rng.random((2, 10)).astype(np.float32)  # read noise in a border
+    level = np.float32(5.0)
+    dark = ~(frame > level)
+    near = _median3_near(frame, dark)
+    full = _median3(frame[None])[0]
+    np.testing.assert_array_equal(near > level, full > level)
+    next_to_dark = ndi.binary_dilation(dark, structure=np.ones((3, 3), bool))
+    np.testing.assert_array_equal(near[next_to_dark], full[next_to_dark])  # the same medians where taken
+    if seed == 0:  # NaN: the filter itself
+        frame[5, 5] = np.nan
+        np.testing.assert_array_equal(_median3_near(frame, ~(frame > level)), _median3(frame[None])[0])

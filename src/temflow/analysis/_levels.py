@@ -27,7 +27,9 @@ def _clip_top(values: Any) -> Any:
 
 def _histogram(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    return np.histogram(_clip_top(values[np.isfinite(values)]), bins=_EDGES)[0]
+    # the same counts as bins=_EDGES (numpy corrects its uniform-bin index against those very
+    # edges), without sorting the values: a fifth of the time on a 1024^2 frame
+    return np.histogram(_clip_top(values[np.isfinite(values)]), bins=len(_EDGES) - 1, range=(_EDGES[0], _EDGES[-1]))[0]
 
 
 _MIN_SEPARATION = 0.25

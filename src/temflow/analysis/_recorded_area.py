@@ -20,11 +20,41 @@ def _median3(block: np.ndarray) -> np.ndarray:
     return ndi.median_filter(np.asarray(block, dtype=np.float32), size=(1, 3, 3), mode="nearest")
 
 
+def _median3_near(frame: np.ndarray, dark: np.ndarray) -> np.ndarray:
+    """One frame's 3 x 3 median within a pixel of a ``dark`` pixel; +inf elsewhere.
+
+    Away from dark pixels all nine values are above the border level, and so is
+    their median: only the pixels next to one need it. There it is the fifth of
+    the nine values (edges repeated, as ``mode="nearest"``), the same number as
+    :func:`_median3` gives for finite values; a frame holding NaN (which the
+    filter's own selection orders its own way) takes the filter itself.
+    """
+    frame = np.asarray(frame, dtype=np.float32)
+    if not np.isfinite(frame).all():
+        return _median3(frame[None])[0]
+    near = np.asarray(dark, dtype=bool).copy()
+    near[1:] |= near[:-1].copy()
+    near[:-1] |= near[1:].copy()
+    near[:, 1:] |= near[:, :-1].copy()
+    near[:, :-1] |= near[:, 1:].copy()
+    out = np.full(frame.shape, np.inf, dtype=np.float32)
+    ys, xs = np.nonzero(near)
+    if len(ys) == 0:
+        return out
+    ny, nx = frame.shape
+    nine = np.empty((len(ys), 9), dtype=np.float32)
+    for i, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        nine[:, i] = frame[np.clip(ys + dy, 0, ny - 1), np.clip(xs + dx, 0, nx - 1)]
+    out[ys, xs] = np.partition(nine, 4, axis=1)[:, 4]
+    return out
+
+
 def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
-    """3 x 3 median of the frames that hold a dark pixel; +inf (recorded) elsewhere."""
+    """3 x 3 median next to the dark pixels (:func:`_median3_near`); +inf (recorded) elsewhere."""
     out = np.full(block.shape, np.inf, dtype=np.float32)
-    for k in np.flatnonzero(np.asarray(dark).reshape(len(block), -1).any(axis=1)):
-        out[k] = _median3(block[k : k + 1])[0]
+    dark = np.asarray(dark, dtype=bool)
+    for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
+        out[k] = _median3_near(block[k], dark[k])
     return out
 
 
@@ -66,7 +96,7 @@ def _recorded(block: np.ndarray, level: Any) -> np.ndarray:
     dark = ~(block > level)
     recorded = np.ones(block.shape, dtype=bool)
     for k in np.flatnonzero(dark.reshape(len(block), -1).any(axis=1)):
-        recorded[k] = _median3(block[k : k + 1])[0] > (level[k] if np.ndim(level) == 3 else level)
+        recorded[k] = _median3_near(block[k], dark[k]) > (level[k] if np.ndim(level) == 3 else level)
     # a NaN pixel is never recorded, whatever the median of its neighbourhood says: one
     # let into the filters below would spread NaN over the whole background window
     return recorded & np.isfinite(block)

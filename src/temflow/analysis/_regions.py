@@ -9,7 +9,44 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _disk, _normalised_gaussian
+from temflow.analysis._filters import _morph_disk, _normalised_gaussian
+
+def _thick_labels(frame: np.ndarray, labels: np.ndarray, count: int, max_thickness_px: float) -> np.ndarray:
+    """Which of the ``count`` components of ``labels`` hold a disk of radius above ``max_thickness_px``.
+
+    Thickness is the distance to the nearest background pixel, with the mask
+    mirrored at the frame edges (a region cut by the edge counts at its full
+    thickness). Returns a boolean array indexed by label (0, the background,
+    is False).
+
+    The distance transform is the costly part, and most frames have no
+    component that could be thick: one that touches neither edge across an
+    axis and spans ``h`` pixels along it has a background pixel within
+    ``(h + 1) // 2`` of each of its pixels along that axis (the first pixel
+    outside it up or down a column is background, or it would belong to it),
+    so it is thinner than ``max_thickness_px`` when that bound is. The
+    transform runs only when some component escapes the bound on both axes,
+    and the answer is the same as with the transform everywhere.
+    """
+    thick = np.zeros(count + 1, dtype=bool)
+    if count == 0 or not math.isfinite(max_thickness_px):
+        return thick
+    boxes = ndi.find_objects(labels)
+    bounds = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop) if b is not None else (0, 0, 0, 0) for b in boxes])
+    ny, nx = frame.shape
+    y0, y1, x0, x1 = bounds.T
+    thin_y = (y0 > 0) & (y1 < ny) & ((y1 - y0 + 1) // 2 <= max_thickness_px)
+    thin_x = (x0 > 0) & (x1 < nx) & ((x1 - x0 + 1) // 2 <= max_thickness_px)
+    present = np.array([b is not None for b in boxes])
+    if not np.any(present & ~thin_y & ~thin_x):
+        return thick
+    pad = int(math.ceil(max_thickness_px)) + 1
+    thickness = ndi.distance_transform_edt(np.pad(frame, pad, mode="symmetric"))[pad:-pad, pad:-pad]
+    # a label with any pixel above the limit: its largest thickness is above it
+    thick[np.unique(labels[thickness > max_thickness_px])] = True
+    thick[0] = False
+    return thick
+
 
 def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> np.ndarray:
     """Per frame: the components that are regions, not particles, grown by ``grow_px``.
@@ -24,18 +61,13 @@ def _large_components(mask: np.ndarray, max_radius_px: float, grow_px: int) -> n
     out = np.zeros(mask.shape, dtype=bool)
     if not math.isfinite(max_radius_px):
         return out
-    max_thickness_px = max_radius_px
     for k, frame in enumerate(np.asarray(mask, dtype=bool)):
         labels, n = ndi.label(frame)
-        if n == 0:
-            continue
-        pad = int(math.ceil(max_thickness_px)) + 1
-        thickness = ndi.distance_transform_edt(np.pad(frame, pad, mode="symmetric"))[pad:-pad, pad:-pad]
-        thick = ndi.maximum(thickness, labels, index=np.arange(1, n + 1)) > max_thickness_px
-        if np.any(thick):
-            out[k] = np.isin(labels, np.flatnonzero(thick) + 1)
+        thick = _thick_labels(frame, labels, n, max_radius_px)
+        if thick.any():
+            out[k] = thick[labels]
     if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+        out = _morph_disk(out, grow_px, erode=False)
     return out
 
 
@@ -75,7 +107,7 @@ def _coarse_regions(
             opposite = coarse[k] < median - deviation if bright else coarse[k] > median + deviation
         out[k] = _large_components(opposite[None], max_radius_px, 0)[0]
     if grow_px > 0 and out.any():
-        out = ndi.binary_dilation(out, structure=_disk(grow_px)[None])
+        out = _morph_disk(out, grow_px, erode=False)
     return out
 
 
@@ -91,16 +123,14 @@ def _keep_sizes(
     """
     out = np.zeros(mask.shape, dtype=bool)
     regions = np.asarray(regions, dtype=bool)
-    thick = _large_components(mask, max_radius_px, 0)
     for k, frame in enumerate(np.asarray(mask, dtype=bool)):
         labels, n = ndi.label(frame)
         if n == 0:
             continue
         area = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = area >= min_area_px
-        keep[np.unique(labels[thick[k]])] = False
+        keep = (area >= min_area_px) & ~_thick_labels(frame, labels, n, max_radius_px)
         if regions[k].any():
-            near = ndi.binary_dilation(regions[k], structure=_disk(max(reach_px, 1)))
+            near = _morph_disk(regions[k], max(reach_px, 1), erode=False)
             keep[np.unique(labels[near])] = False
         keep[0] = False
         out[k] = keep[labels]

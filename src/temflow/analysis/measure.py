@@ -159,7 +159,90 @@ COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`measure_particles`' table, in order."""
 
-_PROPERTIES = ("label", "area", "centroid", "perimeter", "eccentricity", "orientation")
+# skimage.measure.perimeter's weights of a border pixel's code: 1 for itself, 2 per 4-neighbour
+# and 10 per diagonal neighbour on the same particle's border (Benkrid & Crookes)
+_PERIMETER_WEIGHTS = np.zeros(50)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
+_PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2.0)
+_PERIMETER_WEIGHTS[[13, 23]] = (1.0 + math.sqrt(2.0)) / 2.0
+
+
+def _grown_by_one(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by the 3 x 3 square (its 8-neighbours), by shifted ORs: ``binary_dilation``'s pixels."""
+    grown = np.array(mask, dtype=bool)
+    grown[1:] |= grown[:-1].copy()
+    grown[:-1] |= grown[1:].copy()
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return grown
+
+
+def _region_props(labels: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per particle of one frame: what ``skimage.measure.regionprops_table`` gives, in whole-frame passes.
+
+    ``label``, ``area`` (px), ``centroid-0``/``centroid-1`` (px), ``perimeter``
+    (px, skimage's 4-connected border estimate), ``eccentricity`` and
+    ``orientation`` (from the inertia tensor of the pixel coordinates, skimage's
+    conventions) and ``intensity_mean``: the same definitions and the same
+    numbers to rounding (sums are taken in another order), computed with
+    ``bincount`` over the particle pixels rather than region by region, which
+    cost about a millisecond per particle.
+    """
+    labels = np.asarray(labels)
+    ny, nx = labels.shape
+    flat = labels.ravel()
+    pixels = np.flatnonzero(flat)
+    owner = flat[pixels].astype(np.intp)
+    n = int(owner.max()) + 1 if owner.size else 1
+    count = np.bincount(owner, minlength=n).astype(float)
+    present = np.flatnonzero(count)
+    present = present[present > 0]
+    y, x = np.divmod(pixels, nx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cy = np.bincount(owner, weights=y, minlength=n) / count
+        cx = np.bincount(owner, weights=x, minlength=n) / count
+        dy, dx = y - cy[owner], x - cx[owner]
+        mu20 = np.bincount(owner, weights=dy * dy, minlength=n)[present]
+        mu02 = np.bincount(owner, weights=dx * dx, minlength=n)[present]
+        mu11 = np.bincount(owner, weights=dy * dx, minlength=n)[present]
+    mu0 = count[present]
+    # skimage's inertia tensor [[a, b], [b, c]]: a from the spread along x, c along y
+    a, b, c = mu02 / mu0, -mu11 / mu0, mu20 / mu0
+    tensor = np.stack([np.stack([a, b], -1), np.stack([b, c], -1)], -2)
+    eigen = np.clip(np.linalg.eigvalsh(tensor), 0, None) if len(present) else np.zeros((0, 2))
+    small, large = eigen[:, 0], eigen[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eccentricity = np.where(large == 0, 0.0, np.sqrt(1.0 - small / large))
+    orientation = np.where(a - c == 0, np.where(b < 0, math.pi / 4.0, -math.pi / 4.0), 0.5 * np.arctan2(-2.0 * b, c - a))
+    # perimeter: a border pixel has a 4-neighbour of another label (or the frame edge); its
+    # code counts the same particle's border pixels around it. Looked up at the particle
+    # pixels only, in the frame padded by one pixel of background
+    width = nx + 2
+    padded = np.pad(labels, 1).ravel()
+    at = (y + 1) * width + (x + 1)
+    border = np.zeros(len(at), dtype=bool)
+    for step in (-width, width, -1, 1):
+        border |= padded[at + step] != owner
+    on_border = np.zeros(len(padded), dtype=bool)
+    on_border[at[border]] = True
+    at, mine = at[border], owner[border]
+    code = np.ones(len(at), dtype=np.intp)
+    for step, weight in ((-width, 2), (width, 2), (-1, 2), (1, 2), (-width - 1, 10), (-width + 1, 10), (width - 1, 10), (width + 1, 10)):
+        code += weight * (on_border[at + step] & (padded[at + step] == mine))
+    perimeter = np.bincount(mine, weights=_PERIMETER_WEIGHTS[code], minlength=n)[present]
+    props = {
+        "label": present,
+        "area": mu0,
+        "centroid-0": cy[present],
+        "centroid-1": cx[present],
+        "perimeter": perimeter,
+        "eccentricity": eccentricity,
+        "orientation": orientation,
+    }
+    if image is not None:
+        values = np.asarray(image, dtype=np.float64).ravel()[pixels]
+        props["intensity_mean"] = np.bincount(owner, weights=values, minlength=n)[present] / mu0
+    return props
 
 
 def _empty_table() -> pd.DataFrame:
@@ -183,8 +266,6 @@ def _measure_block(
     Returns the particle rows and one row per frame (frame, time, recorded area
     in pixels), so that frames without particles are not lost.
     """
-    from skimage.measure import regionprops_table
-
     ny, nx = labels.shape[1:]
     tables = []
     recorded_px = np.full(len(labels), float(ny * nx))
@@ -203,12 +284,7 @@ def _measure_block(
             recorded_px[k] = float(recorded[k].sum())
         if not frame_labels.any():
             continue
-        props = regionprops_table(
-            frame_labels,
-            intensity_image=None if image is None else np.asarray(image[k], dtype=np.float32),
-            properties=_PROPERTIES + (() if image is None else ("intensity_mean",)),
-        )
-        table = pd.DataFrame(props)
+        table = pd.DataFrame(_region_props(frame_labels, None if image is None else np.asarray(image[k], dtype=np.float32)))
         keep = table["area"].to_numpy() >= min_area_px
         table = table[keep]
         if table.empty:
@@ -218,7 +294,7 @@ def _measure_block(
         edge = np.zeros((ny, nx), dtype=bool)
         edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
         if recorded is not None and not recorded[k].all():
-            edge |= ndi.binary_dilation(~recorded[k], structure=np.ones((3, 3), bool))
+            edge |= _grown_by_one(~recorded[k])
         touching = np.unique(frame_labels[edge])
         table["touches_border"] = np.isin(table["label"].to_numpy(), touching)
         table["frame"] = first_frame + k

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _box_radius, _disk, _gaussian_radius, _map_frames, _normalised_gaussian, _open, _whole_frames
+from temflow.analysis._filters import _box_radius, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
 from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_from_histogram, _otsu_per_frame, _with_faint
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _drop_thick, _keep_sizes
@@ -39,6 +39,7 @@ def _darkness(
     background_px: float,
     exclude_px: int = 0,
     bright: bool = False,
+    smooth: np.ndarray | None = None,
 ) -> np.ndarray:
     """Particle contrast per frame; NaN outside the recorded area.
 
@@ -56,14 +57,18 @@ def _darkness(
     ``exclude`` (particles found by a first pass, grown by ``exclude_px``) do
     not enter the background, which would otherwise be pulled down by the
     particles and shrink them all by the same fraction of a pixel.
+
+    ``smooth``: the smoothed frames (:func:`_smoothed` of the same frames and
+    recorded area), when already computed by the first pass.
     """
     frames = np.asarray(block, dtype=np.float32)
     valid = np.asarray(recorded, dtype=bool)
     weight = valid.astype(np.float32)
     clean = np.where(valid, frames, 0.0).astype(np.float32)
-    smooth = _normalised_gaussian(clean, weight, sigma_px)
+    if smooth is None:
+        smooth = _normalised_gaussian(clean, weight, sigma_px)
     if exclude is not None:
-        grown = ndi.binary_dilation(exclude, structure=_disk(exclude_px)[None]) if exclude_px > 0 else exclude
+        grown = _morph_disk(exclude, exclude_px, erode=False) if exclude_px > 0 else exclude
         weight = weight * ~grown
     # a neighbourhood without any support pixel (a field more than ~90 % covered) has no
     # background: NaN, never a particle
@@ -76,11 +81,19 @@ def _darkness(
     return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
 
 
-# Pixels per task. The recipe's temporaries (float64 box sums, two float32 darkness
-# passes, masks, the halo copies) come to ~56 bytes per pixel, 28 times the uint16
-# input: a task of the readers' default chunk (32-64 MiB of frames, up to 2048 frames of
-# 128^2) needed 1.8 GB, and the chunk grows with the movie up to that size. Tasks of
-# 2^21 pixels (128 frames of 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
+def _smoothed(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The frames smoothed over their recorded area, as :func:`_darkness` does it."""
+    valid = np.asarray(recorded, dtype=bool)
+    clean = np.where(valid, np.asarray(block, dtype=np.float32), 0.0).astype(np.float32)
+    return _normalised_gaussian(clean, valid.astype(np.float32), sigma_px)
+
+
+# Pixels per task. The recipe's temporaries (box sums, two float32 darkness passes,
+# masks, the halo copies) came to ~56 bytes per pixel with float64 box sums (an upper
+# bound now that they are float32), 28 times the uint16 input: a task of the readers'
+# default chunk (32-64 MiB of frames, up to 2048 frames of 128^2) needed 1.8 GB, and
+# the chunk grows with the movie up to that size. Tasks of 2^21 pixels (128 frames of
+# 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
 _TASK_PIXELS = 2**21
 
 
@@ -453,11 +466,14 @@ def threshold_particles(
     else:
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
-        regions = _coarse_regions(frames, _recorded(frames, border), **region_kwargs)
-        inside_np = _recorded(frames, border) & ~regions
-        first_pass = _darkness(frames, inside_np, **kwargs)
+        recorded_np = _recorded(frames, border)
+        regions = _coarse_regions(frames, recorded_np, **region_kwargs)
+        inside_np = recorded_np & ~regions
+        # both passes smooth the same frames over the same recorded area: once is enough
+        smooth_np = _smoothed(frames, inside_np, sigma_px)
+        first_pass = _darkness(frames, inside_np, smooth=smooth_np, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
-        second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, **kwargs)
+        second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, smooth=smooth_np, **kwargs)
         mask = _with_faint(
             second_pass > level_of(second_pass), second_pass > level_of(second_pass, faint=True), faint_area_px
         )
