@@ -189,6 +189,7 @@ def _run_locked(
                 tls_ca_file=c.tls_ca_file or None,
                 tls_cert=c.tls_cert or None,
                 tls_key=c.tls_key or None,
+                timeout_s=c.connect_timeout_s,
             ))
         except ValueError as exc:
             raise ValueError(f"{config.source}: {'cluster.scheduler' if c.scheduler else '[cluster]'}: {exc}") from None
