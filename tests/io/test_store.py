@@ -206,7 +206,7 @@ def test_a_kill_while_creating_leaves_a_store_that_resume_finishes(tmp_path, mon
     def update_attributes(self, new_attributes):
         raise _Killed(moment)
 
-    def rename(src, dst):
+    def rename(src, dst, **dir_fds):
         raise _Killed(moment)
 
     with monkeypatch.context() as patch:
@@ -286,7 +286,7 @@ def test_a_full_disk_while_creating_leaves_nothing_to_trip_over(tmp_path, monkey
     movie = make_movie(frames=4, size=16, seed=1).movie
     path = tmp_path / "m.zarr"
 
-    def rename(src, dst):
+    def rename(src, dst, **dir_fds):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
