@@ -331,3 +331,21 @@ def test_a_run_file_sets_the_connection_timeout_and_names_the_key(tmp_path):
         with pytest.raises(ValueError, match=f"run.toml: {match}"):
             Config.from_dict({"input": {"synthetic": {"frames": 4, "size": 32}}, "cluster": {"connect_timeout_s": value}},
                              source="run.toml")
+
+
+@pytest.mark.parametrize("processes", [True, False])
+def test_local_workers_keep_no_profile_history_that_grows_with_the_run(processes):
+    # distributed's statistical profiler keeps one call tree per second of work on every worker
+    # (about 60 MB per worker over a 10-minute masks stage): temflow's local workers run without it
+    import time
+
+    def busy(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sum(range(1000))
+        return seconds
+
+    with connect(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=":0") as client:
+        assert client.submit(busy, 2.5).result() == 2.5
+        state = client.run(lambda dask_worker: (len(dask_worker.profile_history), len(dask_worker.profile_keys_history)))
+    assert list(state.values()) == [(0, 0)]

@@ -138,6 +138,9 @@ def check_scheduler(address: str, *, timeout_s: float = 5.0, ssl_context: Any = 
                          "and that the scheduler is running there") from None
 
 
+#: Settings of temflow's local workers (see connect)
+_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
 #: What a nanny writes into *this* process's environment before spawning a worker
 #: (``distributed.nanny.pre-spawn-environ``): torch, imported later here, would read them
 _SPAWN_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
@@ -310,7 +313,14 @@ def connect(
     # worker processes talk over TCP on loopback; threaded workers share this process (inproc://)
     # but each still starts an HTTP server, which distributed binds to every interface unless told
     network = {"host": "127.0.0.1"} if processes else {"worker_dashboard_address": "127.0.0.1:0"}
-    with _own_environment():
+    import dask
+
+    # the workers' statistical profiler keeps a call tree per second of work (profile_history,
+    # up to distributed.admin.low-level-log-length cycles): ~60 MB per worker over a 10-minute
+    # stage, growing with the movie's length; off, memory stays flat (the dashboard keeps the
+    # task stream, progress and memory; only its Profile page is empty). A nanny hands this
+    # configuration to the worker process it spawns.
+    with _own_environment(), dask.config.set(_WORKER_CONFIG):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,
@@ -326,8 +336,6 @@ def connect(
     link = {"distributed.dashboard.link": "{scheme}://" + bind + ":{port}/status"} if _is_loopback(
         dashboard_host) else {}
     try:
-        import dask
-
         with dask.config.set(link):
             client = Client(cluster, set_as_default=True)
             try:
