@@ -21,11 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["LinkInOutputError", "confined_to", "confined_root", "write_file", "open_directory"]
+__all__ = ["LinkInOutputError", "at_calls", "check_directory", "confined_to", "confined_root", "write_file", "open_directory"]
 
 _ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("temflow_write_root", default=None)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# openat and renameat (POSIX); elsewhere (Windows) each folder is checked by path instead, which a
+# link planted between the check and the write can still beat
+_AT = {os.open, os.mkdir, os.unlink, os.replace} <= os.supports_dir_fd and bool(_NOFOLLOW)
 
 
 class LinkInOutputError(ValueError):
@@ -134,6 +137,51 @@ def open_directory(folder: str | os.PathLike[str], *, create: bool = True) -> in
     return fd
 
 
+def at_calls() -> bool:
+    """True where folders are opened without following links (``openat``) and renames happen inside them."""
+    return _AT
+
+
+def check_directory(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed, refusing a link among its components below the confining root.
+
+    Raises
+    ------
+    LinkInOutputError
+        If a component below the root is a symbolic link.
+    """
+    if _AT:
+        os.close(open_directory(folder))
+    else:
+        _check_by_path(Path(os.path.abspath(folder)))
+
+
+def _check_by_path(folder: Path) -> None:
+    """Without ``openat``: refuse a link among ``folder``'s components below the root, by path."""
+    root = _ROOT.get()
+    if root is None or not _inside(folder, root):
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    here = root
+    for part in folder.relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            raise LinkInOutputError(here, root)
+        here.mkdir(exist_ok=True)
+
+
+def _write_by_path(out: Path, write: Callable[[BinaryIO], object]) -> None:
+    _check_by_path(out.parent)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "xb") as file:
+            write(file)
+        os.replace(tmp, out)  # replaces a link at the name, never writes through it
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_file(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` atomically, never through a symbolic link.
 
@@ -173,6 +221,9 @@ def write_file(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]
     []
     """
     out = Path(os.path.abspath(path))
+    if not _AT:
+        _write_by_path(out, write)
+        return Path(path)
     fd = open_directory(out.parent)
     tmp = f".{out.name}.{os.getpid()}.tmp"
     try:

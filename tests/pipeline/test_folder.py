@@ -154,3 +154,32 @@ def test_a_link_planted_where_no_temflow_writer_looks_stops_the_run_naming_the_s
     assert "\n" not in str(info.value) and "elsewhere" in str(info.value)
     assert not (out / "stages" / "drift.json").exists()
     assert _files(outside) == []
+
+
+def test_without_openat_links_are_still_refused_by_path(tmp_path, monkeypatch):
+    # where openat/renameat are missing (Windows), each folder is checked by path instead
+    import numpy as np
+
+    from temflow import _nofollow, as_movie
+    from temflow._json import write_json
+    from temflow._nofollow import LinkInOutputError, confined_to
+    from temflow.io.store import save_zarr
+
+    monkeypatch.setattr(_nofollow, "_AT", False)
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "victim.json").write_text("keep me")
+    (out / "figures").symlink_to(outside)
+    (out / "summary.json").symlink_to(outside / "victim.json")
+    movie = as_movie(np.zeros((2, 8, 8), dtype="uint16"), pixel_size_nm=1.0)
+    with confined_to(out):
+        with pytest.raises(LinkInOutputError, match="figures' is a symbolic link"):
+            write_json(out / "figures" / "a.json", {"a": 1})
+        with pytest.raises(LinkInOutputError, match="figures' is a symbolic link"):
+            save_zarr(movie, out / "figures" / "m.zarr")
+        write_json(out / "summary.json", {"a": 1})
+        save_zarr(movie, out / "m.zarr")
+    assert (outside / "victim.json").read_text() == "keep me"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.json"]
+    assert not (out / "summary.json").is_symlink() and (out / "m.zarr" / "zarr.json").is_file()

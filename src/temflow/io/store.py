@@ -52,7 +52,7 @@ from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
 from temflow._json import finite
-from temflow._nofollow import LinkInOutputError, confined_root, open_directory
+from temflow._nofollow import LinkInOutputError, at_calls, check_directory, confined_root, open_directory
 from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
 from temflow.io._progress import _compute
 from temflow.io.formats.ome_zarr import is_ome_zarr
@@ -190,7 +190,7 @@ def _create(path: Path, movie: xr.DataArray, shape: tuple[int, ...], dtype: np.d
     # a staging folder is left only by a process killed while creating: it holds no frames
     shutil.rmtree(staging, ignore_errors=True)
     # inside a pipeline run, no folder between the output folder and the store may be a link
-    os.close(open_directory(path.parent))
+    check_directory(path.parent)
     group = zarr.open_group(str(staging), mode="w")
     fill = False if dtype == bool else 0
     group.create_array(
@@ -241,6 +241,11 @@ def _rename_checked(staging: Path, path: Path) -> None:
     (see :mod:`temflow._nofollow`); the staged folder must still be a folder
     there, and what lands at ``path`` must be that folder, not a link.
     """
+    if not at_calls():
+        check_directory(path.parent)
+        os.rename(staging, path)
+        check_directory(path.parent)
+        return
     fd = open_directory(path.parent, create=False)
     try:
         if not stat.S_ISDIR(os.stat(staging.name, dir_fd=fd, follow_symlinks=False).st_mode):
@@ -252,7 +257,7 @@ def _rename_checked(staging: Path, path: Path) -> None:
             raise LinkInOutputError(path, confined_root() or path.parent)
     finally:
         os.close(fd)
-    os.close(open_directory(path.parent, create=False))  # the chain above it is still free of links
+    check_directory(path.parent)  # the chain above it is still free of links
 
 
 def _is_temflow_store(path: Path) -> bool:
