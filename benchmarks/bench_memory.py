@@ -4,17 +4,18 @@ For each length, a synthetic movie of that many frames is written to a zarr
 store with temflow's default chunking (the pipeline's ``frames_per_chunk = 0``:
 about 64 MiB of frames per chunk, so short movies are one chunk and the chunk
 grows with the movie up to that size). Then, in a fresh interpreter, the
-pipeline's own ``masks`` stage runs on it on a LocalCluster like the
-pipeline's (2 workers x 1 thread by default) while a thread samples, every
-20 ms, the resident memory of the whole process tree (the interpreter, the
-nanny and worker processes and their children). Out of core means flat: the
-peak does not depend on the number of frames.
+pipeline's own ``masks`` stage runs on it, once on the pipeline's own local
+cluster (``temflow.cluster.connect``: 2 worker processes x 1 thread by
+default) and once on dask's threaded scheduler in one process (2 threads),
+while a thread samples, every 20 ms, the resident memory of the whole process
+tree (the interpreter, the nanny and worker processes and their children).
+Out of core means flat: the peak does not depend on the number of frames.
 
 Usage::
 
-    python benchmarks/bench_memory.py                     # 500, 2000, 8000 frames of 128^2
+    python benchmarks/bench_memory.py                     # 500 and 8000 frames of 128^2, both schedulers
     python benchmarks/bench_memory.py --quick             # 300, 1200 frames of 128^2
-    python benchmarks/bench_memory.py --frames 250 1000 --size 96
+    python benchmarks/bench_memory.py --frames 250 1000 --size 96 --schedulers processes
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def write_movie(frames: int, size: int, path: Path) -> None:
     save_zarr(truth.movie, path)
 
 
-def masks_stage(movie: Path, folder: Path, workers: int) -> dict:
+def masks_stage(movie: Path, folder: Path, workers: int, scheduler: str) -> dict:
     """Run the pipeline's ``masks`` stage on ``movie`` and measure the process tree."""
-    from distributed import Client, LocalCluster
+    from contextlib import nullcontext
 
+    import dask
+
+    from temflow.cluster import connect
     from temflow.io.store import open_zarr
     from temflow.pipeline.config import Config
     from temflow.pipeline.stages import STAGE_FUNCTIONS, Run
@@ -84,9 +88,13 @@ def masks_stage(movie: Path, folder: Path, workers: int) -> dict:
         {"input": {"path": str(movie)}, "output": {"folder": str(folder)}, "segmentation": {"method": "threshold"}},
         source="bench_memory",
     )
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, memory_limit="8GiB", dashboard_address=None, host="127.0.0.1"
-    ) as cluster, Client(cluster) as client:
+    if scheduler == "processes":  # the pipeline's own local cluster, as `temflow run` starts it
+        cluster = connect(n_workers=workers, threads_per_worker=1, memory_limit="8GiB", dashboard_address="127.0.0.1:0")
+        threads = nullcontext()
+    else:
+        cluster = nullcontext()
+        threads = dask.config.set(scheduler="threads", num_workers=workers)
+    with cluster as client, threads:
         state = Run(config=config, folder=folder, echo=lambda line: None, client=client)
         state.results["drift"] = {"movie": str(movie)}
         idle = 0
@@ -108,52 +116,58 @@ def masks_stage(movie: Path, folder: Path, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[500, 2000, 8000])
+    parser.add_argument("--frames", type=int, nargs="+", default=[500, 8000])
+    parser.add_argument("--schedulers", nargs="+", choices=["processes", "threads"], default=["processes", "threads"],
+                        help="temflow's local cluster (worker processes) and/or dask's threaded scheduler")
     parser.add_argument("--size", type=int, default=128, help="frame side, pixels")
-    parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (1 thread each)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each), or threads")
     parser.add_argument("--quick", action="store_true", help="small movies: 300 and 1200 frames of 128^2")
     parser.add_argument("--keep", type=Path, default=None, help="keep the stores under this folder")
-    parser.add_argument("--one", nargs=3, metavar=("MOVIE", "FOLDER", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=4, metavar=("MOVIE", "FOLDER", "WORKERS", "SCHEDULER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         # the measured run, in its own interpreter: nothing from earlier runs stays in memory
-        print(json.dumps(masks_stage(Path(args.one[0]), Path(args.one[1]), int(args.one[2]))))
+        print(json.dumps(masks_stage(Path(args.one[0]), Path(args.one[1]), int(args.one[2]), args.one[3])))
         return
     if args.quick:
         args.frames, args.size = [300, 1200], 128
     root = args.keep or Path(tempfile.mkdtemp(prefix="temflow-bench-memory-"))
-    rows = []
+    rows: dict[str, list[tuple[int, dict]]] = {name: [] for name in args.schedulers}
     for frames in args.frames:
         folder = root / f"run-{frames}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         write_movie(frames, args.size, folder / "movie.zarr")
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(folder / "movie.zarr"), str(folder), str(args.workers)],
-            capture_output=True,
-            text=True,
-            env=os.environ,
-        )
-        if out.returncode:
-            sys.exit(f"the masks stage on {frames} frames failed:\n{out.stderr}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((frames, result))
-        print(f"{frames} frames: masks stage {result['seconds']:.1f} s, peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+        for scheduler in args.schedulers:
+            shutil.rmtree(folder / "masks.zarr", ignore_errors=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(folder / "movie.zarr"), str(folder), str(args.workers), scheduler],
+                capture_output=True,
+                text=True,
+                env=os.environ,
+            )
+            if out.returncode:
+                sys.exit(f"the masks stage on {frames} frames ({scheduler}) failed:\n{out.stderr}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            rows[scheduler].append((frames, result))
+            print(f"{frames} frames, {scheduler}: masks stage {result['seconds']:.1f} s, "
+                  f"peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
-    base_frames, base = rows[0]
-    print(
-        f"\nmasks stage (classical threshold), {args.size}x{args.size} synthetic frames, default chunks, "
-        f"LocalCluster of {args.workers} workers x 1 thread; peak RSS of the process tree"
-    )
-    print("| frames | movie chunk, frames | masks chunk, frames | seconds | idle MiB | peak MiB | x frames | x peak |")
-    print("|---|---|---|---|---|---|---|---|")
-    for frames, r in rows:
-        print(
-            f"| {frames} | {r['movie_chunk_frames']} | {r['masks_chunk_frames']} | {r['seconds']:.1f} | "
-            f"{r['idle_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.0f} | {frames / base_frames:.0f} | "
-            f"{r['peak_bytes'] / base['peak_bytes']:.2f} |"
-        )
+    what = {"processes": f"temflow's local cluster, {args.workers} worker processes x 1 thread",
+            "threads": f"dask's threaded scheduler, one process, {args.workers} threads"}
+    print(f"\nmasks stage (classical threshold), {args.size}x{args.size} synthetic frames, default chunks; "
+          "peak RSS of the process tree")
+    print("| scheduler | frames | movie chunk, frames | masks chunk, frames | seconds | idle MiB | peak MiB | x frames | x peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for scheduler, measured in rows.items():
+        base_frames, base = measured[0]
+        for frames, r in measured:
+            print(
+                f"| {what[scheduler]} | {frames} | {r['movie_chunk_frames']} | {r['masks_chunk_frames']} | "
+                f"{r['seconds']:.1f} | {r['idle_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.0f} | "
+                f"{frames / base_frames:.0f} | {r['peak_bytes'] / base['peak_bytes']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

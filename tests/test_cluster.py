@@ -229,3 +229,123 @@ def test_something_that_is_not_a_scheduler_is_refused_in_one_line(reply, match):
             connection.close()
     assert "\n" not in str(info.value)
     assert time.perf_counter() - started < 15
+
+
+def _silent_server(tmp_path, tls):
+    """A local server that accepts connections (and, with ``tls``, completes the TLS handshake) and never speaks."""
+    import socket
+    import ssl
+    import threading
+
+    cert, key = _certificates(tmp_path)
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            if context is not None:
+                connection.settimeout(30)
+                try:
+                    connection = context.wrap_socket(connection, server_side=True)
+                except OSError:  # temflow's probe gave up first
+                    pass
+            held.append(connection)  # silent: never writes a byte
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def close():
+        server.close()
+        for connection in held:
+            connection.close()
+
+    return server.getsockname()[1], cert, key, close
+
+
+@pytest.mark.parametrize("scheme, tls_server, match", [
+    ("tcp", False, "accepts connections but sends nothing within 1 s"),
+    ("tls", False, "does not answer the TLS handshake within 1 s"),
+    ("tls", True, "accepts connections but sends nothing within 1 s"),  # TLS done, then silence: Client hung here
+])
+def test_a_silent_peer_is_refused_in_bounded_time(tmp_path, scheme, tls_server, match):
+    import time
+
+    port, cert, key, close = _silent_server(tmp_path, tls_server)
+    files = {"tls_ca_file": cert, "tls_cert": cert, "tls_key": key} if scheme == "tls" else {}
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            with connect(f"{scheme}://127.0.0.1:{port}", timeout_s=1.0, **files):
+                pass
+    finally:
+        close()
+    elapsed = time.perf_counter() - started
+    message = str(info.value)
+    assert "\n" not in message and f"127.0.0.1:{port}" in message
+    assert "timeout_s" in message or "tcp://" in message  # what to do
+    assert elapsed < 6, elapsed  # 1 s per step (connect, handshake, first byte), not forever
+
+
+def test_a_tls_address_without_tls_files_is_refused_before_connecting(tmp_path):
+    port, _, _, close = _silent_server(tmp_path, False)
+    try:
+        with pytest.raises(ValueError, match="is tls:// but no TLS files were given"):
+            with connect(f"tls://127.0.0.1:{port}"):
+                pass
+        with pytest.raises(ValueError, match="timeout_s must be a positive"):
+            with connect(f"tcp://127.0.0.1:{port}", timeout_s=float("nan")):
+                pass
+    finally:
+        close()
+
+
+def test_a_run_file_sets_the_connection_timeout_and_names_the_key(tmp_path):
+    import time
+
+    from temflow.pipeline.config import Config
+    from temflow.pipeline.runner import run
+
+    port, cert, key, close = _silent_server(tmp_path, True)
+    cluster = {"scheduler": f"tls://127.0.0.1:{port}", "tls_ca_file": cert, "tls_cert": cert, "tls_key": key,
+               "connect_timeout_s": 1.0}
+    config = Config.from_dict({"input": {"synthetic": {"frames": 4, "size": 32}}, "output": {"folder": str(tmp_path / "out")},
+                               "cluster": cluster}, source="run.toml")
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=r"run.toml: cluster.scheduler: something at .* sends nothing within 1 s"):
+            run(config)
+    finally:
+        close()
+    assert time.perf_counter() - started < 6
+    for value, match in ((0, "cluster.connect_timeout_s must be positive"), (1e9, "cluster.connect_timeout_s must be at most 600"),
+                         (float("nan"), "cluster.connect_timeout_s")):
+        with pytest.raises(ValueError, match=f"run.toml: {match}"):
+            Config.from_dict({"input": {"synthetic": {"frames": 4, "size": 32}}, "cluster": {"connect_timeout_s": value}},
+                             source="run.toml")
+
+
+@pytest.mark.parametrize("processes", [True, False])
+def test_local_workers_keep_no_profile_history_that_grows_with_the_run(processes):
+    # distributed's statistical profiler keeps one call tree per second of work on every worker
+    # (about 60 MB per worker over a 10-minute masks stage): temflow's local workers run without it
+    import time
+
+    def busy(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sum(range(1000))
+        return seconds
+
+    with connect(n_workers=1, threads_per_worker=1, processes=processes, dashboard_address=":0") as client:
+        assert client.submit(busy, 2.5).result() == 2.5
+        state = client.run(lambda dask_worker: (len(dask_worker.profile_history), len(dask_worker.profile_keys_history)))
+    assert list(state.values()) == [(0, 0)]

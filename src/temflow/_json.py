@@ -64,8 +64,8 @@ def dumps(data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` to ``path`` as strict JSON, atomically (a temporary file renamed into place)."""
-    out = Path(path)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(dumps(data))
-    os.replace(tmp, out)
-    return out
+    from temflow._nofollow import write_file
+
+    text = dumps(data).encode()
+    # never through a symbolic link (see temflow._nofollow)
+    return write_file(path, lambda file: file.write(text))

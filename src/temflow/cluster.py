@@ -9,9 +9,10 @@ certificates).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -44,51 +45,101 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_scheduler(address: str, *, timeout_s: float = 5.0) -> None:
+def check_scheduler(address: str, *, timeout_s: float = 5.0, ssl_context: Any = None) -> None:
     """Refuse a scheduler address that does not answer within ``timeout_s``.
 
     ``distributed.Client`` waits 30 s on an unreachable address and ends in a
-    traceback; this opens one TCP connection first and says what is wrong.
+    traceback, and waits forever on a peer that accepts the connection (and,
+    for ``tls://``, the TLS handshake) but never speaks. This opens one
+    connection first, does the TLS handshake for ``tls://``, and waits for the
+    first byte a Dask scheduler sends (it speaks first); every step has
+    ``timeout_s``.
 
     Parameters
     ----------
     address : str
         ``tcp://host:port`` or ``tls://host:port`` (``host:port`` means tcp).
     timeout_s : float
-        How long to wait for the host to answer, s.
+        How long each step (connection, TLS handshake, first byte) may take, s.
+    ssl_context : ssl.SSLContext, optional
+        The client's TLS context for a ``tls://`` address (the one
+        ``distributed`` will use); default: a context that checks nothing,
+        enough to see whether the peer answers a TLS handshake at all.
 
     Raises
     ------
     ValueError
-        If the address has no port, nothing answers there in time, or (for
-        ``tcp://``) what answers does not speak first as a Dask scheduler does.
+        If the address has no port, nothing answers there in time, the TLS
+        handshake fails or times out, or what answers does not speak first as
+        a Dask scheduler does.
+
+    Examples
+    --------
+    >>> check_scheduler("tcp://127.0.0.1")
+    Traceback (most recent call last):
+    ...
+    ValueError: the scheduler address must look like 'tcp://host:port' or 'tls://host:port'; got 'tcp://127.0.0.1'
     """
     import socket
+    import ssl
 
     scheme, host, port = _split_address(address)
     if scheme not in ("tcp", "tls") or port is None or not host or not 0 < port < 65536:
         raise ValueError(f"the scheduler address must look like 'tcp://host:port' or 'tls://host:port'; got {address!r}")
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
+    silent = (f"something at {address!r} accepts connections but sends nothing within {timeout_s:g} s: it is "
+              "not a Dask scheduler (or one too busy to answer); check the address and port, or allow more time "
+              "(connect(timeout_s=...), [cluster] connect_timeout_s)")
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as probe:
-            if scheme == "tcp":
-                # a Dask scheduler speaks first (its handshake); distributed.Client waits forever on
-                # a server that accepts and stays silent, whatever its timeout says
-                probe.settimeout(timeout_s)
+        with ExitStack() as stack:
+            raw = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+            raw.settimeout(timeout_s)
+            probe: socket.socket = raw
+            if scheme == "tls":
+                if ssl_context is None:
+                    ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ssl_context.check_hostname = False
+                    ssl_context.verify_mode = ssl.CERT_NONE
+                # the client speaks first in TLS: a peer that never answers the hello hangs here
+                secure = stack.enter_context(ssl_context.wrap_socket(raw, server_hostname=host,
+                                                                     do_handshake_on_connect=False))
+                probe = secure
                 try:
-                    first = probe.recv(1)
+                    secure.do_handshake()
                 except socket.timeout:
-                    raise ValueError(f"something at {address!r} accepts connections but sends nothing within "
-                                     f"{timeout_s:g} s: it is not a Dask scheduler (or it is a TLS one: use "
-                                     "tls:// and the TLS files)") from None
-                if not first:
-                    raise ValueError(f"something at {address!r} accepts connections and closes them at once: it is "
-                                     "not a Dask scheduler; check the port")
+                    raise ValueError(f"something at {address!r} accepts connections but does not answer the TLS "
+                                     f"handshake within {timeout_s:g} s: it is not a TLS Dask scheduler; check the "
+                                     "address and port (tcp:// for a scheduler without TLS)") from None
+                except ssl.SSLError as exc:
+                    raise ValueError(f"the TLS handshake with {address!r} failed ({exc.reason or exc}); check "
+                                     "tls_ca_file, tls_cert and tls_key, and that the scheduler uses TLS (else "
+                                     "tcp://)") from None
+            # a Dask scheduler speaks first (its handshake); distributed.Client waits forever on a peer
+            # that accepts (over TLS: completes the handshake) and stays silent, whatever its timeout says
+            try:
+                first = probe.recv(1)
+            except socket.timeout:
+                raise ValueError(silent + ("" if scheme == "tls" else "; a TLS scheduler needs tls://")) from None
+            except ssl.SSLError as exc:  # e.g. the scheduler refused our certificate after the handshake
+                raise ValueError(f"the scheduler at {address!r} closed the TLS connection ({exc.reason or exc}); "
+                                 "check tls_cert and tls_key against the scheduler's CA") from None
+            if not first:
+                raise ValueError(f"something at {address!r} accepts connections and closes them at once: it is "
+                                 "not a Dask scheduler (or it refused this client's certificate); check the port")
     except socket.timeout:
         raise ValueError(f"cannot reach the Dask scheduler at {address!r}: no answer within {timeout_s:g} s; check "
                          "the address and that a firewall lets the port through") from None
     except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise ValueError(f"the TLS connection to {address!r} failed ({exc.reason or exc}); check the TLS files "
+                             "and tls:// versus tcp://") from None
         raise ValueError(f"cannot reach the Dask scheduler at {address!r} ({exc.strerror or exc}); check the address "
                          "and that the scheduler is running there") from None
+
+
+#: Settings of temflow's local workers (see connect)
+_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 #: What a nanny writes into *this* process's environment before spawning a worker
 #: (``distributed.nanny.pre-spawn-environ``): torch, imported later here, would read them
@@ -152,6 +203,7 @@ def connect(
     tls_ca_file: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    timeout_s: float = 5.0,
 ) -> Iterator["Client"]:
     """Connect to a Dask cluster for the duration of a ``with`` block.
 
@@ -173,6 +225,10 @@ def connect(
         socket and HTTP server listens on loopback only.
     tls_ca_file, tls_cert, tls_key : str, optional
         TLS files for a ``tls://`` scheduler.
+    timeout_s : float
+        How long an existing scheduler may take to answer each step of the
+        connection (TCP, TLS handshake, its first message), s; a peer that
+        accepts and stays silent is refused after it.
 
     Yields
     ------
@@ -187,9 +243,10 @@ def connect(
     ------
     ValueError
         For inconsistent arguments (TLS files without a ``tls://`` address,
-        non-positive worker counts), a scheduler that does not answer within
-        5 s (:func:`check_scheduler`), or an address where something other
-        than a Dask scheduler answers.
+        non-positive worker counts, a ``tls://`` address without TLS
+        settings), a scheduler that does not answer within ``timeout_s``
+        (:func:`check_scheduler`), or an address where something other than a
+        Dask scheduler answers.
 
     Warns
     -----
@@ -217,13 +274,19 @@ def connect(
             tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key, require_encryption=True
         )
     if scheduler:
-        check_scheduler(scheduler)
         scheme, host, _ = _split_address(scheduler)
+        if security is None and scheme == "tls":
+            security = Security()  # the TLS files of dask's configuration (distributed.comm.tls), if any
+        ssl_context = security.get_connection_args("client").get("ssl_context") if security is not None else None
+        if scheme == "tls" and ssl_context is None:
+            raise ValueError(f"the scheduler address {scheduler!r} is tls:// but no TLS files were given: pass "
+                             "tls_ca_file, tls_cert and tls_key ([cluster] in a run file)")
+        check_scheduler(scheduler, timeout_s=timeout_s, ssl_context=ssl_context)
         if scheme == "tcp" and not _is_loopback(host):
             warnings.warn(f"the scheduler {scheduler!r} is reached without TLS: traffic is unencrypted and "
                           f"{_NO_AUTH}", UserWarning, stacklevel=3)
         try:
-            client = Client(scheduler, security=security, set_as_default=True, timeout="10s")
+            client = Client(scheduler, security=security, set_as_default=True, timeout=f"{max(10.0, 2 * timeout_s):g}s")
         except Exception as exc:  # noqa: BLE001 - whatever answers there may send anything back
             # something that is not a Dask scheduler (a proxy, a web server) can make distributed
             # read a garbage frame length and ask for exabytes: the allocation fails, nothing is held
@@ -250,7 +313,14 @@ def connect(
     # worker processes talk over TCP on loopback; threaded workers share this process (inproc://)
     # but each still starts an HTTP server, which distributed binds to every interface unless told
     network = {"host": "127.0.0.1"} if processes else {"worker_dashboard_address": "127.0.0.1:0"}
-    with _own_environment():
+    import dask
+
+    # the workers' statistical profiler keeps a call tree per second of work (profile_history,
+    # up to distributed.admin.low-level-log-length cycles): ~60 MB per worker over a 10-minute
+    # stage, growing with the movie's length; off, memory stays flat (the dashboard keeps the
+    # task stream, progress and memory; only its Profile page is empty). A nanny hands this
+    # configuration to the worker process it spawns.
+    with _own_environment(), dask.config.set(_WORKER_CONFIG):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,
@@ -266,8 +336,6 @@ def connect(
     link = {"distributed.dashboard.link": "{scheme}://" + bind + ":{port}/status"} if _is_loopback(
         dashboard_host) else {}
     try:
-        import dask
-
         with dask.config.set(link):
             client = Client(cluster, set_as_default=True)
             try:

@@ -206,7 +206,7 @@ def test_a_kill_while_creating_leaves_a_store_that_resume_finishes(tmp_path, mon
     def update_attributes(self, new_attributes):
         raise _Killed(moment)
 
-    def rename(src, dst):
+    def rename(src, dst, **dir_fds):
         raise _Killed(moment)
 
     with monkeypatch.context() as patch:
@@ -286,7 +286,7 @@ def test_a_full_disk_while_creating_leaves_nothing_to_trip_over(tmp_path, monkey
     movie = make_movie(frames=4, size=16, seed=1).movie
     path = tmp_path / "m.zarr"
 
-    def rename(src, dst):
+    def rename(src, dst, **dir_fds):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
@@ -350,3 +350,40 @@ def test_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, monkeypatch,
     assert "writing t.zarr [" in shown and "4/4 chunks" in shown and shown.endswith("\n")
     assert "\x1b" not in shown  # no ANSI escapes, only carriage returns
     assert pipe.getvalue() == ""
+
+
+_WINDOW_LOG: dict = {"started": [], "finished": []}
+
+
+def _slow_write(block, path, index, slices):
+    """``_write_block``, slower, logging when each chunk starts (with how many had finished) and ends."""
+    import time
+
+    from temflow.io import store
+
+    _WINDOW_LOG["started"].append((index[0], len(_WINDOW_LOG["finished"])))
+    time.sleep(0.05)
+    out = store._original_write_block(block, path, index, slices)
+    _WINDOW_LOG["finished"].append(index[0])
+    return out
+
+
+def test_a_distributed_write_keeps_a_bounded_window_of_chunks_in_flight(tmp_path, monkeypatch):
+    # given the whole pass at once, the workers ran ahead on reads and early steps and held their
+    # results: the masks stage's peak grew with the movie; a sliding window of writes bounds it
+    from temflow.cluster import connect
+    from temflow.io import _progress, store
+
+    movie = make_movie(frames=24, size=16, seed=0, chunks=2).movie
+    _WINDOW_LOG["started"].clear()
+    _WINDOW_LOG["finished"].clear()
+    monkeypatch.setattr(store, "_original_write_block", store._write_block, raising=False)
+    monkeypatch.setattr(store, "_write_block", _slow_write)
+    monkeypatch.setattr(_progress, "_window", lambda client: 2)
+    # threaded workers (one process): the log is shared
+    with connect(n_workers=1, threads_per_worker=4, processes=False, dashboard_address="127.0.0.1:0"):
+        path = temflow.save_zarr(movie, tmp_path / "w.zarr")
+    assert sorted(_WINDOW_LOG["finished"]) == list(range(12))
+    # a chunk is submitted only when all but one of the chunks before it have finished
+    assert all(done >= index - 1 for index, done in _WINDOW_LOG["started"]), _WINDOW_LOG["started"]
+    np.testing.assert_array_equal(temflow.open_zarr(path).values, movie.values)

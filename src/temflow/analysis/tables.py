@@ -122,11 +122,11 @@ def write_parquet(
 
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame; got {type(table).__name__}")
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(_arrow_table(table, metadata), tmp)
-    os.replace(tmp, out)
-    return out
+    from temflow._nofollow import write_file
+
+    arrow = _arrow_table(table, metadata)
+    # atomically and never through a symbolic link (see temflow._nofollow)
+    return write_file(path, lambda file: pq.write_table(arrow, file))
 
 
 def read_table_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -38,26 +38,74 @@ class _Bar:
         sys.stderr.flush()
 
 
-def _compute(tasks: list[Any], progress: bool, label: str = "writing") -> None:
-    # progress goes to stderr and only to a terminal: a pipe or a log file gets the result alone
-    if not progress or not sys.stderr.isatty():
-        dask.compute(*tasks)
-        return
+def _window(client: Any) -> int:
+    """Write tasks in flight at once on a distributed cluster: two per worker thread."""
     try:
-        from distributed import as_completed, default_client
+        threads = sum(client.nthreads().values())
+    except Exception:  # noqa: BLE001 - a cluster that cannot say: a small window is always safe
+        threads = 2
+    return max(4, 2 * threads)
+
+
+def _compute_windowed(client: Any, tasks: list[Any], bar: _Bar | None) -> None:
+    """Run ``tasks`` on ``client`` with at most :func:`_window` of them submitted at a time.
+
+    Given the whole pass at once, the scheduler runs ahead on the movie's reads and
+    early steps and the workers hold their results while later steps wait: the peak
+    grew with the movie (1.33x from 500 to 8000 frames of 128^2 on 2 workers). A
+    sliding window (the next write submitted as one finishes) bounds what is in
+    flight; keys the windows share (the movie-wide levels) stay on the cluster while
+    a submitted write still needs them, so they are computed once.
+    """
+    from distributed import as_completed
+
+    width = _window(client)
+    pending = iter(tasks)
+    running = as_completed([client.compute(task) for task in _take(pending, width)])
+    for future in running:
+        future.result()  # re-raises a failed chunk's error here
+        if bar is not None:
+            bar.update()
+        for task in _take(pending, 1):
+            running.add(client.compute(task))
+        del future
+
+
+def _take(iterator: Any, count: int) -> list[Any]:
+    out = []
+    for _ in range(count):
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+    return out
+
+
+def _compute(tasks: list[Any], progress: bool, label: str = "writing") -> None:
+    try:
+        from distributed import default_client
 
         client = default_client()
     except (ImportError, ValueError):
         client = None
+    if client is not None and dask.base.get_scheduler() != client.get:
+        client = None  # a local scheduler chosen in dask's configuration wins, as in dask.compute
+    # progress goes to stderr and only to a terminal: a pipe or a log file gets the result alone
+    show = progress and sys.stderr.isatty()
+    if client is not None:
+        bar = _Bar(len(tasks), label) if show else None
+        try:
+            # dask.diagnostics cannot see a distributed scheduler: follow the futures
+            _compute_windowed(client, tasks, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return
+    if not show:
+        dask.compute(*tasks)
+        return
     bar = _Bar(len(tasks), label)
     try:
-        if client is not None:
-            # dask.diagnostics cannot see a distributed scheduler: follow the futures
-            futures = client.compute(tasks)
-            for future in as_completed(futures):
-                future.result()  # re-raises a failed chunk's error here
-                bar.update()
-            return
         from dask.callbacks import Callback
 
         keys = {t.key for t in tasks}

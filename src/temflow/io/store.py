@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from zarr.codecs import BloscCodec
 
 from temflow.movie import DIMS, TIME
 from temflow._json import finite
+from temflow._nofollow import LinkInOutputError, at_calls, check_directory, confined_root, open_directory
 from temflow.errors import DiskFullError, IncompleteStoreError, MovieFileError, is_disk_full
 from temflow.io._progress import _compute
 from temflow.io.formats.ome_zarr import is_ome_zarr
@@ -187,7 +189,8 @@ def _create(path: Path, movie: xr.DataArray, shape: tuple[int, ...], dtype: np.d
     staging = _staging_folder(path)
     # a staging folder is left only by a process killed while creating: it holds no frames
     shutil.rmtree(staging, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # inside a pipeline run, no folder between the output folder and the store may be a link
+    check_directory(path.parent)
     group = zarr.open_group(str(staging), mode="w")
     fill = False if dtype == bool else 0
     group.create_array(
@@ -228,7 +231,33 @@ def _create(path: Path, movie: xr.DataArray, shape: tuple[int, ...], dtype: np.d
             },
         }
     )
-    os.rename(staging, path)
+    _rename_checked(staging, path)
+
+
+def _rename_checked(staging: Path, path: Path) -> None:
+    """Rename the staged store into place, checking for links before and after.
+
+    The rename happens inside the parent folder opened without following links
+    (see :mod:`temflow._nofollow`); the staged folder must still be a folder
+    there, and what lands at ``path`` must be that folder, not a link.
+    """
+    if not at_calls():
+        check_directory(path.parent)
+        os.rename(staging, path)
+        check_directory(path.parent)
+        return
+    fd = open_directory(path.parent, create=False)
+    try:
+        if not stat.S_ISDIR(os.stat(staging.name, dir_fd=fd, follow_symlinks=False).st_mode):
+            raise LinkInOutputError(staging, confined_root() or path.parent)
+        if os.path.islink(path):  # a link planted at the store's name would be replaced; say so instead
+            raise LinkInOutputError(path, confined_root() or path.parent)
+        os.rename(staging.name, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+        if not stat.S_ISDIR(os.stat(path.name, dir_fd=fd, follow_symlinks=False).st_mode):
+            raise LinkInOutputError(path, confined_root() or path.parent)
+    finally:
+        os.close(fd)
+    check_directory(path.parent)  # the chain above it is still free of links
 
 
 def _is_temflow_store(path: Path) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from temflow._nofollow import write_file
+
 
 __all__ = ["arrhenius_result", "configured_dose", "context_stage", "insitu_cards", "insitu_figures", "insitu_notes",
            "merge_context", "read_configured_log"]
@@ -64,9 +66,7 @@ def context_stage(state: Any, resume: bool) -> dict[str, Any]:
         for name in ("dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"):
             table[name] = dose[name].values
         result["dose"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dose.attrs.items()}
-    tmp = state.folder / "context.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    tmp.replace(state.folder / "context.parquet")
+    write_file(state.folder / "context.parquet", lambda file: table.to_parquet(file, index=False))
     return result
 
 
@@ -110,10 +110,11 @@ def arrhenius_result(state: Any, stats: pd.DataFrame) -> dict[str, Any]:
 
     ins = state.config.insitu
     rates = coarsening_rates_per_step(stats, exponent=ins.arrhenius_exponent, tolerance_C=ins.step_tolerance_C)
-    rates.to_parquet(state.folder / "rates_per_step.parquet", index=False)
+    write_file(state.folder / "rates_per_step.parquet", lambda file: rates.to_parquet(file, index=False))
     fit = fit_arrhenius(rates, rng=0)
     out = {**fit.to_dict(), "rates": str(state.folder / "rates_per_step.parquet"), "steps": int(len(rates))}
-    (state.folder / "arrhenius.json").write_text(json.dumps(out, indent=2, default=str))
+    text = json.dumps(out, indent=2, default=str).encode()
+    write_file(state.folder / "arrhenius.json", lambda file: file.write(text))
     return out
 
 

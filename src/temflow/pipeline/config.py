@@ -109,6 +109,7 @@ class ClusterConfig:
     tls_ca_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    connect_timeout_s: float = 5.0  # each step of reaching an existing scheduler, s
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,10 @@ def _check(config: Config) -> None:
             _at_most(src, f"cluster.{name}", getattr(cluster, name), max(8, 4 * cores),
                      f"four per core of this machine's {cores}")
     parse_memory_limit(src, cluster.memory_limit)
+    _positive(src, "cluster.connect_timeout_s", cluster.connect_timeout_s)
+    if cluster.connect_timeout_s > 600:
+        raise ValueError(f"{src}: cluster.connect_timeout_s must be at most 600 s (a scheduler answers in "
+                         f"seconds); got {cluster.connect_timeout_s!r}")
     if cluster.scheduler:
         _check_address(src, "cluster.scheduler", cluster.scheduler, ("tcp", "tls"))
     _check_address(src, "cluster.dashboard_address", cluster.dashboard_address, ("",))

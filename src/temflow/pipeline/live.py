@@ -222,7 +222,10 @@ def watch(
 
         say("temflow watch: acquisition over; the batch run on the finished folder gives the final results")
         summary["batch"] = run(config, echo=say)
-    (live / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    from temflow._nofollow import write_file
+
+    text = json.dumps(summary, indent=2, default=_json_default).encode()
+    write_file(live / "summary.json", lambda file: file.write(text))
     return summary
 
 
@@ -528,29 +531,22 @@ def _save(state: dict[str, Any], live: Path, config: Config, raw: pd.DataFrame, 
           tracks: pd.DataFrame) -> None:
     from temflow.drift.incremental import drift_record
 
-    def atomic(path: Path, write: Callable[[Path], None]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        os.replace(tmp, path)
+    from temflow._nofollow import write_file
 
     record = drift_record(state["drift"])
-
-    def write_npz(path: Path) -> None:
-        with open(path, "wb") as fh:
-            np.savez(fh, **record)  # type: ignore[arg-type]
-
-    atomic(live / "drift.npz", write_npz)
+    # each file atomically (a temporary renamed into place), never through a symbolic link
+    write_file(live / "drift.npz", lambda file: np.savez(file, **record))  # type: ignore[arg-type]
     if len(raw):
-        atomic(live / "particles.parquet", lambda p: raw.to_parquet(p, index=False))
-    atomic(live / "per_frame.parquet", lambda p: per_frame.to_parquet(p, index=False))
+        write_file(live / "particles.parquet", lambda file: raw.to_parquet(file, index=False))
+    write_file(live / "per_frame.parquet", lambda file: per_frame.to_parquet(file, index=False))
     if len(tracks):
-        atomic(live / "tracks.parquet", lambda p: tracks.to_parquet(p, index=False))
+        write_file(live / "tracks.parquet", lambda file: tracks.to_parquet(file, index=False))
     meta = {"frames": state["frames"], "files": [str(f) for f in state["files"]], "shape": list(state["shape"]),
             "dtype": state["dtype"], "pixel_nm": list(state["pixel_nm"]), "times": state["times"],
             "settings": _settings_key(config), "classical": _classical_json(state.get("classical")),
             "counts": state["counts"], "instrument": state["instrument"]}
-    text = json.dumps(meta, default=_json_default)
-    atomic(live / "state.json", lambda p: None if p.write_text(text) else None)
+    text = json.dumps(meta, default=_json_default).encode()
+    write_file(live / "state.json", lambda file: file.write(text))
 
 
 def _line(summary: dict[str, Any]) -> str:

@@ -139,8 +139,8 @@ def write_report(
     if notes:
         parts.append("<h2>Provenance</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, out)
+    from temflow._nofollow import write_file
+
+    page = "\n".join(parts).encode("utf-8")
+    write_file(out, lambda file: file.write(page))  # never through a symbolic link
     return out

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from temflow.errors import DiskFullError, is_disk_full
+from temflow._nofollow import confined_to
 from temflow.pipeline._folder import check_output_folder
 from temflow.pipeline._lock import output_lock
 from temflow.pipeline.config import Config, SyntheticConfig, load_config
@@ -84,8 +85,12 @@ def _stage(
     write_json(started, {"fingerprint": fp, "started": time.time()})
     run_state.echo(f"  {name:<10} {'resuming' if resume else 'running'}...")
     t0 = time.perf_counter()
-    result = body(run_state, resume)
+    with confined_to(run_state.folder):  # the stage's files refuse links below the output folder
+        result = body(run_state, resume)
     seconds = time.perf_counter() - t0
+    # a link planted during the stage, where no temflow writer looked (a zarr chunk's folder),
+    # stops the run here, naming the stage, before the stage is marked done
+    check_output_folder(run_state.folder, source=run_state.config.source, stage=name)
     write_json(done, {"fingerprint": fp, "result": result, "seconds": seconds, "finished": time.time()})
     started.unlink(missing_ok=True)
     run_state.results[name] = result
@@ -140,7 +145,8 @@ def run(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         check_output_folder(folder, source=config.source)
-        with output_lock(folder, say):
+        # every file the run writes (stage markers, tables, figures, report) refuses links below the folder
+        with output_lock(folder, say), confined_to(folder):
             return _run_locked(config, folder, say, client, progress)
     except Exception as exc:
         if not (is_disk_full(exc) or (isinstance(exc, RuntimeError) and _nearly_full(folder))):
@@ -189,6 +195,7 @@ def _run_locked(
                 tls_ca_file=c.tls_ca_file or None,
                 tls_cert=c.tls_cert or None,
                 tls_key=c.tls_key or None,
+                timeout_s=c.connect_timeout_s,
             ))
         except ValueError as exc:
             raise ValueError(f"{config.source}: {'cluster.scheduler' if c.scheduler else '[cluster]'}: {exc}") from None

@@ -38,13 +38,15 @@ def save_figure(
     bad = [f for f in formats if f not in allowed]
     if bad:
         raise ValueError(f"formats must be among {sorted(allowed)}; got {bad}")
+    from temflow._nofollow import write_file
+
     base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     try:
         for fmt in formats:
             target = base.with_suffix("." + fmt)
-            figure.savefig(target, dpi=dpi, bbox_inches="tight")
+            # atomically and never through a symbolic link (see temflow._nofollow)
+            write_file(target, lambda file: figure.savefig(file, format=fmt, dpi=dpi, bbox_inches="tight"))  # noqa: B023
             written.append(target)
     finally:
         figure.clf()

@@ -8,7 +8,6 @@ training settings as JSON metadata; a resumed run must have the same settings.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,9 @@ def _write_checkpoint(
     best: dict[str, torch.Tensor] | None,
     meta: dict[str, Any],
 ) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from temflow._nofollow import write_file
 
     tensors = _state_tensors(model, "model.")
     state = optimizer.state_dict()
@@ -51,11 +52,10 @@ def _write_checkpoint(
     if best is not None:
         tensors.update({"best." + k: v for k, v in best.items()})
     meta = dict(meta, epoch=epoch, param_groups=state["param_groups"])
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"epoch-{epoch:04d}.safetensors"
-    partial = target.with_suffix(".partial")
-    save_file(tensors, str(partial), metadata={_CHECKPOINT_KEY: json.dumps(meta)})
-    os.replace(partial, target)  # a checkpoint file is complete or absent
+    blob = save(tensors, metadata={_CHECKPOINT_KEY: json.dumps(meta)})
+    # a checkpoint file is complete or absent, and never written through a symbolic link
+    write_file(target, lambda file: file.write(blob))
     return target
 
 

@@ -111,7 +111,9 @@ def save_model(
     >>> type(again).__name__, again.card["tile_size"], again.card["normalisation"]["high"]
     ('UNet', 32, 90.0)
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from temflow._nofollow import write_file
 
 
     name = type(model).__name__
@@ -142,8 +144,8 @@ def save_model(
     except TypeError as exc:
         raise TypeError(f"training provenance must be JSON-serialisable ({exc})") from None
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(target), metadata={_CARD_KEY: text})
+    blob = save(tensors, metadata={_CARD_KEY: text})
+    write_file(target, lambda file: file.write(blob))  # atomically, never through a symbolic link
     return target
 
 
