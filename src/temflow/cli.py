@@ -358,21 +358,23 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
 @click.option("--idle-timeout-s", type=float, default=None,
               help="Stop (and finish) after this many seconds without a new frame; default: until Ctrl-C.")
 @click.option("--no-finish", is_flag=True, help="Do not run the batch pipeline when stopping.")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Processes that segment and measure frames side by side.")
+@click.option("--workers", type=int, default=None,
+              help="Processes that segment and measure frames side by side (default: the cores this process may "
+                   "use, at most 8; 1: everything in one process).")
 @click.option("--bin", "bin_px", type=int, default=1, show_default=True,
               help="Segment the live preview on frames binned this many pixels (faster; final run unbinned).")
 def watch_command(folder: Path, output: Path, config_file: Path | None, refresh_s: float,
-                  idle_timeout_s: float | None, no_finish: bool, workers: int, bin_px: int) -> None:
+                  idle_timeout_s: float | None, no_finish: bool, workers: int | None, bin_px: int) -> None:
     """Follow a Gatan In-Situ folder (or a folder of frames) while it is written; finish with the batch run."""
     from temflow.pipeline.config import load_config
     from temflow.pipeline.runner import format_summary
-    from temflow.pipeline.live import watch
+    from temflow.pipeline.live import default_workers, watch
 
     config = load_config(config_file) if config_file is not None else None
     click.echo(f"temflow watch: following {folder}; live report in {output / 'live' / 'report.html'} (Ctrl-C stops)")
     summary = watch(folder, output, config=config, refresh_s=refresh_s, idle_timeout_s=idle_timeout_s,
-                    finish=not no_finish, workers=workers, bin_px=bin_px, echo=click.echo)
+                    finish=not no_finish, workers=default_workers() if workers is None else workers, bin_px=bin_px,
+                    echo=click.echo)
     if "batch" in summary:
         for line in format_summary(summary["batch"]):
             click.echo(line)

@@ -432,3 +432,15 @@ def test_median_next_to_dark_pixels_only_equals_the_full_median(seed):
     if seed == 0:  # NaN: the filter itself
         frame[5, 5] = np.nan
         np.testing.assert_array_equal(_median3_near(frame, ~(frame > level)), _median3(frame[None])[0])
+
+
+def test_frame_medians_of_counts_from_their_histogram_equal_numpys():
+    from temflow.analysis._recorded_area import _frame_medians
+
+    rng = np.random.default_rng(3)
+    for shape, top, dtype in [((3, 7, 9), 5, np.uint16), ((2, 8, 8), 60000, np.uint16), ((1, 1, 1), 3, np.uint8),
+                              ((4, 5, 5), 2, np.uint8), ((2, 64, 64), 4000, np.uint16), ((2, 6, 6), 200, np.uint8)]:
+        counts = rng.integers(0, top, shape).astype(dtype)
+        expected = np.median(counts.reshape(len(counts), -1).astype(np.float32), axis=1)
+        found = _frame_medians(counts)
+        assert found.dtype == np.float32 and np.array_equal(found, expected), (shape, found, expected)

@@ -147,6 +147,24 @@ def test_watch_command(tmp_path, movie):
     assert result.exit_code == 2 and "temflow: error:" in result.output and "nor is its parent" in result.output
 
 
+def test_watch_command_uses_one_worker_per_usable_core_unless_told(tmp_path, monkeypatch):
+    import os
+
+    from click.testing import CliRunner
+
+    from temflow.cli import main
+    from temflow.pipeline import live
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert live.default_workers() == max(1, min(cores, 8))
+    seen = []
+    monkeypatch.setattr(live, "watch", lambda *args, **kwargs: seen.append(kwargs["workers"]) or {"frames": 0})
+    (tmp_path / "frames").mkdir()
+    for extra in ([], ["--workers", "1"]):
+        CliRunner().invoke(main, ["watch", str(tmp_path / "frames"), "--output", str(tmp_path / "out"), *extra])
+    assert seen == [live.default_workers(), 1]
+
+
 def test_binned_live_segmentation_keeps_positions_and_sizes(movie):
     from scipy.spatial import cKDTree
 

@@ -58,8 +58,26 @@ def _median_where_dark(block: np.ndarray, dark: np.ndarray) -> np.ndarray:
     return out
 
 
+def _integer_median(frame: np.ndarray) -> np.float32:
+    """Median of a frame of 8- or 16-bit unsigned counts, from their histogram.
+
+    The same number as :func:`numpy.median` of the frame as float32 (the middle
+    count, or the float32 mean of the two middle ones, exact below 2^23), without
+    partitioning a copy of the frame: a 1024^2 frame's median in a few ms instead of ~20.
+    """
+    cumulative = np.cumsum(np.bincount(frame.ravel()))
+    n = int(cumulative[-1])
+    # the k-th smallest value (from 0) is the first whose cumulative count exceeds k
+    low, high = np.searchsorted(cumulative, [(n - 1) // 2, n // 2], side="right")
+    return np.float32((np.float32(low) + np.float32(high)) / np.float32(2.0))
+
+
 def _frame_medians(block: np.ndarray) -> np.ndarray:
-    return np.nanmedian(np.asarray(block).reshape(len(block), -1).astype(np.float32), axis=1)
+    """Median intensity of each frame (NaN ignored), float32."""
+    block = np.asarray(block)
+    if block.dtype.kind == "u" and block.dtype.itemsize <= 2 and block[0].size:  # noqa: PLR2004 (16-bit counts)
+        return np.array([_integer_median(frame) for frame in block], dtype=np.float32)
+    return np.nanmedian(block.reshape(len(block), -1).astype(np.float32), axis=1)
 
 
 def _fraction_of_median(medians: np.ndarray) -> np.float32:

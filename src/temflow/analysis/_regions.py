@@ -75,8 +75,26 @@ _REGION_MADS = 4.0  # a region's level is this many robust deviations from the f
 _REGION_STEP = 0.15  # ...and at least this fraction of it
 
 
+def _coarse_view(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The frames' box-blurred mean over their recorded area at ``sigma_px``: what :func:`_coarse_regions` tests.
+
+    The same pixels as :func:`temflow.analysis.threshold._darkness`'s background of a pass whose
+    weights are ``recorded`` and whose blur has the same box width, which may reuse it.
+    """
+    frames = np.asarray(block, dtype=np.float32)
+    valid = np.asarray(recorded, dtype=bool)
+    return _normalised_gaussian(np.where(valid, frames, 0.0).astype(np.float32), valid.astype(np.float32), sigma_px, box=True)
+
+
 def _coarse_regions(
-    block: np.ndarray, recorded: np.ndarray, *, sigma_px: float, max_radius_px: float, grow_px: int, bright: bool
+    block: np.ndarray,
+    recorded: np.ndarray,
+    *,
+    sigma_px: float,
+    max_radius_px: float,
+    grow_px: int,
+    bright: bool,
+    coarse: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per frame: areas of the opposite contrast to the particles' (holes, vacuum, thin support).
 
@@ -90,14 +108,16 @@ def _coarse_regions(
     would see only its rim. Regions on the particles' side (thick support)
     are found by the first pass instead, where a dense cluster of particles
     still shows its gaps.
+
+    ``coarse``: :func:`_coarse_view` of the same frames and recorded area, when already computed.
     """
     out = np.zeros(block.shape, dtype=bool)
     if not math.isfinite(max_radius_px):
         return out
-    frames = np.asarray(block, dtype=np.float32)
     valid = np.asarray(recorded, dtype=bool)
-    coarse = _normalised_gaussian(np.where(valid, frames, 0.0).astype(np.float32), valid.astype(np.float32), sigma_px, box=True)
-    for k in range(len(frames)):
+    if coarse is None:
+        coarse = _coarse_view(block, valid, sigma_px)
+    for k in range(len(coarse)):
         values = coarse[k][valid[k] & np.isfinite(coarse[k])]
         if values.size < 16:
             continue

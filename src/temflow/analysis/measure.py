@@ -271,9 +271,10 @@ def _measure_block(
     recorded_px = np.full(len(labels), float(ny * nx))
     recorded = None
     if image is not None:
-        image = np.asarray(image, dtype=np.float32)
+        raw = np.asarray(image)  # the counts' own type: their median from a histogram
+        image = raw.astype(np.float32, copy=False)
         level = (
-            np.array([_border_level_of(frame[None]) for frame in image])[:, None, None]
+            np.array([_border_level_of(frame[None]) for frame in raw])[:, None, None]
             if border_value is None
             else np.float32(border_value)
         )

@@ -21,10 +21,10 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _box_radius, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
+from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
 from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_from_histogram, _otsu_per_frame, _with_faint
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
-from temflow.analysis._regions import _coarse_regions, _drop_thick, _keep_sizes
+from temflow.analysis._regions import _coarse_regions, _coarse_view, _drop_thick, _keep_sizes
 from temflow.movie import DIMS, TIME, check_movie, pixel_size_nm
 
 __all__ = ["threshold_particles"]
@@ -40,6 +40,7 @@ def _darkness(
     exclude_px: int = 0,
     bright: bool = False,
     smooth: np.ndarray | None = None,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """Particle contrast per frame; NaN outside the recorded area.
 
@@ -59,7 +60,8 @@ def _darkness(
     particles and shrink them all by the same fraction of a pixel.
 
     ``smooth``: the smoothed frames (:func:`_smoothed` of the same frames and
-    recorded area), when already computed by the first pass.
+    recorded area), when already computed by the first pass; ``background``: the
+    background of these weights (no ``exclude``), when already computed.
     """
     frames = np.asarray(block, dtype=np.float32)
     valid = np.asarray(recorded, dtype=bool)
@@ -72,7 +74,8 @@ def _darkness(
         weight = weight * ~grown
     # a neighbourhood without any support pixel (a field more than ~90 % covered) has no
     # background: NaN, never a particle
-    background = _normalised_gaussian(clean, weight, background_px, box=True)
+    if background is None or exclude is not None:
+        background = _normalised_gaussian(clean, weight, background_px, box=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         if bright:
             dark = smooth / background - 1.0
@@ -467,11 +470,15 @@ def threshold_particles(
         frames: Any = np.asarray(data)
         border = border_level(frames, sample) if border_value is None else np.float32(border_value)
         recorded_np = _recorded(frames, border)
-        regions = _coarse_regions(frames, recorded_np, **region_kwargs)
+        coarse_np = _coarse_view(frames, recorded_np, coarse_px) if math.isfinite(max_radius_px) else None
+        regions = _coarse_regions(frames, recorded_np, coarse=coarse_np, **region_kwargs)
         inside_np = recorded_np & ~regions
         # both passes smooth the same frames over the same recorded area: once is enough
         smooth_np = _smoothed(frames, inside_np, sigma_px)
-        first_pass = _darkness(frames, inside_np, smooth=smooth_np, **kwargs)
+        # without regions the first pass's background has the coarse view's weights; with the same
+        # box width (the default settings) it is the same blur: the same pixels, computed once
+        same_blur = coarse_np is not None and _box_width(coarse_px) == _box_width(background_px) and not regions.any()
+        first_pass = _darkness(frames, inside_np, smooth=smooth_np, background=coarse_np if same_blur else None, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
         second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, smooth=smooth_np, **kwargs)
         mask = _with_faint(

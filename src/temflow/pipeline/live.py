@@ -48,7 +48,7 @@ from temflow.errors import MovieFileError
 from temflow.pipeline._live_context import CONTEXT_COLUMNS, live_context, live_times, live_tracks, note_context
 from temflow.pipeline.config import Config, InputConfig
 
-__all__ = ["list_frame_files", "watch"]
+__all__ = ["default_workers", "list_frame_files", "watch"]
 
 _FRAME_SUFFIXES = (".dm4", ".dm3", ".tif", ".tiff", ".png")
 _MAX_READ_FAILURES = 20
@@ -123,7 +123,8 @@ def watch(
         When stopping, run the batch pipeline on the folder (the final results).
     workers : int
         Processes that segment and measure frames side by side (registration stays in order
-        in this process); 1: everything here.
+        in this process); 1: everything here. ``temflow watch`` uses :func:`default_workers`
+        (one per usable core) unless ``--workers`` says otherwise.
     bin_px : int
         Live segmentation on frames binned ``bin_px`` x ``bin_px`` (``bin_px**2`` times less
         work; sizes at the binned resolution). Only the live preview: registration, the zarr
@@ -318,6 +319,29 @@ def _read(file: Path, config: Config) -> tuple[np.ndarray, tuple[float, float]]:
         warnings.simplefilter("ignore", UserWarning)  # a single frame has no time calibration: the folder's is used
         movie = open_movie(file)
     return np.asarray(movie.values[0]), pixel_size_nm(movie)
+
+
+_MAX_DEFAULT_WORKERS = 8  # each holds a frame's recipe temporaries (~100 MB at 1024^2); more rarely pays
+
+
+def default_workers() -> int:
+    """Worker processes ``temflow watch`` uses unless told: the cores this process may use, at most 8.
+
+    The per-frame segmentation and measurement is single-threaded numpy/scipy work and
+    frames are independent, so one process per core keeps them all busy; registration,
+    the zarr append and the report stay in the watching process (about a tenth of a
+    frame's work at 1024^2). One core: 1, everything in one process.
+
+    Examples
+    --------
+    >>> 1 <= default_workers() <= 8
+    True
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on (Linux: cgroups, taskset)
+    except AttributeError:  # pragma: no cover (macOS, Windows)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_DEFAULT_WORKERS))
 
 
 def _executor(workers: int) -> Any:
