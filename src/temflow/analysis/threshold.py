@@ -342,6 +342,9 @@ def threshold_particles(
                 )
     # the radius of the blobs of the contrast used (a given contrast may not be the one that won)
     radius_px = None if estimate is None else estimate["radius_px"][polarity]
+    # a population of blobs of that contrast says particles are there: a particle class need not
+    # stand out of the support's histogram as far (rough or crowded supports; see _levels)
+    present = radius_px is not None
     edge_px = None if estimate is None else estimate["edge_radius_px"][polarity]
     # an HAADF particle's signal follows its projected thickness, peaked in the middle: the
     # Laplacian of Gaussian sees a smaller blob than the particle's edge, and a support with
@@ -380,12 +383,12 @@ def threshold_particles(
                 # contrast graph and compute it a second time
                 counts, _ = da.histogram(_clip_top(contrast[rows]), bins=_EDGES)
                 reduce = _faint_from_histogram if faint else _otsu_from_histogram
-                return counts.map_blocks(reduce, drop_axis=0, dtype=np.float32)
-            return _otsu(contrast[sample], faint)
+                return counts.map_blocks(reduce, present, drop_axis=0, dtype=np.float32)
+            return _otsu(contrast[sample], faint, present)
         if lazy:
             whole = contrast.rechunk({1: -1, 2: -1})
-            return whole.map_blocks(_otsu_per_frame, faint, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        return _otsu_per_frame(contrast, faint)[:, None, None]
+            return whole.map_blocks(_otsu_per_frame, faint, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
+        return _otsu_per_frame(contrast, faint, present)[:, None, None]
 
     # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
     # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
