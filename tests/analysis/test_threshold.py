@@ -511,3 +511,44 @@ def test_a_bare_frame_of_a_movie_with_particles_stays_empty_frame_by_frame(seed)
     masks = threshold_particles(as_movie(np.stack([frame, bare, frame]), pixel_size_nm=1.0), threshold="frame")
     assert masks.attrs["radius_estimate_nm"] is not None  # the blobs were seen
     assert not masks.values[1].any()
+
+
+# --- a support whose texture looks like particles is said, not silently outlined -----------------
+
+
+def _blobs_of_contrasts(signs: tuple[int, ...], seed: int = 0, size: int = 256) -> np.ndarray:
+    """Two frames of Gaussian blobs 3-5 px in radius, bright (+1) and/or dark (-1), in shot noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frames = []
+    for _ in range(2):
+        image = np.full((size, size), 1000.0)
+        for sign in signs:
+            for _ in range(40):
+                y, x = rng.uniform(0, size, 2)
+                radius = rng.uniform(3, 5)
+                image += sign * 300 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (radius / 1.5) ** 2))
+        frames.append(rng.poisson(image).astype(np.float32))
+    return np.stack(frames)
+
+
+def test_blobs_of_both_contrasts_alike_are_said_to_be_the_supports_texture():
+    # a porous support in HAADF: grains as bright and pores as dark as the particles, of their size
+    movie = as_movie(_blobs_of_contrasts((1, -1)), pixel_size_nm=1.0)
+    with pytest.warns(UserWarning, match="support's own texture .* not reliable"):
+        masks = threshold_particles(movie)
+    assert "opposite contrast" in masks.attrs["support_texture"]
+    # the same particles on a plain support: nothing to say
+    plain = threshold_particles(as_movie(_blobs_of_contrasts((1,)), pixel_size_nm=1.0))
+    assert plain.attrs["support_texture"] == ""
+    assert plain.attrs["particles"] == "bright"
+
+
+def test_support_texture_needs_alike_scores_and_edges_of_both_contrasts():
+    from temflow.analysis._scale import support_texture
+
+    found = {"score": {"bright": 110.0, "dark": 100.0}, "edge_radius_px": {"bright": 3.0, "dark": 2.5}}
+    assert "opposite contrast (dark)" in support_texture(found, "bright")
+    assert support_texture({**found, "score": {"bright": 200.0, "dark": 100.0}}, "bright") is None  # decisive
+    assert support_texture({**found, "edge_radius_px": {"bright": 3.0, "dark": None}}, "bright") is None
+    assert support_texture({**found, "score": {"bright": 110.0, "dark": 0.0}}, "bright") is None

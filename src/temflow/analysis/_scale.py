@@ -160,6 +160,44 @@ def _typical_radius(radii: list[float], strengths: list[float]) -> float | None:
     return None  # too few to be a population of particles: no scale rather than a noise bump's
 
 
+def support_texture(found: Mapping[str, Any], polarity: str) -> str | None:
+    """Why the frames' texture may pass for particles, or None.
+
+    Where the blobs of both contrasts score alike (neither reaches ``_DECISIVE``
+    times the other) and both have a measurable edge, the support has blobs of
+    its own - the pores and grains of a porous oxide in HAADF, a rough film -
+    and a threshold at the particles' scale outlines them too: on the real
+    HAADF images of ``benchmarks/bench_real_segmentation.py`` every porous-oxide
+    image (precision 0.01-0.05) and the Pt/W-carbon images (precision 0.4-0.7)
+    meet this, the images of particles on smooth or grainy supports
+    (precision 0.7-1.0) do not.
+
+    Parameters
+    ----------
+    found
+        The result of :func:`estimate_particles`.
+    polarity
+        The particles' contrast used, ``"dark"`` or ``"bright"``.
+
+    Returns
+    -------
+    str or None
+        A sentence with the scores and the edge radii (px), or None.
+    """
+    other = "dark" if polarity == "bright" else "bright"
+    score, rival = float(found["score"][polarity]), float(found["score"][other])
+    edge, rival_edge = found["edge_radius_px"][polarity], found["edge_radius_px"][other]
+    if score <= 0 or rival <= 0 or edge is None or rival_edge is None:
+        return None
+    if max(score, rival) >= _DECISIVE * min(score, rival):
+        return None
+    return (
+        f"blobs of the opposite contrast ({other}) score like the particles' ({rival:.3g} against {score:.3g}) "
+        f"and have edges of their own (radius {rival_edge:.2g} px against {edge:.2g} px): the support's own "
+        "texture (pores, grains) looks like particles at this scale"
+    )
+
+
 def _weighted_median(values: list[float], weights: list[float]) -> float:
     """The value below which half the total weight lies: strong blobs count more than faint ones."""
     order = np.argsort(values)

@@ -290,8 +290,18 @@ def threshold_particles(
         decided), ``particles_reason``, ``radius_estimate_nm`` (the typical
         particle radius of step 0, or None),
         ``sigma_nm``, ``background_nm``, ``opening_nm``, ``min_area_nm2``,
-        ``max_radius_nm``, ``threshold`` and ``settings_from`` (which lengths
-        came from the sample).
+        ``max_radius_nm``, ``threshold``, ``settings_from`` (which lengths
+        came from the sample) and ``support_texture`` (why the support's own
+        texture may pass for particles, or ``""``).
+
+    Warns
+    -----
+    UserWarning
+        When step 0 finds blobs of the opposite contrast scoring like the
+        particles' and with edges of their own (the pores and grains of a
+        porous support): the masks will outline the support too, and the
+        counts and sizes are not reliable; and when an eager call finds no
+        particle in any frame.
 
     Raises
     ------
@@ -374,6 +384,12 @@ def threshold_particles(
     # were chosen with (both agree on flat-topped bright-field particles)
     if polarity == "bright" and radius_px is not None:
         radius_px = edge_px if edge_px is not None else radius_px * _PROFILE_BRIGHT
+    # a support with blobs of its own at the particles' scale is outlined too: said, not silent
+    texture = None
+    if estimate is not None:
+        from temflow.analysis._scale import support_texture
+
+        texture = support_texture(estimate, polarity)
     derived = _sample_settings(radius_px, bright=polarity == "bright")
     sigma_px = given["sigma_nm"] if given["sigma_nm"] is not None else derived["sigma"]
     background_px = given["background_nm"] if given["background_nm"] is not None else derived["background"]
@@ -520,7 +536,19 @@ def threshold_particles(
         "max_radius_nm": max_radius_px * pixel if math.isfinite(max_radius_px) else "inf",
         "threshold": threshold if isinstance(threshold, str) else float(threshold),
         "settings_from": "sample" if radius_px is not None else ("defaults" if estimate is not None else "given"),
+        "support_texture": texture or "",
     }
+    if texture:
+        import warnings
+
+        warnings.warn(
+            f"threshold_particles: {texture}, so the masks will also outline the support and the particle counts "
+            "and sizes are not reliable (precision 0.01-0.7 on real HAADF images like this). Look at the masks; give "
+            "the particles' own size (sigma_nm, opening_nm, min_area_nm2, max_radius_nm) or train a model on "
+            "labelled frames (temflow.train)",
+            UserWarning,
+            stacklevel=2,
+        )
     if not lazy and not np.asarray(mask).any():
         # a lazy mask cannot know it is empty without computing; the pipeline's measure stage
         # says so then. An eager one can, and an empty mask must not pass without a word

@@ -86,6 +86,7 @@ def report_stage(state: Run, resume: bool) -> dict[str, Any]:
             if decided
             else []
         ),
+        *([f"warning: {decided['support_texture']}; the counts and sizes are not reliable"] if decided.get("support_texture") else []),
         f"input: {config.input.path or 'synthetic movie'}",
         *_calibration_lines(r["load"].get("calibration")),
         f"configuration: {config.source}",

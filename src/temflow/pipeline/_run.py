@@ -25,7 +25,7 @@ __all__ = ["Run", "write_json"]
 
 # what the classical recipe decided: the masks stage records these, the report lists them
 _DECIDED = ("particles", "particles_reason", "radius_estimate_nm", "sigma_nm", "background_nm", "opening_nm",
-            "min_area_nm2", "max_radius_nm", "settings_from")
+            "min_area_nm2", "max_radius_nm", "settings_from", "support_texture")
 
 
 @dataclass

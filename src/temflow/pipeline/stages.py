@@ -301,7 +301,7 @@ def _measure(state: Run, resume: bool) -> dict[str, Any]:
 
         method = state.config.segmentation.method
         decided = state.results["masks"].get("decided") or {}
-        used = ", ".join(f"{k} = {decided[k]!r}" for k in _DECIDED if k in decided and k != "particles_reason")
+        used = ", ".join(f"{k} = {decided[k]!r}" for k in _DECIDED if k in decided and k not in ("particles_reason", "support_texture"))
         if decided:
             other = "bright" if decided.get("particles") == "dark" else "dark"
             where = (
