@@ -32,12 +32,11 @@ def live_times(folder: Path, files: list[Path], config: Config) -> list[float]:
     ``frame_interval_s`` overrides them, as in the batch run; other folders of frames carry no times
     (the frame index, in s, as the batch reader gives without ``frame_interval_s``).
     """
-    from temflow.io.formats.gatan import _PART, insitu_times_s, is_insitu_folder
+    from temflow.io.formats.gatan import insitu_root, insitu_times_s, is_insitu_folder
 
     interval = config.input.frame_interval_s
     if interval is None and len(files) > 1 and is_insitu_folder(folder):
-        root = folder.parent if _PART.match(folder.name) and folder.name.lower().startswith("hour") else folder
-        times = insitu_times_s(root, list(files))
+        times = insitu_times_s(insitu_root(folder), list(files))
         if times is not None:
             return [float(t) for t in times]
     return [i * float(interval or 1.0) for i in range(len(files))]

@@ -409,14 +409,20 @@ def insitu_times_s(root: Path, files: list[Path]) -> np.ndarray | None:
     return times if np.all(np.diff(times) > 0) else None
 
 
+def _is_hour(path: Path) -> bool:
+    return bool(_PART.match(path.name)) and path.name.lower().startswith("hour")
+
+
+def insitu_root(path: Path) -> Path:
+    """The folder holding ``Hour_HH``: ``path`` itself, or its parent when ``path`` is an ``Hour_HH`` folder."""
+    return path.parent if _is_hour(path) else path
+
+
 def is_insitu_folder(path: Path) -> bool:
     """True if ``path`` is (or holds) a Gatan In-Situ ``Hour_HH`` folder tree."""
     if not path.is_dir():
         return False
-    if _PART.match(path.name) and path.name.lower().startswith("hour"):
-        return True
-    return any(child.is_dir() and _PART.match(child.name) and child.name.lower().startswith("hour")
-               for child in path.iterdir())
+    return _is_hour(path) or any(child.is_dir() and _is_hour(child) for child in path.iterdir())
 
 
 def _read_dm_files(paths: tuple[str, ...], fmt: str, dtype: str, frame_shape: tuple[int, int], start: int,
@@ -482,7 +488,7 @@ def read_insitu(path: Path, *, chunks: Any = None, fmt: str = "insitu") -> RawMo
         raise fail(path, fmt, "no such folder", "check the path")
     if path.is_file():  # the director image DigitalMicrograph saves beside the Hour_00 tree
         path = path.parent
-    root = path.parent if _PART.match(path.name) and path.name.lower().startswith("hour") else path
+    root = insitu_root(path)
     found = _insitu_files(root)
     if not found:
         raise fail(path, fmt, "the folder tree holds no .dm4 frames under Hour_*/Minute_*/Second_*",
