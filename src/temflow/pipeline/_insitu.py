@@ -63,9 +63,7 @@ def context_stage(state: Any, resume: bool) -> dict[str, Any]:
     except ValueError as error:
         result["dose"] = {"reason": str(error)}
     else:
-        for name in ("dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"):
-            table[name] = dose[name].values
-        result["dose"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dose.attrs.items()}
+        result["dose"] = add_dose(table, dose)
     write_file(state.folder / "context.parquet", lambda file: table.to_parquet(file, index=False))
     return result
 
@@ -90,6 +88,16 @@ def configured_dose(movie: Any, ins: Any) -> Any:
     return electron_dose(movie, counts_per_electron=ins.counts_per_electron, exposure_s=ins.exposure_s,
                          beam_current_A=ins.beam_current_A, illuminated_diameter_nm=ins.illuminated_diameter_nm,
                          beam_between_frames=ins.beam_between_frames)
+
+
+DOSE_COLUMNS = ("dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2")
+
+
+def add_dose(table: pd.DataFrame, dose: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Put :func:`configured_dose`'s per-frame columns into ``table``; return its attrs as plain values."""
+    for name in DOSE_COLUMNS:
+        table[name] = dose[name].values
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dose.attrs.items() if k not in leave_out}
 
 
 def merge_context(stats: pd.DataFrame, context_result: dict[str, Any] | None) -> pd.DataFrame:

@@ -150,7 +150,7 @@ def live_context(state: dict[str, Any], config: Config, per_frame: pd.DataFrame,
     import warnings
 
     from temflow.movie import as_movie
-    from temflow.pipeline._insitu import configured_dose, insitu_notes
+    from temflow.pipeline._insitu import add_dose, configured_dose, insitu_notes
 
     ins = config.insitu
     n = state["frames"]
@@ -190,10 +190,7 @@ def live_context(state: dict[str, Any], config: Config, per_frame: pd.DataFrame,
     except ValueError as error:
         context["dose"] = {"reason": str(error)}
     else:
-        for name in ("dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"):
-            per_frame[name] = dose[name].values
-        context["dose"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dose.attrs.items()
-                           if k not in ("statistic", "dark_counts")}
+        context["dose"] = add_dose(per_frame, dose, leave_out=("statistic", "dark_counts"))
     notes += insitu_notes(context)
     cards: dict[str, Any] = {}
     figures: list[tuple[str, str]] = []
