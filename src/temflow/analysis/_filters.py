@@ -114,6 +114,19 @@ def _disk(radius_px: int) -> np.ndarray:
     return (yy**2 + xx**2) <= r * r + 0.5  # noqa: PLR2004 (half a pixel: a round digital disk)
 
 
+def _grown_by_one(mask: np.ndarray) -> np.ndarray:
+    """One frame's ``mask`` dilated by the 3 x 3 square (its 8-neighbours), by shifted ORs.
+
+    The same pixels as :func:`scipy.ndimage.binary_dilation` with a 3 x 3 structure.
+    """
+    grown = np.array(mask, dtype=bool)
+    grown[1:] |= grown[:-1].copy()
+    grown[:-1] |= grown[1:].copy()
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return grown
+
+
 def _disk_rectangles(radius_px: int) -> list[tuple[int, int]]:
     """Half-height and half-width of the fewest centred rectangles whose union is ``_disk(radius_px)``.
 

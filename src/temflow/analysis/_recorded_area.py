@@ -12,6 +12,8 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
 
+from temflow.analysis._filters import _grown_by_one
+
 _BORDER_FRACTION = 0.05  # black borders read below a twentieth of the support's typical intensity
 
 
@@ -32,11 +34,7 @@ def _median3_near(frame: np.ndarray, dark: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame, dtype=np.float32)
     if not np.isfinite(frame).all():
         return _median3(frame[None])[0]
-    near = np.asarray(dark, dtype=bool).copy()
-    near[1:] |= near[:-1].copy()
-    near[:-1] |= near[1:].copy()
-    near[:, 1:] |= near[:, :-1].copy()
-    near[:, :-1] |= near[:, 1:].copy()
+    near = _grown_by_one(dark)
     out = np.full(frame.shape, np.inf, dtype=np.float32)
     ys, xs = np.nonzero(near)
     if len(ys) == 0:

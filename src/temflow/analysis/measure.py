@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 
 from temflow.movie import DIMS, TIME, X, Y, check_movie, pixel_size_nm
 from temflow.analysis import _touching
+from temflow.analysis._filters import _grown_by_one
 from temflow.analysis.tables import read_table_metadata, write_parquet
 from temflow.analysis.threshold import _border_level_of, _recorded, threshold_particles
 
@@ -165,16 +166,6 @@ _PERIMETER_WEIGHTS = np.zeros(50)
 _PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
 _PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2.0)
 _PERIMETER_WEIGHTS[[13, 23]] = (1.0 + math.sqrt(2.0)) / 2.0
-
-
-def _grown_by_one(mask: np.ndarray) -> np.ndarray:
-    """``mask`` dilated by the 3 x 3 square (its 8-neighbours), by shifted ORs: ``binary_dilation``'s pixels."""
-    grown = np.array(mask, dtype=bool)
-    grown[1:] |= grown[:-1].copy()
-    grown[:-1] |= grown[1:].copy()
-    grown[:, 1:] |= grown[:, :-1].copy()
-    grown[:, :-1] |= grown[:, 1:].copy()
-    return grown
 
 
 def _region_props(labels: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
