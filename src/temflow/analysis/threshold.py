@@ -68,7 +68,7 @@ def _darkness(
     weight = valid.astype(np.float32)
     clean = np.where(valid, frames, 0.0).astype(np.float32)
     if smooth is None:
-        smooth = _normalised_gaussian(clean, weight, sigma_px)
+        smooth = _smoothed(frames, valid, sigma_px)
     if exclude is not None:
         grown = _morph_disk(exclude, exclude_px, erode=False) if exclude_px > 0 else exclude
         weight = weight * ~grown
