@@ -155,8 +155,13 @@ def test_watch_command_uses_one_worker_per_usable_core_unless_told(tmp_path, mon
     from temflow.cli import main
     from temflow.pipeline import live
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert live.default_workers() == max(1, min(cores, 8))
+    if hasattr(os, "sched_getaffinity"):
+        # the cores this process may use, not the machine's: 3 of 64 allowed gives 3; many, at most 8
+        for allowed, expected in ((set(range(3)), 3), ({5}, 1), (set(range(64)), 8)):
+            monkeypatch.setattr(os, "sched_getaffinity", lambda pid, allowed=allowed: allowed)
+            monkeypatch.setattr(os, "cpu_count", lambda: 64)
+            assert live.default_workers() == expected
+        monkeypatch.undo()
     seen = []
     monkeypatch.setattr(live, "watch", lambda *args, **kwargs: seen.append(kwargs["workers"]) or {"frames": 0})
     (tmp_path / "frames").mkdir()
