@@ -552,3 +552,31 @@ def test_support_texture_needs_alike_scores_and_edges_of_both_contrasts():
     assert support_texture({**found, "score": {"bright": 200.0, "dark": 100.0}}, "bright") is None  # decisive
     assert support_texture({**found, "edge_radius_px": {"bright": 3.0, "dark": None}}, "bright") is None
     assert support_texture({**found, "score": {"bright": 110.0, "dark": 0.0}}, "bright") is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_thick_components_found_in_their_boxes_equal_the_whole_frame_transform(seed):
+    # a component is thicker than the limit when a pixel is farther than it from the background
+    # (the mask mirrored at the frame edges): the test in each box, and the erosion that skips
+    # it, must give what the transform of the whole mirrored frame gives
+    from scipy import ndimage as ndi
+
+    from temflow.analysis._regions import _may_be_thick, _thick_labels
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:240, :260]
+    mask = np.zeros(yy.shape, dtype=bool)
+    for cy, cx, r in zip(rng.uniform(-20, 260, 40), rng.uniform(-20, 280, 40), rng.uniform(2, 30, 40)):
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    mask[60:64, :] = True  # a thin band across the frame, joining some of them
+    labels, count = ndi.label(mask)
+    for limit in (3.0, 7.5, 12.0, 20.0, 45.0):
+        pad = int(np.ceil(limit)) + 1
+        depth = ndi.distance_transform_edt(np.pad(mask, pad, mode="symmetric"))[pad:-pad, pad:-pad]
+        expected = np.zeros(count + 1, dtype=bool)
+        expected[np.unique(labels[depth > limit])] = True
+        expected[0] = False
+        np.testing.assert_array_equal(_thick_labels(mask, labels, count, limit), expected)
+        assert _may_be_thick(mask, limit) or not expected.any()
+    assert not _may_be_thick(np.zeros((50, 50), bool), 3.0)
+    assert _may_be_thick(np.ones((50, 50), bool), 30.0)  # the whole frame, mirrored: as thick as it gets
