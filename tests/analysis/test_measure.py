@@ -286,3 +286,50 @@ def test_whole_frame_properties_equal_skimage_regionprops(index):
     # an axis is an axis: a shape exactly along x is +-pi/2 with the sign of a rounding error
     turn = np.abs(got["orientation"] - expected["orientation"])
     np.testing.assert_allclose(np.minimum(turn, np.abs(turn - np.pi)), 0.0, atol=1e-9)
+
+
+def _split_blob_by_blob(labels, count, structure):
+    """The cut done one blob at a time in its own padded box: the reference the packed canvas must equal."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    connectivity = int(structure.sum() > 5) + 1
+    total = count
+    for blob, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None or min(box[0].stop - box[0].start, box[1].stop - box[1].start) < 4:
+            continue
+        inside = np.pad(labels[box] == blob, 1)
+        depth = ndi.distance_transform_edt(inside)
+        cores, n = ndi.label(depth >= 0.5 * depth.max(), structure=structure)
+        if n < 2:
+            continue
+        parts = watershed(-depth, cores, mask=inside, connectivity=connectivity)[1:-1, 1:-1]
+        inside = inside[1:-1, 1:-1]
+        renumber = np.r_[0, blob, np.arange(total + 1, total + n)].astype(np.int32)
+        total += n - 1
+        labels[box][inside] = renumber[parts[inside]]
+    return total
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_cuts_on_the_packed_canvas_equal_blob_by_blob(seed, connectivity):
+    # random overlapping disks of many sizes (pairs, chains, wide boxes, edge cut): every blob
+    # must be cut as if it were alone, the new numbers given in the same order
+    from scipy import ndimage as ndi
+
+    from temflow.analysis._touching import split_touching
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:300, :1400]  # wider than the canvas rows
+    mask = np.zeros(yy.shape, dtype=bool)
+    for cy, cx, r in zip(rng.uniform(-5, 305, 220), rng.uniform(-5, 1405, 220), rng.uniform(1.5, 14, 220)):
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    mask[100:110, 10:1390] = True  # one blob wider than a canvas row
+    structure = ndi.generate_binary_structure(2, connectivity)
+    labels, count = ndi.label(mask, structure=structure)
+    expected = labels.copy()
+    expected_total = _split_blob_by_blob(expected, count, structure)
+    found = labels.copy()
+    assert split_touching(found, count, structure) == expected_total > count
+    np.testing.assert_array_equal(found, expected)
