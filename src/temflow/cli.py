@@ -361,10 +361,11 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
 @click.option("--workers", type=int, default=None,
               help="Processes that segment and measure frames side by side (default: the cores this process may "
                    "use, at most 8; 1: everything in one process).")
-@click.option("--bin", "bin_px", type=int, default=1, show_default=True,
-              help="Segment the live preview on frames binned this many pixels (faster; final run unbinned).")
+@click.option("--bin", "bin_px", type=int, default=None,
+              help="Segment frames binned N x N pixels (N^2 times less work), live and in the final run alike "
+                   "([segmentation] bin_px); default: the run file's, else 1.")
 def watch_command(folder: Path, output: Path, config_file: Path | None, refresh_s: float,
-                  idle_timeout_s: float | None, no_finish: bool, workers: int | None, bin_px: int) -> None:
+                  idle_timeout_s: float | None, no_finish: bool, workers: int | None, bin_px: int | None) -> None:
     """Follow a Gatan In-Situ folder (or a folder of frames) while it is written; finish with the batch run."""
     from temflow.pipeline.config import load_config
     from temflow.pipeline.runner import format_summary

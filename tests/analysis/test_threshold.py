@@ -580,3 +580,25 @@ def test_thick_components_found_in_their_boxes_equal_the_whole_frame_transform(s
         assert _may_be_thick(mask, limit) or not expected.any()
     assert not _may_be_thick(np.zeros((50, 50), bool), 3.0)
     assert _may_be_thick(np.ones((50, 50), bool), 30.0)  # the whole frame, mirrored: as thick as it gets
+
+
+def test_binned_masks_cover_the_movie_chunk_exact_and_keep_large_particles():
+    # particles 12-20 px in radius: on 2 x 2 blocks they are still 6-10 px, found and sized as at full resolution
+    truth = make_movie(frames=4, size=150, pixel_size_nm=0.5, radius_nm=(6.0, 10.0), seed=3, chunks=(2, 64, 64))
+    full = threshold_particles(truth.movie.compute())
+    binned = threshold_particles(truth.movie.compute(), bin_px=2)
+    assert binned.shape == truth.movie.shape and binned.attrs["bin_px"] == 2 and full.attrs["bin_px"] == 1
+    values = binned.values
+    # every 2 x 2 block (and the last, odd row and column with their block) holds one answer
+    assert np.array_equal(values[:, ::2, ::2].repeat(2, axis=1).repeat(2, axis=2)[:, :150, :150], values)
+    # lazy, in chunks that cut blocks and frames, gives the same pixels
+    np.testing.assert_array_equal(threshold_particles(truth.movie, bin_px=2).values, values)
+    # against the generator's truth: as many particles, and as much of their area, as at full resolution
+    found = [sum(ndi.label(frame)[1] for frame in m.values) for m in (full, binned)]
+    present = sum(len(np.unique(frame)) - 1 for frame in truth.labels.values)
+    assert abs(found[1] - present) <= max(1, abs(found[0] - present))
+    true_iou = [(m.values & (truth.labels.values > 0)).sum() / (m.values | (truth.labels.values > 0)).sum()
+                for m in (full, binned)]
+    assert true_iou[1] > 0.85 and true_iou[1] > true_iou[0] - 0.03
+    with pytest.raises(ValueError, match="bin_px must be a whole number"):
+        threshold_particles(truth.movie, bin_px=0)

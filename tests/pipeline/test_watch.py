@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import threading
 import time
@@ -177,7 +179,8 @@ def test_binned_live_segmentation_keeps_positions_and_sizes(movie):
 
     config = _config(Path("."), Path("out"))
     full = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, config, 3)
-    binned = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, config, 3, bin_px=2)
+    binned_config = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, bin_px=2))
+    binned = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, binned_config, 3)
     big = full[(full["equivalent_diameter"] > 3.0) & ~full["touches_border"]]
     distance, nearest = cKDTree(binned[["y", "x"]].to_numpy()).query(big[["y", "x"]].to_numpy())
     # the binned frame's particles sit where the full frame's are, within one binned pixel
@@ -382,3 +385,34 @@ def test_trained_model_route_equals_the_batch_prediction(tmp_path):
     order = ["frame", "y", "x"]
     pd.testing.assert_frame_equal(live[columns].sort_values(order, ignore_index=True),
                                   batch[columns].sort_values(order, ignore_index=True), check_dtype=False)
+
+
+def test_binned_watch_finishes_as_the_binned_batch_run(tmp_path, movie):
+    """--bin reaches the batch run that finishes the session: both segment the same binned frames."""
+    from click.testing import CliRunner
+
+    from temflow.cli import main
+
+    folder, out = tmp_path / "insitu", tmp_path / "watched"
+    _write_frames(folder, movie, 0, 6, 0.0)
+    config = tmp_path / "run.toml"
+    config.write_text(f'[input]\npath = "{folder}"\n[segmentation]\nmethod = "threshold"\n[analysis]\nmax_step_nm = 3.0\n'
+                      '[cluster]\nn_workers = 1\nthreads_per_worker = 2\nprocesses = false\n'
+                      'dashboard_address = "127.0.0.1:0"\n[output]\nfigure_formats = ["png"]\n')
+    done = CliRunner().invoke(main, ["watch", str(folder), "--output", str(out), "--config", str(config),
+                                     "--bin", "2", "--idle-timeout-s", "0.5", "--workers", "1"])
+    assert done.exit_code == 0, done.output
+    binned = dataclasses.replace(_config(folder, tmp_path / "batch"), segmentation=dataclasses.replace(
+        _config(folder, tmp_path / "batch").segmentation, bin_px=2))
+    run(binned)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "statistics.parquet"),
+                                  pd.read_parquet(tmp_path / "batch" / "statistics.parquet"))
+    unbinned = run(_config(folder, tmp_path / "full"))
+    assert unbinned["stage_seconds"]  # the full-resolution run differs: binning reached the finishing run
+    assert not pd.read_parquet(out / "statistics.parquet").equals(pd.read_parquet(tmp_path / "full" / "statistics.parquet"))
+    # a model segments full frames: binning it is refused, naming the option
+    model_config = tmp_path / "model.toml"
+    model_config.write_text(f'[input]\npath = "{folder}"\n[segmentation]\nmethod = "unet"\n')
+    refused = CliRunner().invoke(main, ["watch", str(folder), "--output", str(tmp_path / "m"), "--config",
+                                        str(model_config), "--bin", "2", "--idle-timeout-s", "0.5"])
+    assert refused.exit_code == 2 and "bin_px bins the frames of the classical recipe" in refused.output

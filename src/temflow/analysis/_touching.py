@@ -77,7 +77,7 @@ def split_touching(labels: np.ndarray, count: int, structure: np.ndarray) -> int
     order = np.argsort(blob_of_core, kind="stable")
     sorted_blobs = blob_of_core[order]
     total = count
-    for blob in several:
+    for blob in (int(b) for b in several):
         mine = order[np.searchsorted(sorted_blobs, blob, side="left") : np.searchsorted(sorted_blobs, blob, side="right")]
         top, left = places[blob]
         (y0, y1), (x0, x1) = ((b.start, b.stop) for b in boxes[blob - 1])

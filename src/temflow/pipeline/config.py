@@ -143,6 +143,8 @@ class SegmentationConfig:
     opening_nm: float | None = None
     min_area_nm2: float | None = None
     max_radius_nm: float | None = None
+    # the classical recipe on frames binned bin_px x bin_px (threshold_particles' bin_px)
+    bin_px: int = 1
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,11 @@ def _check(config: Config) -> None:
     for name in ("sigma_nm", "background_nm", "opening_nm", "min_area_nm2"):
         _positive(src, f"segmentation.{name}", getattr(seg, name), allow_zero=True)
     _positive(src, "segmentation.max_radius_nm", seg.max_radius_nm)
+    if isinstance(seg.bin_px, bool) or not isinstance(seg.bin_px, int) or seg.bin_px < 1:
+        raise ValueError(f"{src}: segmentation.bin_px must be a whole number of pixels >= 1; got {seg.bin_px!r}")
+    if seg.bin_px > 1 and seg.method != "threshold":
+        raise ValueError(f"{src}: segmentation.bin_px bins the frames of the classical recipe (method = 'threshold'); "
+                         f"the {seg.method} segments full frames - remove bin_px, or use method = 'threshold'")
     if config.segmentation.model and not os.path.exists(config.segmentation.model):
         raise ValueError(f"{src}: segmentation.model {config.segmentation.model!r} does not exist")
     tr = config.training

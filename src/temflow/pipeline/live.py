@@ -92,7 +92,7 @@ def watch(
     max_frames: int | None = None,
     finish: bool = True,
     workers: int = 1,
-    bin_px: int = 1,
+    bin_px: int | None = None,
     echo: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
@@ -125,10 +125,11 @@ def watch(
         Processes that segment and measure frames side by side (registration stays in order
         in this process); 1: everything here. ``temflow watch`` uses :func:`default_workers`
         (one per usable core) unless ``--workers`` says otherwise.
-    bin_px : int
-        Live segmentation on frames binned ``bin_px`` x ``bin_px`` (``bin_px**2`` times less
-        work; sizes at the binned resolution). Only the live preview: registration, the zarr
-        store and the final batch run use the full frames.
+    bin_px : int, optional
+        Segment frames binned ``bin_px`` x ``bin_px`` (``bin_px**2`` times less work; outlines
+        at the binned pixel's step): replaces ``[segmentation] bin_px`` of ``config``, for the
+        live frames and the batch run that finishes, so both give the same particles.
+        Registration and the zarr store keep the full frames.
     echo : callable, optional
         Receives progress lines.
     should_stop : callable, optional
@@ -147,7 +148,7 @@ def watch(
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
-    for name, count in (("workers", workers), ("bin_px", bin_px)):
+    for name, count in (("workers", workers), ("bin_px", 1 if bin_px is None else bin_px)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"{name} must be a positive integer; got {count!r}")
     if not Path(folder).is_dir() and not Path(folder).parent.is_dir():
@@ -155,10 +156,14 @@ def watch(
                          "folder that does not exist yet only inside an existing one)")
     out = Path(output)
     config = _watch_config(folder, out, config)
+    if bin_px is not None:
+        if bin_px > 1 and config.segmentation.method != "threshold":
+            raise ValueError(f"bin_px bins the frames of the classical recipe (method = 'threshold'); the "
+                             f"{config.segmentation.method} segments full frames - drop --bin, or use the classical method")
+        config = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, bin_px=bin_px))
     live = out / "live"
     live.mkdir(parents=True, exist_ok=True)
     state = _load_state(live, config)
-    state["bin_px"] = bin_px
     files_done = len(state["files"])
     if files_done:
         say(f"temflow watch: continuing after {files_done} frames already processed")
@@ -247,7 +252,7 @@ def _settings_key(config: Config) -> dict[str, Any]:
             "min_area_nm2": config.analysis.min_area_nm2, "frame_interval_s": config.input.frame_interval_s,
             "split_touching": config.analysis.split_touching,
             # frame medians are kept for the dose only when counts_per_electron is set
-            "dose_counts": config.insitu.counts_per_electron is not None}  # bin_px: a restart may change it
+            "dose_counts": config.insitu.counts_per_electron is not None}
 
 
 def _load_state(live: Path, config: Config) -> dict[str, Any]:
@@ -392,8 +397,8 @@ def _process(state: dict[str, Any], file: Path, config: Config, executor: Any) -
     add_frame(state["drift"], frame)
     note_context(state, file, frame, config)
     if config.segmentation.method == "threshold" and state.get("classical") is None:
-        state["classical"] = _classical_settings(frame, tuple(state["pixel_nm"]), config, state["bin_px"])
-    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index, state["bin_px"],
+        state["classical"] = _classical_settings(frame, tuple(state["pixel_nm"]), config)
+    args = (frame, tuple(state["pixel_nm"]), state["times"][index], config, index,
             state.get("classical"))
     state["tables"][index] = executor.submit(_measure, *args) if executor is not None else _measure(*args)
     state["files"].append(file)
@@ -417,24 +422,17 @@ def _append_frame(state: dict[str, Any], live: Path, frame: np.ndarray) -> None:
     store[index] = frame.astype(state["dtype"], copy=False)
 
 
-def _frame_movie(frame: np.ndarray, pixel_nm: tuple[float, float], bin_px: int) -> Any:
-    """One frame as a movie in its raw coordinates (nm), binned ``bin_px`` x ``bin_px``."""
+def _frame_movie(frame: np.ndarray, pixel_nm: tuple[float, float]) -> Any:
+    """One frame as a movie in its raw coordinates (nm)."""
     from temflow.movie import as_movie
 
-    if bin_px > 1:
-        ny, nx = (n // bin_px * bin_px for n in frame.shape)
-        frame = frame[:ny, :nx].reshape(ny // bin_px, bin_px, nx // bin_px, bin_px).mean(axis=(1, 3), dtype=np.float32)
-    movie = as_movie(frame[None], pixel_size_nm=(pixel_nm[0] * bin_px, pixel_nm[1] * bin_px), frame_interval_s=1.0)
-    if bin_px > 1:  # a binned pixel's centre sits (bin - 1) / 2 raw pixels from the raw frame's origin
-        movie = movie.assign_coords(y=movie["y"] + (bin_px - 1) / 2 * pixel_nm[0],
-                                    x=movie["x"] + (bin_px - 1) / 2 * pixel_nm[1])
-    return movie
+    return as_movie(frame[None], pixel_size_nm=pixel_nm, frame_interval_s=1.0)
 
 
 _CLASSICAL = ("particles", "sigma_nm", "background_nm", "opening_nm", "min_area_nm2", "max_radius_nm")
 
 
-def _classical_settings(frame: np.ndarray, pixel_nm: tuple[float, float], config: Config, bin_px: int) -> dict[str, Any]:
+def _classical_settings(frame: np.ndarray, pixel_nm: tuple[float, float], config: Config) -> dict[str, Any]:
     """The classical recipe's contrast and lengths, decided once on the first frame.
 
     The run file's ``[segmentation]`` settings are used as given; the ones it leaves out are
@@ -445,7 +443,7 @@ def _classical_settings(frame: np.ndarray, pixel_nm: tuple[float, float], config
 
     seg = config.segmentation
     given = {name: getattr(seg, name) for name in _CLASSICAL if getattr(seg, name) is not None}
-    attrs = threshold_particles(_frame_movie(frame, pixel_nm, bin_px), threshold="frame", **given).attrs
+    attrs = threshold_particles(_frame_movie(frame, pixel_nm), threshold="frame", bin_px=seg.bin_px, **given).attrs
     decided = {name: attrs[name] for name in _CLASSICAL}
     if decided["max_radius_nm"] == "inf":
         decided["max_radius_nm"] = math.inf
@@ -463,7 +461,7 @@ def _classical_json(settings: dict[str, Any] | None, *, load: bool = False) -> d
 
 
 def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, config: Config,
-             index: int, bin_px: int = 1, classical: dict[str, Any] | None = None) -> pd.DataFrame:
+             index: int, classical: dict[str, Any] | None = None) -> pd.DataFrame:
     """Masks and particle table of one frame, in its raw coordinates (nm).
 
     ``classical``: the classical recipe's settings decided on the first frame (see
@@ -471,12 +469,12 @@ def _measure(frame: np.ndarray, pixel_nm: tuple[float, float], time_s: float, co
     """
     from temflow.analysis.measure import label_particles, measure_particles
 
-    movie = _frame_movie(frame, pixel_nm, bin_px)
+    movie = _frame_movie(frame, pixel_nm)
     seg = config.segmentation
     if seg.method == "threshold":
         from temflow.analysis.threshold import threshold_particles
 
-        masks = threshold_particles(movie, threshold="frame", **(classical or {}))
+        masks = threshold_particles(movie, threshold="frame", bin_px=seg.bin_px, **(classical or {}))
     else:
         if not seg.model:
             raise ValueError("temflow watch segments with a trained model only when [segmentation] model names one; "

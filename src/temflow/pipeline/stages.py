@@ -256,7 +256,7 @@ def _masks(state: Run, resume: bool) -> dict[str, Any]:
         per = max(1, _MASK_TASK_PIXELS // max(math.prod(movie.shape[1:]), 1))
         if max(movie.data.chunks[0]) > per:
             movie = open_zarr(path, chunks=per)
-        masks = threshold_particles(movie, **classical_settings(state))
+        masks = threshold_particles(movie, bin_px=seg.bin_px, **classical_settings(state))
     else:
         from temflow.segmentation.inference import segment
 
