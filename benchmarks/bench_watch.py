@@ -113,10 +113,16 @@ def time_steps(folder: Path, frames: int) -> dict[str, float]:
             clock["drift"] = time.perf_counter() - t0
             if index == 0:
                 t0 = time.perf_counter()
-                classical = live._classical_settings(frame, pixel, config, 1)
+                try:
+                    classical = live._classical_settings(frame, pixel, config)
+                except TypeError:  # the trees before [segmentation] bin_px took the binning as an argument
+                    classical = live._classical_settings(frame, pixel, config, 1)
                 decide = time.perf_counter() - t0
                 continue
-            movie = live._frame_movie(frame, pixel, 1)
+            try:
+                movie = live._frame_movie(frame, pixel)
+            except TypeError:
+                movie = live._frame_movie(frame, pixel, 1)
             t0 = time.perf_counter()
             masks = threshold_particles(movie, threshold="frame", **classical)
             clock["masks"] = time.perf_counter() - t0

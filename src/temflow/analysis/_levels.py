@@ -126,6 +126,12 @@ def _otsu(values: np.ndarray, faint: bool = False, present: float = 0.0) -> np.f
     return (_faint_from_histogram if faint else _otsu_from_histogram)(_histogram(values), present)
 
 
+def _otsu_and_faint(values: np.ndarray, present: float = 0.0) -> tuple[np.float32, np.float32]:
+    """:func:`_otsu`'s level and its faint level, from one histogram of ``values``."""
+    counts = _histogram(values)
+    return _otsu_from_histogram(counts, present), _faint_from_histogram(counts, present)
+
+
 def _otsu_per_frame(block: np.ndarray, faint: bool = False, present: float = 0.0) -> np.ndarray:
     return np.array([_otsu(frame, faint, present) for frame in block], dtype=np.float32)
 

@@ -22,7 +22,7 @@ import xarray as xr
 from scipy import ndimage as ndi
 
 from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
-from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_from_histogram, _otsu_per_frame, _with_faint
+from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_and_faint, _otsu_from_histogram, _otsu_per_frame, _with_faint
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _coarse_view, _drop_thick, _keep_sizes
 from temflow.movie import DIMS, TIME, check_movie, pixel_size_nm
@@ -455,6 +455,15 @@ def threshold_particles(
             return whole.map_blocks(_otsu_per_frame, faint, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
         return _otsu_per_frame(contrast, faint, present)[:, None, None]
 
+    def levels_of(contrast: np.ndarray) -> tuple[Any, Any]:
+        """Eager: ``level_of(contrast)`` and ``level_of(contrast, faint=True)``, from one histogram each."""
+        if not isinstance(threshold, str):
+            return np.float32(threshold), np.float32(threshold)
+        if threshold == "movie":
+            return _otsu_and_faint(contrast[sample], present)
+        pairs = np.array([_otsu_and_faint(frame, present) for frame in contrast], dtype=np.float32).reshape(-1, 2)
+        return pairs[:, 0, None, None], pairs[:, 1, None, None]
+
     # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
     # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
     coarse_px = max(2.0 * sigma_px, max_radius_px * 2.0 / 3.0) if math.isfinite(max_radius_px) else 0.0
@@ -533,9 +542,8 @@ def threshold_particles(
         first_pass = _darkness(frames, inside_np, smooth=smooth_np, background=coarse_np if same_blur else None, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
         second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, smooth=smooth_np, **kwargs)
-        mask = _with_faint(
-            second_pass > level_of(second_pass), second_pass > level_of(second_pass, faint=True), faint_area_px
-        )
+        level_second, faint_second = levels_of(second_pass)
+        mask = _with_faint(second_pass > level_second, second_pass > faint_second, faint_area_px)
         mask = _open(mask, opening_px)
     if min_area_px > 0 or math.isfinite(max_radius_px):
         mask = _whole_frames(
