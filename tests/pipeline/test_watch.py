@@ -334,6 +334,34 @@ def test_live_report_shows_temperature_and_dose_per_frame_as_the_batch(tmp_path,
     np.testing.assert_allclose(live["dose_rate_e_per_A2_s"], expected / 0.2, rtol=1e-12)
 
 
+def test_watch_command_takes_the_holder_log_and_dose_from_flags(tmp_path, movie, monkeypatch):
+    """``temflow watch --holder-log ... --clock-offset-s ...``: the live table of the run file's route."""
+    from click.testing import CliRunner
+
+    from temflow.cli import main
+
+    folder = tmp_path / "insitu"
+    log = _holder_log(tmp_path / "heating.csv", until_s=10.0)
+    _write_frames(folder, movie, 0, 8, 0.0)
+    settings = json.loads(json.dumps(_SETTINGS))
+    settings["insitu"] = {"holder_log": str(log), "clock_offset_s": 5.0, "counts_per_electron": 2.0, "exposure_s": 0.2}
+    by_file = tmp_path / "by_file"
+    watch(folder, by_file, config=Config.from_dict({**settings, "input": {"path": str(folder)}}), refresh_s=60.0,
+          poll_s=0.01, max_frames=8, finish=False)
+    by_flags = tmp_path / "by_flags"
+    monkeypatch.chdir(tmp_path)  # the log's path is the working folder's
+    result = CliRunner().invoke(main, ["watch", str(folder), "--output", str(by_flags), "--no-finish", "--workers", "1",
+                                       "--refresh-s", "60", "--idle-timeout-s", "0.3", "--holder-log", "heating.csv",
+                                       "--clock-offset-s", "5", "--counts-per-electron", "2", "--exposure-s", "0.2"])
+    assert result.exit_code == 0, result.output
+    columns = ["frame", "time", "temperature_C", "dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"]
+    live = pd.read_parquet(by_flags / "live" / "per_frame.parquet")
+    pd.testing.assert_frame_equal(live[columns], pd.read_parquet(by_file / "live" / "per_frame.parquet")[columns])
+    np.testing.assert_allclose(live["temperature_C"], 300.0 + 20.0 * (live["time"] + 5.0), rtol=1e-9)
+    report = (by_flags / "live" / "report.html").read_text()
+    assert "holder temperature now" in report and "--clock-offset-s 5.0 (command line) replaced" in report
+
+
 def test_trained_model_route_equals_the_batch_prediction(tmp_path):
     """watch segments with a model trained here; every live frame's particles are those of the batch
     predict + segment + measure on the same (raw) frames."""

@@ -48,7 +48,7 @@ from temflow.errors import MovieFileError
 from temflow.pipeline._live_context import CONTEXT_COLUMNS, live_context, live_times, live_tracks, note_context
 from temflow.pipeline.config import Config, InputConfig
 
-__all__ = ["default_workers", "list_frame_files", "watch"]
+__all__ = ["default_workers", "list_frame_files", "watch", "watch_config"]
 
 _FRAME_SUFFIXES = (".dm4", ".dm3", ".tif", ".tiff", ".png")
 _MAX_READ_FAILURES = 20
@@ -154,7 +154,7 @@ def watch(
         raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
                          "folder that does not exist yet only inside an existing one)")
     out = Path(output)
-    config = _watch_config(folder, out, config)
+    config = watch_config(folder, out, config)
     live = out / "live"
     live.mkdir(parents=True, exist_ok=True)
     state = _load_state(live, config)
@@ -230,7 +230,18 @@ def watch(
     return summary
 
 
-def _watch_config(folder: str | os.PathLike[str], out: Path, config: Config | None) -> Config:
+def watch_config(folder: str | os.PathLike[str], output: str | os.PathLike[str], config: Config | None = None) -> Config:
+    """The configuration :func:`watch` runs with: ``config``'s settings on ``folder``, written to ``output``.
+
+    ``config``'s ``[input]`` path and ``[output]`` folder are replaced (its ``frame_interval_s`` is kept);
+    without ``config``: the classical segmentation and default settings.
+
+    Examples
+    --------
+    >>> watch_config("insitu", "results").segmentation.method
+    'threshold'
+    """
+    out = Path(output)
     if config is None:
         config = Config.from_dict({"input": {"path": os.fspath(folder)}, "output": {"folder": str(out)},
                                    "segmentation": {"method": "threshold"}}, source="temflow watch")
