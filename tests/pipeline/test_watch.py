@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -394,6 +395,12 @@ def test_trained_model_route_equals_the_batch_prediction(tmp_path):
         config = Config.from_dict({**settings, "input": {"path": str(folder)}, "output": {"folder": str(out)}})
         watch(folder, out, config=config, refresh_s=60.0, poll_s=0.01, max_frames=6, finish=False)
         live = pd.read_parquet(out / "live" / "particles.parquet")
+        # two worker processes, started while this process has torch's threads running (the training
+        # above): a worker forked from here would hang at its first convolution
+        apart = tmp_path / "watched-2"
+        watch(folder, apart, config=dataclasses.replace(config, output=dataclasses.replace(config.output,
+              folder=str(apart))), refresh_s=60.0, poll_s=0.01, max_frames=6, finish=False, workers=2)
+        live_2 = pd.read_parquet(apart / "live" / "particles.parquet")
 
         raw = open_movie(folder)
         masks = segment(predict(raw, str(model))).compute()
@@ -410,3 +417,44 @@ def test_trained_model_route_equals_the_batch_prediction(tmp_path):
     order = ["frame", "y", "x"]
     pd.testing.assert_frame_equal(live[columns].sort_values(order, ignore_index=True),
                                   batch[columns].sort_values(order, ignore_index=True), check_dtype=False)
+    # ... in one process or two
+    pd.testing.assert_frame_equal(live_2, live)
+
+
+def test_two_worker_processes_give_the_one_process_answer(tmp_path, movie):
+    """The classical route: frames segmented and measured in two worker processes, tables as in one."""
+    folder = tmp_path / "frames"
+    _write_frames(folder, movie, 0, 8, 0.0)
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"watched-{workers}"
+        summary = watch(folder, out, config=_config(folder, out), refresh_s=60.0, poll_s=0.01, max_frames=8,
+                        finish=False, workers=workers)
+        assert summary["frames"] == 8
+        tables[workers] = {name: pd.read_parquet(out / "live" / name)
+                           for name in ("particles.parquet", "per_frame.parquet", "tracks.parquet")}
+    assert len(tables[1]["particles.parquet"]) > 8 * 3  # particles were found: not an empty comparison
+    for name, table in tables[1].items():
+        pd.testing.assert_frame_equal(tables[2][name], table, obj=name)
+
+
+def test_a_worker_pool_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from temflow.pipeline import live
+
+    class Broken:  # what an unguarded main script gives: the workers die while starting
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, *args):
+            raise BrokenProcessPool("a process in the process pool was terminated abruptly")
+
+        def shutdown(self, **kwargs):
+            pass
+
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    with pytest.raises(ValueError, match=r"workers=2: .*if __name__ == '__main__'.*or pass workers=1"):
+        live._executor(2, _config(tmp_path, tmp_path / "out"))
