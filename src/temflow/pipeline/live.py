@@ -385,8 +385,8 @@ def _executor(workers: int, config: Config) -> Any:
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     model = config.segmentation.method != "threshold"
     modules = [__name__, "temflow.analysis.measure", "temflow.analysis.threshold"]
-    if model:
-        modules.append("temflow.segmentation.inference")  # torch, which starts no thread until its first operation
+    if model:  # torch starts no thread until its first operation
+        modules += ["temflow.segmentation.inference", "torch"]
     if "forkserver" in methods:
         # what every task needs, imported once in the server rather than in every worker; a server already
         # running (an earlier pool in this process) keeps its own list, and each worker imports the rest
