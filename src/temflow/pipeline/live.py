@@ -411,9 +411,15 @@ def _executor(workers: int, config: Config) -> Any:
 
 
 def _start_worker(modules: list[str], torch_threads: int) -> None:
-    """A worker's set-up: the ``modules`` its tasks use, and ``torch_threads`` intra-op threads (0: no model)."""
-    import importlib
+    """A worker's set-up: the ``modules`` its tasks use, and ``torch_threads`` intra-op threads (0: no model).
 
+    Ctrl-C reaches every process of the terminal's group: the watching process stops and finishes the
+    frames in flight, so a worker ignores it rather than dying with a traceback mid-frame.
+    """
+    import importlib
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in modules:
         importlib.import_module(name)
     if torch_threads:
