@@ -370,10 +370,13 @@ def _executor(workers: int, config: Config) -> Any:
     model) once and forks the workers from there, before any torch thread exists. As with every
     non-fork start, each worker imports the caller's main script, which must therefore guard its
     own call under ``if __name__ == "__main__":``. The cost, paid once per session before the
-    clock starts, measured from creation to two workers ready on this project's 2 shared cores:
-    about 1.1 s for the classical recipe and 2.7 to 3.7 s with a model (torch imported), against
-    20 ms for fork. With a model, each worker gets an equal share of the cores for torch (two
-    workers on two cores: one thread each) instead of torch's default of every core in each.
+    clock starts (this project's 2 shared cores at load 3 to 4, two workers, fresh interpreters):
+    1.9 to 2.4 s to ready for the classical recipe, 3.4 to 5.9 s with a model (torch imported);
+    to both first 256^2 frames measured, 2.4 to 3.3 s and 4.9 to 7.5 s, against 0.16 to 0.29 s and
+    5.8 to 7.0 s with fork (whose workers inherit this process's imports). Python 3.12 warns on a
+    fork of a threaded process and 3.14 no longer forks by default. With a model, each worker gets
+    an equal share of the cores for torch (two workers on two cores: one thread each) instead of
+    torch's default of every core in each.
     """
     if workers == 1:
         return None
