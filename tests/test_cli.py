@@ -210,3 +210,100 @@ def test_convert_on_a_full_disk_says_so_in_one_line_and_resume_recovers(tmp_path
     result = CliRunner().invoke(main, [*convert, "--resume"])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(temflow.open_zarr(store).values, movie.values)
+
+
+# --- the holder log and dose flags of `run` and `watch` ---------------------------------------------
+
+_RUN_SETTINGS = """
+[input]
+path = "{path}"
+frame_interval_s = 0.5
+[output]
+folder = "{out}"
+figure_formats = ["png"]
+[segmentation]
+method = "threshold"
+[drift]
+enabled = false
+[cluster]
+n_workers = 1
+threads_per_worker = 1
+processes = false
+dashboard_address = "127.0.0.1:0"
+"""
+
+
+def _frames_and_log(tmp_path):
+    """Six 48 x 48 frames (DM4, 0.5 nm pixels) and a Protochips log: 300 °C + 20 °C/s, a record every 0.1 s."""
+    from formats_writers import write_dm, write_protochips
+
+    movie = make_movie(frames=6, size=48, pixel_size_nm=0.5, radius_nm=(2.0, 4.0), seed=4, jumps=0).movie.values
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(movie):
+        write_dm(folder / f"frame_{index:02d}.dm4", frame, version=4, pixel_size=0.5)
+    t_ms = np.arange(0.0, 20_001.0, 100.0)
+    log = write_protochips(tmp_path / "heating.csv", ["Channel A Temperature"], {"Temperature": "Degrees C"}, t_ms,
+                           300.0 + 20.0 * t_ms / 1000, calibration_first=True)
+    return folder, log, movie
+
+
+def _run_file(tmp_path, name, folder, insitu=""):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(_RUN_SETTINGS.format(path=folder, out=tmp_path / name) + insitu)
+    return path
+
+
+def test_run_takes_the_holder_log_and_dose_from_flags_as_from_the_run_file(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from temflow.pipeline.runner import run
+
+    folder, log, movie = _frames_and_log(tmp_path)
+    by_file = _run_file(tmp_path, "by_file", folder, f'[insitu]\nholder_log = "{log}"\nclock_offset_s = 2.0\n'
+                                                     "counts_per_electron = 8.0\nexposure_s = 0.5\n")
+    run(by_file)
+    # the flags replace a wrong offset of the run file; the log's path is the working folder's
+    by_flags = _run_file(tmp_path, "by_flags", folder, "[insitu]\nclock_offset_s = 99.0\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(by_flags), "--holder-log", "heating.csv", "--clock-offset-s", "2",
+                                       "--counts-per-electron", "8", "--exposure-s", "0.5"])
+    assert result.exit_code == 0, result.output
+    expected = pd.read_parquet(tmp_path / "by_file" / "context.parquet")
+    context = pd.read_parquet(tmp_path / "by_flags" / "context.parquet")
+    pd.testing.assert_frame_equal(context, expected)
+    # the physics: the log's temperature at movie time + offset; median counts / 8 / (5 Å)² per frame
+    np.testing.assert_allclose(context["temperature_C"], 300.0 + 20.0 * (context["time"] + 2.0), rtol=1e-9)
+    np.testing.assert_allclose(context["frame_dose_e_per_A2"],
+                               np.median(movie.reshape(6, -1).astype(float), axis=1) / 8.0 / 25.0, rtol=1e-12)
+    # where the values came from: provenance and the report
+    provenance = json.loads((tmp_path / "by_flags" / "provenance.json").read_text())
+    assert provenance["overrides"]["insitu.clock_offset_s"] == {"value": 2.0, "origin": "--clock-offset-s",
+                                                               "replaced": 99.0}
+    assert provenance["overrides"]["insitu.holder_log"]["value"] == str(log)
+    assert provenance["config"]["insitu"]["counts_per_electron"] == 8.0
+    assert json.loads((tmp_path / "by_file" / "provenance.json").read_text())["overrides"] == {}
+    report = (tmp_path / "by_flags" / "report.html").read_text()
+    assert "--clock-offset-s 2.0 (command line) replaced [insitu] clock_offset_s = 99.0" in report
+
+
+def test_bad_holder_and_dose_flags_are_one_line_naming_the_flag(tmp_path):
+    folder, log, _ = _frames_and_log(tmp_path)
+    run_file = _run_file(tmp_path, "out", folder)
+    bad = [
+        (["--holder-log", str(tmp_path / "missing.csv")], "--holder-log '" + str(tmp_path / "missing.csv")),
+        (["--holder-log", str(log), "--clock-offset-s", "nan"], "--clock-offset-s must be a finite number; got nan"),
+        (["--clock-offset-s", "inf"], "--clock-offset-s must be a finite number"),
+        (["--clock-offset-s", "two"], "--clock-offset-s': 'two' is not a valid float"),
+        (["--counts-per-electron", "-8"], "--counts-per-electron must be positive; got -8.0"),
+        (["--holder-vendor", "gatan"], "'--holder-vendor': 'gatan' is not one of"),
+        (["--holder-log", str(log), "--holder-vendor", "generic"], "--holder-vendor 'generic' needs holder_time_column"),
+    ]
+    for command in (["run", str(run_file)], ["watch", str(folder), "--output", str(tmp_path / "w"), "--no-finish"]):
+        for flags, message in bad:
+            result = CliRunner().invoke(main, [*command, *flags])
+            assert result.exit_code == 2, (command, flags, result.output)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("temflow: error: "), result.stderr
+            assert message in lines[0], (lines[0], message)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()  # refused before anything ran

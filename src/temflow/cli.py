@@ -99,6 +99,10 @@ class _Group(click.Group):
             warnings.showwarning = _show_warning
             try:
                 return super().invoke(ctx)
+            except click.BadParameter as exc:  # a flag's value of the wrong type: one line too, not the usage
+                help_command = " ".join(["temflow", *([ctx.invoked_subcommand] if ctx.invoked_subcommand else []), "--help"])
+                click.echo(f"temflow: error: {exc.format_message()} (see {help_command})", err=True)
+                sys.exit(2)
             except (ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
                 name = ctx.invoked_subcommand
                 verbosity = int(ctx.obj.get("verbosity", 0)) if isinstance(ctx.obj, dict) else 0
@@ -331,19 +335,75 @@ def predict(
             _say(f"wrote {masks}")
 
 
+# the [insitu] keys a user gives per movie, as flags of `run` and `watch`: key -> (flag, option)
+_INSITU_FLAGS: dict[str, tuple[str, Any]] = {
+    "holder_log": ("--holder-log", click.option(
+        "--holder-log", type=click.Path(path_type=Path), default=None,
+        help="The heating holder's log (Protochips or DENSsolutions Impulse CSV); overrides [insitu] holder_log.")),
+    "holder_vendor": ("--holder-vendor", click.option(
+        "--holder-vendor", type=click.Choice(["auto", "protochips", "impulse", "generic"]), default=None,
+        help="The log's layout (default auto: recognised from the file); overrides [insitu] holder_vendor.")),
+    "clock_offset_s": ("--clock-offset-s", click.option(
+        "--clock-offset-s", type=float, default=None,
+        help="The log's time at the movie's time zero, s (movie start minus log start; negative if the log "
+             "started later); overrides [insitu] clock_offset_s. Unset: found from a temperature step.")),
+    "counts_per_electron": ("--counts-per-electron", click.option(
+        "--counts-per-electron", type=float, default=None,
+        help="Camera counts per incident electron, for the dose per frame; overrides [insitu] counts_per_electron.")),
+    "exposure_s": ("--exposure-s", click.option(
+        "--exposure-s", type=float, default=None,
+        help="Exposure of one frame, s, when the file does not record it; overrides [insitu] exposure_s.")),
+    "beam_current_A": ("--beam-current-A", click.option(
+        "--beam-current-A", "beam_current_A", type=float, default=None,
+        help="Beam current, A (dose without counts_per_electron; with --illuminated-diameter-nm); "
+             "overrides [insitu] beam_current_A.")),
+    "illuminated_diameter_nm": ("--illuminated-diameter-nm", click.option(
+        "--illuminated-diameter-nm", type=float, default=None,
+        help="Diameter of the illuminated disc, nm (for the dose from a beam current); "
+             "overrides [insitu] illuminated_diameter_nm.")),
+}
+
+
+def _insitu_options(command: Any) -> Any:
+    """Add the [insitu] flags to a command (they arrive as keyword arguments named as the keys)."""
+    for _, option in reversed(_INSITU_FLAGS.values()):
+        command = option(command)
+    return command
+
+
+def _override(config: Any, values: dict[str, Any], origin: dict[str, str]) -> Any:
+    """``config`` with the flags' values (``None``: not given), checked as the run file's keys would be."""
+    from temflow.pipeline.config import override_config
+
+    given = {key: value for key, value in values.items() if value is not None}
+    if not given:
+        return config
+    return override_config(config, given, origin={key: origin[key] for key in given})
+
+
+def _insitu_overrides(config: Any, insitu: dict[str, Any]) -> Any:
+    """``config`` with the [insitu] flags given (a log's path is taken relative to the working folder)."""
+    values = {f"insitu.{name}": (str(Path(value).absolute()) if name == "holder_log" and value is not None else value)
+              for name, value in insitu.items()}
+    return _override(config, values, {f"insitu.{name}": flag for name, (flag, _) in _INSITU_FLAGS.items()})
+
+
 @main.command(name="run")
 @click.argument("config_file", type=click.Path(path_type=Path))
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (overrides [cluster]).")
-def run_command(config_file: Path, scheduler: str | None) -> None:
-    """Run the whole pipeline from a TOML run file; finished stages are skipped."""
-    import dataclasses
+@_insitu_options
+def run_command(config_file: Path, scheduler: str | None, **insitu: Any) -> None:
+    """Run the whole pipeline from a TOML run file; finished stages are skipped.
 
+    A flag replaces the run file's key (the holder log and dose flags, [insitu]); the
+    replacement is checked as the key would be and recorded in provenance.json and the report.
+    """
     from temflow.pipeline.config import load_config
     from temflow.pipeline.runner import format_summary, run
 
     config = load_config(config_file)
-    if scheduler:
-        config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, scheduler=scheduler))
+    config = _override(config, {"cluster.scheduler": scheduler or None}, {"cluster.scheduler": "--scheduler"})
+    config = _insitu_overrides(config, insitu)
     summary = run(config, echo=_say, progress=_verbosity() >= 0)
     for line in format_summary(summary):
         _say(line)
@@ -364,14 +424,22 @@ def run_command(config_file: Path, scheduler: str | None) -> None:
 @click.option("--bin", "bin_px", type=int, default=None,
               help="Segment frames binned N x N pixels (N^2 times less work), live and in the final run alike "
                    "([segmentation] bin_px); default: the run file's, else 1.")
+@_insitu_options
 def watch_command(folder: Path, output: Path, config_file: Path | None, refresh_s: float,
-                  idle_timeout_s: float | None, no_finish: bool, workers: int | None, bin_px: int | None) -> None:
-    """Follow a Gatan In-Situ folder (or a folder of frames) while it is written; finish with the batch run."""
+                  idle_timeout_s: float | None, no_finish: bool, workers: int | None, bin_px: int | None,
+                  **insitu: Any) -> None:
+    """Follow a Gatan In-Situ folder (or a folder of frames) while it is written; finish with the batch run.
+
+    The holder log and dose flags replace the run file's [insitu] keys, as for temflow run; the
+    live report needs --clock-offset-s (or clock_offset_s) to put the log on the frames.
+    """
     from temflow.pipeline.config import load_config
     from temflow.pipeline.runner import format_summary
-    from temflow.pipeline.live import default_workers, watch
+    from temflow.pipeline.live import default_workers, watch, watch_config
 
     config = load_config(config_file) if config_file is not None else None
+    if any(value is not None for value in insitu.values()):
+        config = _insitu_overrides(watch_config(folder, output, config), insitu)
     click.echo(f"temflow watch: following {folder}; live report in {output / 'live' / 'report.html'} (Ctrl-C stops)")
     summary = watch(folder, output, config=config, refresh_s=refresh_s, idle_timeout_s=idle_timeout_s,
                     finish=not no_finish, workers=default_workers() if workers is None else workers, bin_px=bin_px,

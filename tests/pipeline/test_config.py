@@ -261,3 +261,37 @@ def test_an_unreachable_scheduler_fails_early_naming_the_key_and_the_file(tmp_pa
         run(path)
     assert str(path) in str(info.value)
     assert time.perf_counter() - started < 10
+
+
+def test_overrides_follow_the_run_files_rules_and_name_their_origin(tmp_path):
+    from temflow.pipeline.config import override_config
+
+    log = tmp_path / "heating.csv"
+    log.write_text("Time, Notes, Channel A Temperature\n")
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('[input]\npath = "movie.dm4"\n[insitu]\nclock_offset_s = 4.0\n')
+    config = load_config(run_file)
+    flags = {"insitu.holder_log": "--holder-log", "insitu.clock_offset_s": "--clock-offset-s",
+             "insitu.holder_vendor": "--holder-vendor", "insitu.counts_per_electron": "--counts-per-electron"}
+    # a log that starts after the movie: a negative offset, as the run file's key takes it
+    new = override_config(config, {"insitu.holder_log": str(log), "insitu.clock_offset_s": -3.5}, origin=flags)
+    assert (new.insitu.holder_log, new.insitu.clock_offset_s) == (str(log), -3.5)
+    assert new.overrides["insitu.clock_offset_s"] == {"value": -3.5, "origin": "--clock-offset-s", "replaced": 4.0}
+    assert new == override_config(config, {"insitu.holder_log": str(log), "insitu.clock_offset_s": -3.5},
+                                  origin=flags)  # where a value came from is no setting
+    assert config.overrides == {} and "overrides" not in new.to_dict()
+    # the run file's own errors, in the flag's name
+    run_file.write_text('[input]\npath = "movie.dm4"\n[insitu]\nclock_offset_s = nan\n')
+    with pytest.raises(ValueError, match=r"run.toml: insitu.clock_offset_s must be a finite number; got nan"):
+        load_config(run_file)
+    for values, message in (
+        ({"insitu.clock_offset_s": float("nan")}, r"^--clock-offset-s must be a finite number; got nan$"),
+        ({"insitu.holder_log": str(tmp_path / "no.csv")}, r"^--holder-log '.*no.csv' does not exist$"),
+        ({"insitu.holder_vendor": "gatan"}, r"^--holder-vendor must be one of 'auto', .*; got 'gatan'$"),
+        ({"insitu.holder_vendor": "generic"}, r"^--holder-vendor 'generic' needs holder_time_column and holder_columns"),
+        ({"insitu.counts_per_electron": 0.0}, r"^--counts-per-electron must be positive; got 0.0$"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            override_config(config, values, origin=flags)
+    with pytest.raises(ValueError, match="'insitu.holder_logs' is not a key of the run file"):
+        override_config(config, {"insitu.holder_logs": "x"}, origin={"insitu.holder_logs": "--x"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import threading
 import time
@@ -337,6 +336,34 @@ def test_live_report_shows_temperature_and_dose_per_frame_as_the_batch(tmp_path,
     np.testing.assert_allclose(live["dose_rate_e_per_A2_s"], expected / 0.2, rtol=1e-12)
 
 
+def test_watch_command_takes_the_holder_log_and_dose_from_flags(tmp_path, movie, monkeypatch):
+    """``temflow watch --holder-log ... --clock-offset-s ...``: the live table of the run file's route."""
+    from click.testing import CliRunner
+
+    from temflow.cli import main
+
+    folder = tmp_path / "insitu"
+    log = _holder_log(tmp_path / "heating.csv", until_s=10.0)
+    _write_frames(folder, movie, 0, 8, 0.0)
+    settings = json.loads(json.dumps(_SETTINGS))
+    settings["insitu"] = {"holder_log": str(log), "clock_offset_s": 5.0, "counts_per_electron": 2.0, "exposure_s": 0.2}
+    by_file = tmp_path / "by_file"
+    watch(folder, by_file, config=Config.from_dict({**settings, "input": {"path": str(folder)}}), refresh_s=60.0,
+          poll_s=0.01, max_frames=8, finish=False)
+    by_flags = tmp_path / "by_flags"
+    monkeypatch.chdir(tmp_path)  # the log's path is the working folder's
+    result = CliRunner().invoke(main, ["watch", str(folder), "--output", str(by_flags), "--no-finish", "--workers", "1",
+                                       "--refresh-s", "60", "--idle-timeout-s", "0.3", "--holder-log", "heating.csv",
+                                       "--clock-offset-s", "5", "--counts-per-electron", "2", "--exposure-s", "0.2"])
+    assert result.exit_code == 0, result.output
+    columns = ["frame", "time", "temperature_C", "dose_rate_e_per_A2_s", "frame_dose_e_per_A2", "cumulative_dose_e_per_A2"]
+    live = pd.read_parquet(by_flags / "live" / "per_frame.parquet")
+    pd.testing.assert_frame_equal(live[columns], pd.read_parquet(by_file / "live" / "per_frame.parquet")[columns])
+    np.testing.assert_allclose(live["temperature_C"], 300.0 + 20.0 * (live["time"] + 5.0), rtol=1e-9)
+    report = (by_flags / "live" / "report.html").read_text()
+    assert "holder temperature now" in report and "--clock-offset-s 5.0 (command line) replaced" in report
+
+
 def test_trained_model_route_equals_the_batch_prediction(tmp_path):
     """watch segments with a model trained here; every live frame's particles are those of the batch
     predict + segment + measure on the same (raw) frames."""
@@ -369,6 +396,12 @@ def test_trained_model_route_equals_the_batch_prediction(tmp_path):
         config = Config.from_dict({**settings, "input": {"path": str(folder)}, "output": {"folder": str(out)}})
         watch(folder, out, config=config, refresh_s=60.0, poll_s=0.01, max_frames=6, finish=False)
         live = pd.read_parquet(out / "live" / "particles.parquet")
+        # two worker processes, started while this process has torch's threads running (the training
+        # above): a worker forked from here would hang at its first convolution
+        apart = tmp_path / "watched-2"
+        watch(folder, apart, config=dataclasses.replace(config, output=dataclasses.replace(config.output,
+              folder=str(apart))), refresh_s=60.0, poll_s=0.01, max_frames=6, finish=False, workers=2)
+        live_2 = pd.read_parquet(apart / "live" / "particles.parquet")
 
         raw = open_movie(folder)
         masks = segment(predict(raw, str(model))).compute()
@@ -385,6 +418,47 @@ def test_trained_model_route_equals_the_batch_prediction(tmp_path):
     order = ["frame", "y", "x"]
     pd.testing.assert_frame_equal(live[columns].sort_values(order, ignore_index=True),
                                   batch[columns].sort_values(order, ignore_index=True), check_dtype=False)
+    # ... in one process or two
+    pd.testing.assert_frame_equal(live_2, live)
+
+
+def test_two_worker_processes_give_the_one_process_answer(tmp_path, movie):
+    """The classical route: frames segmented and measured in two worker processes, tables as in one."""
+    folder = tmp_path / "frames"
+    _write_frames(folder, movie, 0, 8, 0.0)
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"watched-{workers}"
+        summary = watch(folder, out, config=_config(folder, out), refresh_s=60.0, poll_s=0.01, max_frames=8,
+                        finish=False, workers=workers)
+        assert summary["frames"] == 8
+        tables[workers] = {name: pd.read_parquet(out / "live" / name)
+                           for name in ("particles.parquet", "per_frame.parquet", "tracks.parquet")}
+    assert len(tables[1]["particles.parquet"]) > 8 * 3  # particles were found: not an empty comparison
+    for name, table in tables[1].items():
+        pd.testing.assert_frame_equal(tables[2][name], table, obj=name)
+
+
+def test_a_worker_pool_that_cannot_start_is_one_clear_error(tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from temflow.pipeline import live
+
+    class Broken:  # what an unguarded main script gives: the workers die while starting
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, *args):
+            raise BrokenProcessPool("a process in the process pool was terminated abruptly")
+
+        def shutdown(self, **kwargs):
+            pass
+
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    with pytest.raises(ValueError, match=r"workers=2: .*if __name__ == '__main__'.*or pass workers=1"):
+        live._executor(2, _config(tmp_path, tmp_path / "out"))
 
 
 def test_binned_watch_finishes_as_the_binned_batch_run(tmp_path, movie):

@@ -21,7 +21,7 @@ from temflow._nofollow import write_file
 
 
 __all__ = ["arrhenius_result", "configured_dose", "context_stage", "insitu_cards", "insitu_figures", "insitu_notes",
-           "merge_context", "read_configured_log"]
+           "merge_context", "override_notes", "read_configured_log"]
 
 # ``state`` is the pipeline's ``stages.Run`` (not imported: the stages import this module)
 
@@ -162,6 +162,17 @@ def insitu_notes(context: dict[str, Any] | None) -> list[str]:
         notes.append(f"electron dose: {dose['reason']}")
     elif dose:
         notes.append("electron dose: " + ", ".join(f"{k} = {v}" for k, v in dose.items()))
+    return notes
+
+
+def override_notes(config: Any, section: str = "") -> list[str]:
+    """Report notes: the run file's keys (of ``section``, or all) that the command line replaced."""
+    notes = []
+    for key, record in config.overrides.items():
+        if key.startswith(section):
+            part, _, name = key.partition(".")
+            notes.append(f"{record['origin']} {record['value']} (command line) replaced [{part}] {name} = "
+                         f"{record['replaced']!r} of {config.source}")
     return notes
 
 

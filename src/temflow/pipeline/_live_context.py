@@ -150,7 +150,7 @@ def live_context(state: dict[str, Any], config: Config, per_frame: pd.DataFrame,
     import warnings
 
     from temflow.movie import as_movie
-    from temflow.pipeline._insitu import add_dose, configured_dose, insitu_notes
+    from temflow.pipeline._insitu import add_dose, configured_dose, insitu_notes, override_notes
 
     ins = config.insitu
     n = state["frames"]
@@ -163,8 +163,8 @@ def live_context(state: dict[str, Any], config: Config, per_frame: pd.DataFrame,
     context: dict[str, Any] = {}
     notes: list[str] = []
     if ins.holder_log and ins.clock_offset_s is None:
-        notes.append("holder log: no clock offset given ([insitu] clock_offset_s), so the live report cannot line "
-                     "it up with the frames; the batch run at the end finds it from a temperature step")
+        notes.append("holder log: no clock offset given ([insitu] clock_offset_s or --clock-offset-s), so the live "
+                     "report cannot line it up with the frames; the batch run at the end finds it from a temperature step")
     elif ins.holder_log:
         from temflow.io.holder_sync import add_holder_coords
 
@@ -191,7 +191,7 @@ def live_context(state: dict[str, Any], config: Config, per_frame: pd.DataFrame,
         context["dose"] = {"reason": str(error)}
     else:
         context["dose"] = add_dose(per_frame, dose, leave_out=("statistic", "dark_counts"))
-    notes += insitu_notes(context)
+    notes += insitu_notes(context) + override_notes(config, "insitu.")
     cards: dict[str, Any] = {}
     figures: list[tuple[str, str]] = []
     if "temperature_C" in per_frame:

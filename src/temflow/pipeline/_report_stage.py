@@ -53,7 +53,7 @@ def report_stage(state: Run, resume: bool) -> dict[str, Any]:
         "merges": int(verdict["merges"]),
         "vanished": int(verdict["vanishes"]),
     }
-    from temflow.pipeline._insitu import insitu_cards, insitu_figures, insitu_notes
+    from temflow.pipeline._insitu import insitu_cards, insitu_figures, insitu_notes, override_notes
 
     cards.update(insitu_cards(stats, r["coarsening"], r.get("context")))
     figures += insitu_figures(state, stats, figures_dir, _figure_formats(state))
@@ -90,6 +90,7 @@ def report_stage(state: Run, resume: bool) -> dict[str, Any]:
         f"input: {config.input.path or 'synthetic movie'}",
         *_calibration_lines(r["load"].get("calibration")),
         f"configuration: {config.source}",
+        *override_notes(config),
         "stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in state.times.items()),
         *insitu_notes(r.get("context")),
     ]

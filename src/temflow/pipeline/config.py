@@ -28,11 +28,13 @@ import dataclasses
 import os
 import re
 import tomllib
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from temflow.pipeline._toml_fields import _build
+from temflow.pipeline._toml_fields import _build, _coerce
 
 __all__ = [
     "AnalysisConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainingConfig",
     "load_config",
+    "override_config",
 ]
 
 
@@ -244,13 +247,15 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     insitu: InsituConfig = field(default_factory=InsituConfig)
     source: str = field(default="<dict>", compare=False)
+    # keys replaced by the command line's flags (see override_config), for provenance.json and the report
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> "Config":
         """Validate a nested dict (as read from TOML) into a Config."""
         if not isinstance(data, dict):
             raise TypeError(f"{source}: a configuration must be a table of sections; got {type(data).__name__}")
-        config = _build(cls, data, source, section="", skip={"source"})
+        config = _build(cls, data, source, section="", skip={"source", "overrides"})
         config = dataclasses.replace(config, source=source)
         _check(config)
         return config
@@ -259,6 +264,7 @@ class Config:
         """The configuration as plain data (for provenance and TOML-like dumps)."""
         out = dataclasses.asdict(self)
         out.pop("source", None)
+        out.pop("overrides", None)
         return out
 
     @property
@@ -422,10 +428,71 @@ def _check_insitu(ins: InsituConfig, src: str) -> None:
         if entry.count("=") != 1 or not all(part.strip() for part in entry.split("=")):
             raise ValueError(f"{src}: insitu.holder_columns entries read 'file column = quantity'; got {entry!r}")
     if ins.holder_vendor == "generic" and not (ins.holder_time_column and ins.holder_columns):
-        raise ValueError(f"{src}: insitu.holder_vendor = 'generic' needs holder_time_column and holder_columns")
+        raise ValueError(f"{src}: insitu.holder_vendor 'generic' needs holder_time_column and holder_columns "
+                         "under [insitu] in the run file (the time column and the 'file column = quantity' entries)")
     for name in ("step_tolerance_C", "arrhenius_exponent", "counts_per_electron", "exposure_s", "beam_current_A",
                  "illuminated_diameter_nm"):
         _positive(src, f"insitu.{name}", getattr(ins, name))
+
+
+def override_config(config: Config, values: Mapping[str, Any], *, origin: Mapping[str, str]) -> Config:
+    """``config`` with some keys replaced (by the command line's flags), checked by the run file's rules.
+
+    Parameters
+    ----------
+    config : Config
+        The run file's configuration.
+    values : mapping
+        New values by ``"section.key"`` (``{"insitu.clock_offset_s": 12.5}``); paths as they are
+        to be used (a flag's path is the user's, relative to the working folder, not to the run file).
+    origin : mapping
+        Where each value came from, by the same keys (``{"insitu.clock_offset_s": "--clock-offset-s"}``):
+        an error about that value names it instead of the run file's key.
+
+    Returns
+    -------
+    Config
+        The new configuration; ``overrides`` records each replaced key's value, origin and the
+        value it replaced (``provenance.json`` and the report show them).
+
+    Raises
+    ------
+    ValueError
+        A value that the run file's key would not take (type, range, a missing file), naming ``origin``.
+
+    Examples
+    --------
+    >>> config = Config.from_dict({"input": {"path": "movie.dm4"}}, source="run.toml")
+    >>> new = override_config(config, {"insitu.clock_offset_s": -2.5}, origin={"insitu.clock_offset_s": "--offset"})
+    >>> new.insitu.clock_offset_s, new.overrides["insitu.clock_offset_s"]["replaced"]
+    (-2.5, None)
+    >>> override_config(config, {"insitu.counts_per_electron": -1.0}, origin={"insitu.counts_per_electron": "--cpe"})
+    Traceback (most recent call last):
+    ...
+    ValueError: --cpe must be positive; got -1.0
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    record = dict(config.overrides)
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        table = getattr(config, section, None)
+        if not dataclasses.is_dataclass(table) or name not in {f.name for f in dataclasses.fields(table)}:
+            raise ValueError(f"override_config: {key!r} is not a key of the run file")
+        # the same type rules as the run file's key (a number, finite, one of the choices...)
+        value = _coerce(value, typing.get_type_hints(type(table))[name], origin[key])
+        sections.setdefault(section, {})[name] = value
+        record[key] = {"value": value, "origin": origin[key], "replaced": getattr(table, name)}
+    new = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)
+                                         for section, changes in sections.items()}, overrides=record)
+    try:
+        _check(new)
+    except ValueError as error:
+        message = str(error)
+        for key in values:  # the run file's name for the key becomes the flag's
+            if message.startswith(f"{config.source}: {key}"):
+                raise ValueError(origin[key] + message[len(f"{config.source}: {key}"):]) from None
+        raise
+    return new
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

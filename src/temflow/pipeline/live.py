@@ -48,7 +48,7 @@ from temflow.errors import MovieFileError
 from temflow.pipeline._live_context import CONTEXT_COLUMNS, live_context, live_times, live_tracks, note_context
 from temflow.pipeline.config import Config, InputConfig
 
-__all__ = ["default_workers", "list_frame_files", "watch"]
+__all__ = ["default_workers", "list_frame_files", "watch", "watch_config"]
 
 _FRAME_SUFFIXES = (".dm4", ".dm3", ".tif", ".tiff", ".png")
 _MAX_READ_FAILURES = 20
@@ -155,7 +155,7 @@ def watch(
         raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
                          "folder that does not exist yet only inside an existing one)")
     out = Path(output)
-    config = _watch_config(folder, out, config)
+    config = watch_config(folder, out, config)
     if bin_px is not None:
         if bin_px > 1 and config.segmentation.method != "threshold":
             raise ValueError(f"bin_px bins the frames of the classical recipe (method = 'threshold'); the "
@@ -167,7 +167,7 @@ def watch(
     files_done = len(state["files"])
     if files_done:
         say(f"temflow watch: continuing after {files_done} frames already processed")
-    executor = _executor(workers)  # before the clock starts: creating the pool is not idle time
+    executor = _executor(workers, config)  # before the clock starts: starting the pool is not idle time
     last_refresh = last_new = time.monotonic()
     pending: dict[Path, tuple[int, float]] = {}
     failures: dict[Path, int] = {}
@@ -235,7 +235,18 @@ def watch(
     return summary
 
 
-def _watch_config(folder: str | os.PathLike[str], out: Path, config: Config | None) -> Config:
+def watch_config(folder: str | os.PathLike[str], output: str | os.PathLike[str], config: Config | None = None) -> Config:
+    """The configuration :func:`watch` runs with: ``config``'s settings on ``folder``, written to ``output``.
+
+    ``config``'s ``[input]`` path and ``[output]`` folder are replaced (its ``frame_interval_s`` is kept);
+    without ``config``: the classical segmentation and default settings.
+
+    Examples
+    --------
+    >>> watch_config("insitu", "results").segmentation.method
+    'threshold'
+    """
+    out = Path(output)
     if config is None:
         config = Config.from_dict({"input": {"path": os.fspath(folder)}, "output": {"folder": str(out)},
                                    "segmentation": {"method": "threshold"}}, source="temflow watch")
@@ -342,19 +353,87 @@ def default_workers() -> int:
     >>> 1 <= default_workers() <= 8
     True
     """
+    return max(1, min(_usable_cores(), _MAX_DEFAULT_WORKERS))
+
+
+def _usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may run on (Linux: cgroups, taskset)
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (Linux: cgroups, taskset)
     except AttributeError:  # pragma: no cover (macOS, Windows)
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, _MAX_DEFAULT_WORKERS))
+        return os.cpu_count() or 1
 
 
-def _executor(workers: int) -> Any:
+def _executor(workers: int, config: Config) -> Any:
+    """The processes that segment and measure frames (``None``: all in this process), started and ready.
+
+    The workers are started by a fork server (spawned where there is none), never forked from this
+    process: by the time a pool forks (its first task) this process runs threads (zarr's I/O
+    loop, torch's intra-op pool when a model ran here, the caller's), and a child forked from a
+    threaded process can wait forever on a lock one of those threads held (seen on this project's
+    machine: after one convolution in the parent, a forked worker's first convolution never
+    returned). The server is a fresh interpreter that imports this module (and torch, for a
+    model) once and forks the workers from there, before any torch thread exists. As with every
+    non-fork start, each worker imports the caller's main script, which must therefore guard its
+    own call under ``if __name__ == "__main__":``. The cost, paid once per session before the
+    clock starts (this project's 2 shared cores at load 3 to 4, two workers, fresh interpreters):
+    1.9 to 2.4 s to ready for the classical recipe, 3.4 to 5.9 s with a model (torch imported);
+    to both first 256^2 frames measured, 2.4 to 3.3 s and 4.9 to 7.5 s, against 0.16 to 0.29 s and
+    5.8 to 7.0 s with fork (whose workers inherit this process's imports). Python 3.12 warns on a
+    fork of a threaded process and 3.14 no longer forks by default. With a model, each worker gets
+    an equal share of the cores for torch (two workers on two cores: one thread each) instead of
+    torch's default of every core in each.
+    """
     if workers == 1:
         return None
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    return ProcessPoolExecutor(max_workers=workers)
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    model = config.segmentation.method != "threshold"
+    modules = [__name__, "temflow.analysis.measure", "temflow.analysis.threshold"]
+    if model:  # torch starts no thread until its first operation
+        modules += ["temflow.segmentation.inference", "torch"]
+    if "forkserver" in methods:
+        # what every task needs, imported once in the server rather than in every worker; a server already
+        # running (an earlier pool in this process) keeps its own list, and each worker imports the rest
+        context.set_forkserver_preload(modules)
+    threads = max(1, _usable_cores() // workers) if model else 0
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(modules, threads))
+    # the pool starts its processes on demand: start them all now, so that the first frames do not wait
+    try:
+        for future in [executor.submit(os.getpid) for _ in range(workers)]:
+            future.result()
+    except BrokenProcessPool:
+        executor.shutdown(cancel_futures=True)
+        # a new process imports the caller's main script: unguarded, it runs the watch again there
+        raise ValueError(f"workers={workers}: the worker processes stopped while starting; a script that calls "
+                         "watch with workers > 1 must do so under `if __name__ == '__main__':` (each worker imports "
+                         "the script), or pass workers=1") from None
+    except BaseException:
+        executor.shutdown(cancel_futures=True)
+        raise
+    return executor
+
+
+def _start_worker(modules: list[str], torch_threads: int) -> None:
+    """A worker's set-up: the ``modules`` its tasks use, and ``torch_threads`` intra-op threads (0: no model).
+
+    Ctrl-C reaches every process of the terminal's group: the watching process stops and finishes the
+    frames in flight, so a worker ignores it rather than dying with a traceback mid-frame.
+    """
+    import importlib
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in modules:
+        importlib.import_module(name)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
 
 
 def _collect(state: dict[str, Any], *, wait: bool = False) -> int:

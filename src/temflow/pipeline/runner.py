@@ -222,6 +222,8 @@ def _provenance(state: Run) -> dict[str, Any]:
         "dependencies": versions,
         "config": state.config.to_dict(),
         "config_file": state.config.source,
+        # keys the command line's flags replaced: {"insitu.holder_log": {"value", "origin": flag, "replaced"}}
+        "overrides": state.config.overrides,
         "inputs": _checksums(state.config),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
