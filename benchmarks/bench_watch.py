@@ -51,14 +51,15 @@ from temflow.pipeline.live import watch
 from temflow.synthetic.generator import make_movie
 
 
-def write_folder(folder: Path, frames: int, size: int, seed: int) -> float:
-    """The synthetic movie as one TIFF per frame; returns the seconds it took."""
+def write_folder(folder: Path, frames: int, size: int, seed: int) -> tuple[float, float]:
+    """The synthetic movie as one TIFF per frame; returns the seconds it took and its true particles per frame."""
     t0 = time.perf_counter()
     truth = make_movie(frames=frames, size=size, seed=seed, radius_nm=(2.0, 6.0), chunks=4)
     folder.mkdir(parents=True)
     for index in range(frames):
         tifffile.imwrite(folder / f"frame_{index:05d}.tif", truth.movie[index].values)
-    return time.perf_counter() - t0
+    labels = truth.labels.values
+    return time.perf_counter() - t0, float(np.mean([len(np.unique(frame)) - 1 for frame in labels]))
 
 
 STEPS = ("read", "zarr", "drift", "masks", "labels", "measure")
@@ -182,7 +183,8 @@ def sustained_rate(folder: Path, out: Path, settings: dict, args: argparse.Names
 
     A first session takes the first ``_WARM_UP`` frames (the first frame decides the classical
     settings, once; the modules are imported); the next one continues where it stopped, as after
-    a restart, on the rest, and its wall time is what a long acquisition sees frame after frame.
+    a restart, on the rest; its frames/s (the time with frames in flight, refreshes included; the
+    worker processes start before its clock) is what a long acquisition sees frame after frame.
     """
     growing = out / "frames"
     growing.mkdir(parents=True)
@@ -191,13 +193,48 @@ def sustained_rate(folder: Path, out: Path, settings: dict, args: argparse.Names
         shutil.copy(file, growing / file.name)
     config = Config.from_dict({**settings, "input": {**settings["input"], "path": str(growing)}})
     options = dict(config=config, refresh_s=args.refresh_s, poll_s=0.01, idle_timeout_s=0.2, finish=False,
-                   workers=args.workers, bin_px=args.bin)
+                   workers=args.workers)
     watch(growing, out / "live", **options)
     for file in files[_WARM_UP:]:
         shutil.copy(file, growing / file.name)
-    t0 = time.perf_counter()
-    watch(growing, out / "live", **options)
-    return (len(files) - _WARM_UP) / (time.perf_counter() - t0 - 0.2)
+    # the session's own clock: time with frames in flight (refreshes included), not the workers' start
+    return float(watch(growing, out / "live", **options)["frames_per_s"])
+
+
+def _one_bin(folder: Path, work: Path, settings: dict, bin_px: int, args: argparse.Namespace) -> dict[str, float]:
+    """The live session, its sustained rate and the batch run, all segmenting at ``bin_px``."""
+    import pandas as pd
+
+    row: dict[str, float] = {"bin_px": bin_px}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TIFF frames without a pixel calibration: 1 px = 1 nm
+        t0 = time.perf_counter()
+        summary = watch(folder, work / "live", config=Config.from_dict(settings), refresh_s=args.refresh_s,
+                        poll_s=0.01, idle_timeout_s=0.2, finish=False, workers=args.workers)
+        live_wall = time.perf_counter() - t0 - 0.2  # the idle timeout at the end is not work
+        per_frame = pd.read_parquet(work / "live" / "live" / "per_frame.parquet")
+        row.update(live_frames_per_s_per_frame_work=summary["frames_per_s"],
+                   live_frames_per_s_session=args.frames / live_wall, live_count_per_frame=float(per_frame["count"].mean()))
+        print(f"bin {bin_px}: live ({args.workers} workers) {args.frames / live_wall:.2f} frames/s for the whole session "
+              f"({live_wall:.1f} s: the first frame's decision, the workers' start, refreshes every {args.refresh_s} s)")
+        sustained = sustained_rate(folder, work / "sustained", settings, args)
+        row["live_frames_per_s_sustained"] = sustained
+        print(f"bin {bin_px}: live, sustained {sustained:.2f} frames/s once the session is under way (the frames after "
+              f"the first {_WARM_UP}; refreshes included)")
+        if not args.skip_batch:
+            t0 = time.perf_counter()
+            batch = run(Config.from_dict(settings))
+            batch_wall = time.perf_counter() - t0
+            stages = batch["stage_seconds"]
+            core = sum(stages.get(k, 0.0) for k in ("drift", "masks", "measure"))
+            stats = pd.read_parquet(Path(settings["output"]["folder"]) / "statistics.parquet")
+            row.update(batch_wall_s=batch_wall, batch_frames_per_s=args.frames / batch_wall,
+                       batch_drift_masks_measure_frames_per_s=args.frames / core,
+                       batch_count_per_frame=float(stats["count"].mean()))
+            print(f"bin {bin_px}: batch {batch_wall:.1f} s, {args.frames / batch_wall:.2f} frames/s; drift + masks + "
+                  f"measure {core:.1f} s = {args.frames / core:.2f} frames/s; stages "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+    return row
 
 
 def _frame_size(folder: Path) -> str:
@@ -215,7 +252,8 @@ def main() -> None:
     parser.add_argument("--refresh-s", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="Processes segmenting frames side by side (live).")
-    parser.add_argument("--bin", type=int, default=1, help="Live segmentation on frames binned this much.")
+    parser.add_argument("--bins", type=lambda text: [int(v) for v in text.split(",")], default=[1, 2],
+                        help="Comma-separated [segmentation] bin_px values, each timed live and batch (default 1,2).")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--quick", action="store_true", help="20 frames of 256 x 256")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
@@ -232,7 +270,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_watch_"))
     try:
         folder = work / "frames"
-        seconds = write_folder(folder, args.frames, args.size, args.seed)
+        seconds, truth_count = write_folder(folder, args.frames, args.size, args.seed)
         print(f"wrote {args.frames} frames of {args.size}^2 in {seconds:.1f} s; {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}")
         settings = {
@@ -242,38 +280,25 @@ def main() -> None:
             "output": {"folder": str(work / "batch"), "figure_formats": ["png"]},
         }
         results: dict[str, object] = {"frames": args.frames, "size": args.size, "cpus": os.cpu_count(),
-                                      "load_average_before": os.getloadavg()[0]}
+                                      "load_average_before": os.getloadavg()[0], "truth_particles_per_frame": truth_count}
         if args.steps > 0:
             results["steps_ms"] = compare_steps(folder, min(args.steps, args.frames - 1), args.baseline)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # TIFF frames without a pixel calibration: 1 px = 1 nm
-            t0 = time.perf_counter()
-            summary = watch(folder, work / "live", config=Config.from_dict(settings), refresh_s=args.refresh_s,
-                            poll_s=0.01, idle_timeout_s=0.2, finish=False, workers=args.workers,
-                            bin_px=args.bin)
-            live_wall = time.perf_counter() - t0 - 0.2  # the idle timeout at the end is not work
-            results["live_frames_per_s_per_frame_work"] = summary["frames_per_s"]
-            results["live_frames_per_s_session"] = args.frames / live_wall
-            print(f"live ({args.workers} workers, bin {args.bin}): {summary['frames_per_s']:.2f} frames/s (read + zarr + drift + masks + "
-                  "measure, time with frames in flight); "
-                  f"{args.frames / live_wall:.2f} frames/s for the whole session with refreshes every "
-                  f"{args.refresh_s} s ({live_wall:.1f} s)")
-            sustained = sustained_rate(folder, work / "sustained", settings, args)
-            results["live_frames_per_s_sustained"] = sustained
-            print(f"live, sustained ({args.workers} workers, bin {args.bin}): {sustained:.2f} frames/s once the session "
-                  f"is under way (the frames after the first {_WARM_UP}: the first frame's decision of the classical "
-                  "settings and the workers' start are behind; refreshes included)")
-            if not args.skip_batch:
-                t0 = time.perf_counter()
-                batch = run(Config.from_dict(settings))
-                batch_wall = time.perf_counter() - t0
-                stages = batch["stage_seconds"]
-                core = sum(stages.get(k, 0.0) for k in ("drift", "masks", "measure"))
-                results.update(batch_wall_s=batch_wall, batch_frames_per_s=args.frames / batch_wall,
-                               batch_drift_masks_measure_frames_per_s=args.frames / core, batch_stage_seconds=stages)
-                print(f"batch: {batch_wall:.1f} s, {args.frames / batch_wall:.2f} frames/s; drift + masks + measure "
-                      f"{core:.1f} s = {args.frames / core:.2f} frames/s; stages "
-                      + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+        rows = []
+        for bin_px in args.bins:
+            binned = {**settings, "segmentation": {"method": "threshold", "bin_px": bin_px},
+                      "output": {**settings["output"], "folder": str(work / f"batch_bin{bin_px}")}}
+            rows.append(_one_bin(folder, work / f"bin{bin_px}", binned, bin_px, args))
+        results["runs"] = rows
+        print(f"\n{args.frames} frames of {args.size}^2, {args.workers} live workers, truth {truth_count:.1f} particles "
+              "per frame (live counts: per-frame thresholds on the raw frames; batch: movie-wide, drift-cropped)")
+        print(f"  {'bin':>3s} {'live session':>13s} {'live sustained':>15s} {'batch':>7s} {'batch drift+masks+measure':>26s} "
+              f"{'sustained / batch':>18s} {'live count':>11s} {'batch count':>12s}")
+        for row in rows:
+            batch = row.get("batch_frames_per_s", float("nan"))
+            print(f"  {row['bin_px']:3d} {row['live_frames_per_s_session']:13.2f} {row['live_frames_per_s_sustained']:15.2f} "
+                  f"{batch:7.2f} {row.get('batch_drift_masks_measure_frames_per_s', float('nan')):26.2f} "
+                  f"{row['live_frames_per_s_sustained'] / batch:18.2f} {row['live_count_per_frame']:11.1f} "
+                  f"{row.get('batch_count_per_frame', float('nan')):12.1f}")
         results["load_average_after"] = os.getloadavg()[0]
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=float))
