@@ -237,7 +237,13 @@ def threshold_particles(
        movie's (small particles on a rough or crowded support, whose relief
        widens the histogram: the blobs already say the particles are there;
        a per-frame level judges each frame by its own histogram). Otherwise
-       (a bare support or a blanked frame) nothing is a particle.
+       (a bare support or a blanked frame) nothing is a particle. Beside
+       the particles above that level, the components above a faint level
+       (five support spreads) that never reach it are particles too: small
+       or thin particles beside much thicker ones. One whose height is
+       under twice the faint level is outlined at half its height (within
+       twice the typical radius ``r``), not near its noisy top, which
+       would break it into pieces.
     5. Opening with a disk of radius ``opening_nm`` removes noise specks;
        connected components smaller than ``min_area_nm2`` are dropped.
 
