@@ -177,22 +177,22 @@ def _with_faint(
         reached[0] = True
         out[k] |= ~reached[labels]
         if contrast is not None and reach_px > 0:
-            _outline_at_half_height(out[k], labels, ~reached, np.asarray(contrast[k]), int(reach_px))
+            _outline_at_half_height(out[k], frame, labels, ~reached, np.asarray(contrast[k]), int(reach_px))
     return out
 
 
 def _outline_at_half_height(
-    out: np.ndarray, labels: np.ndarray, faint: np.ndarray, contrast: np.ndarray, reach_px: int
+    out: np.ndarray, weak: np.ndarray, labels: np.ndarray, faint: np.ndarray, contrast: np.ndarray, reach_px: int
 ) -> None:
     """Grows ``out`` (one frame, in place) to the half-height outline of the faint components (see ``_with_faint``).
 
-    ``faint``: per label of ``labels``, whether the component is a faint particle.
+    ``labels``: the components of ``weak``; ``faint``: per label, whether the component is a faint particle.
     """
     if not faint.any():
         return
     # each component's pixels sorted by contrast, component by component: its lowest pixel, its
     # median and its box from its own pixels only (scipy's per-label statistics sort the whole frame)
-    where = np.flatnonzero(labels)
+    where = np.flatnonzero(weak)  # a boolean frame: a quarter of the memory the labels would take to scan
     which = labels.ravel()[where]
     where = where[faint[which]]
     which = which[faint[which]]
