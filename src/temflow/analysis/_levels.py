@@ -154,8 +154,8 @@ def _with_faint(
     but a particle whose height in ``contrast`` is less than twice the level
     would be outlined near its top, where the pixel noise the smoothing
     leaves draws a ragged sliver that the neck cut of ``label_particles``
-    breaks into several particles (real HAADF, PtC3: 20 px particles 5-7
-    support spreads high; 11 of its 18 false detections were such pieces).
+    breaks into several particles (real HAADF, PtC3: 15-20 px particles 5-7
+    support spreads high; 14 of its 18 false detections were such pieces).
     Such a component is outlined at half its height instead: its height is
     the median of its pixels (above the faint level) over the support, whose
     contrast is 0 by construction, and the outline the pixels above half of
