@@ -128,7 +128,8 @@ _SIGMA_BRIGHT = 0.25
 _FALLBACK_PX = {"sigma": 1.5, "background": 32.0, "opening": 2.0}
 _ESTIMATE_FRAMES = 3
 # a faint particle's half-height outline must close within this many typical radii of its core (real HAADF,
-# PtC3: 1.5 and 2 gave the same particles, 1 left 3 of them ragged at their faint-level outline)
+# PtC3, measured with the height from the maximum: 1.5 and 2 gave the same particles, 1 left 3 of them
+# ragged at their faint-level outline)
 _OUTLINE_REACH = 2.0
 _PROFILE_BRIGHT = 2.0
 
