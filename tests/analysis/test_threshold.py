@@ -294,6 +294,109 @@ def test_faint_particles_beside_much_brighter_ones_are_found_at_their_size():
         assert np.count_nonzero(labels == labels[y, x]) == pytest.approx(np.count_nonzero(dy**2 + dx**2 <= 64), rel=0.15)
 
 
+def _faint_flat_frame(faint_signal: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An HAADF frame in heavy pixel noise (30 counts rms on a support of 100): three thick particles
+    (spheres, radius 8 px, +300 in the middle) and four faint flat ones (radius 10 px, +``faint_signal``,
+    edges 1 px soft); the truth labels (1-3 the thick ones, 4-7 the faint ones)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    frame = np.full((128, 128), 100.0)
+    labels = np.zeros((128, 128), dtype=int)
+    flat = np.zeros((128, 128))
+    for k, (y, x) in enumerate([(22, 22), (22, 106), (106, 22)], start=1):
+        d2 = ((yy - y) ** 2 + (xx - x) ** 2) / 8.0**2
+        frame[d2 <= 1] += 300.0 * np.sqrt(1.0 - d2[d2 <= 1])
+        labels[d2 <= 1] = k
+    for k, (y, x) in enumerate([(64, 64), (104, 100), (30, 66), (68, 104)], start=4):
+        disk = (yy - y) ** 2 + (xx - x) ** 2 <= 10**2
+        flat[disk] = faint_signal
+        labels[disk] = k
+    frame += ndi.gaussian_filter(flat, 1.0) + rng.normal(0.0, 30.0, frame.shape)
+    return frame.astype(np.float32), labels
+
+
+# what the defaults derive for particles of radius 8 px (the estimate takes no scale from seven)
+_FAINT_SETTINGS = dict(particles="bright", sigma_nm=2.0, background_nm=32.0, opening_nm=1.0)
+
+
+def _found_particles(masks: xr.DataArray, truth: np.ndarray) -> tuple[dict[int, list[int]], int]:
+    """Per true particle, the areas (px) of the particles of ``label_particles`` on it; and the false ones."""
+    labels = np.asarray(label_particles(masks).values[0])
+    found = {}
+    for k in range(1, truth.max() + 1):
+        hits = set(np.unique(labels[truth == k])) - {0}
+        found[k] = [int(np.count_nonzero(labels == h)) for h in sorted(hits)]
+    false = set(np.unique(labels)) - set(np.unique(labels[truth > 0])) - {0}
+    return found, len(false)
+
+
+@pytest.mark.parametrize("chunks", [None, {"y": 50, "x": 41}])
+def test_faint_particles_near_the_level_are_outlined_whole_at_their_size(chunks, monkeypatch):
+    """Faint flat particles whose smoothed peak is ~7 noise spreads, under twice the faint level: detected
+    by it, outlined at half their height, each one particle at its size (real HAADF: PtC3)."""
+    from temflow.analysis import threshold as threshold_module
+
+    frame, truth = _faint_flat_frame(30.0)
+    movie = as_movie(frame[None], pixel_size_nm=1.0)
+    masks = threshold_particles(movie if chunks is None else movie.chunk(chunks), **_FAINT_SETTINGS)
+    found, false = _found_particles(masks, truth)
+    assert false == 0
+    for k in range(4, 8):
+        # one particle each, at 0.8-1.1 of its true area (317 px)
+        assert len(found[k]) == 1, (k, found[k])
+        assert 0.8 * np.count_nonzero(truth == k) <= found[k][0] <= 1.1 * np.count_nonzero(truth == k), (k, found[k])
+    thick = [found[k] for k in range(1, 4)]
+    # outlined at the faint level (the rule off), the same particles come out as ragged slivers of their
+    # tops: half their area or less, some broken in two by the neck cut; the thick ones are untouched
+    monkeypatch.setattr(threshold_module, "_OUTLINE_REACH", 0.0)
+    before, false = _found_particles(threshold_particles(movie, **_FAINT_SETTINGS), truth)
+    assert false == 0 and [before[k] for k in range(1, 4)] == thick
+    assert all(sum(before[k]) <= 0.55 * np.count_nonzero(truth == k) for k in range(4, 8))
+    assert any(len(before[k]) > 1 for k in range(4, 8))
+
+
+def test_no_faint_particle_no_outline_grown():
+    """The same frame without the faint particles: the thick ones alone, as with the rule off."""
+    frame, truth = _faint_flat_frame(0.0)
+    masks = threshold_particles(as_movie(frame[None], pixel_size_nm=1.0), **_FAINT_SETTINGS)
+    found, false = _found_particles(masks, truth)
+    assert false == 0 and all(len(found[k]) == 1 for k in range(1, 4)) and not any(found[k] for k in range(4, 8))
+
+
+def test_half_height_outline_only_where_it_closes_alone():
+    """``_with_faint`` on a known contrast: a plateau of 0.3 (radius 6 px) on a skirt of 0.2 (to 8 px)."""
+    from temflow.analysis._levels import _with_faint
+
+    yy, xx = np.mgrid[:64, :64]
+    distance = np.hypot(yy - 32, xx - 32)
+    contrast = np.where(distance <= 6, 0.3, np.where(distance <= 8, 0.2, 0.0)).astype(np.float32)[None]
+    strong = np.zeros_like(contrast, dtype=bool)
+    weak = contrast > 0.25
+    plateau, skirt = distance <= 6, distance <= 8
+    # the plateau detects (above the faint level 0.25); its half height (0.15) outlines plateau and skirt
+    assert np.array_equal(_with_faint(strong, weak, contrast, min_area_px=10, reach_px=8)[0], skirt)
+    # no contrast or no reach: the faint level's outline
+    assert np.array_equal(_with_faint(strong, weak, min_area_px=10)[0], plateau)
+    assert np.array_equal(_with_faint(strong, weak, contrast, min_area_px=10, reach_px=0)[0], plateau)
+    # a ridge above half height running out of reach: the outline does not close, the faint level's stays
+    ridged = contrast.copy()
+    ridged[0, 32, 32:] = np.maximum(ridged[0, 32, 32:], 0.2)
+    assert np.array_equal(_with_faint(strong, ridged > 0.25, ridged, min_area_px=10, reach_px=8)[0], plateau)
+    # a skirt that joins a strong particle (above Otsu's level 0.5), or another faint one: each keeps
+    # its own outline
+    joined = contrast.copy()
+    joined[0, 30:35, 38:41] = np.maximum(joined[0, 30:35, 38:41], 0.2)
+    joined[0, 30:35, 41:44] = 0.6
+    out = _with_faint(joined > 0.5, joined > 0.25, joined, min_area_px=10, reach_px=8)[0]
+    assert np.array_equal(out, plateau | (joined[0] > 0.5))
+    pair = np.maximum(contrast, np.roll(contrast, 15, axis=2))
+    out = _with_faint(strong, pair > 0.25, pair, min_area_px=10, reach_px=20)[0]
+    assert np.array_equal(out, pair[0] > 0.25)
+    # a peaked component (its median above twice its lowest pixel) keeps the faint level's outline
+    peaked = np.where(distance <= 6, 1.5 - 0.2 * distance, np.where(distance <= 8, 0.2, 0.0)).astype(np.float32)[None]
+    assert np.array_equal(_with_faint(strong, peaked > 0.25, peaked, min_area_px=10, reach_px=8)[0], plateau)
+
+
 # --- the sample's scale -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("imaging", ["haadf", "bright_field"])
