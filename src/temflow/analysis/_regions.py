@@ -109,7 +109,7 @@ _REGION_STEP = 0.15  # ...and at least this fraction of it
 def _coarse_view(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.ndarray:
     """The frames' box-blurred mean over their recorded area at ``sigma_px``: what :func:`_coarse_regions` tests.
 
-    The same pixels as :func:`temflow.analysis.threshold._darkness`'s background of a pass whose
+    The same pixels as :func:`temflow.analysis._contrast._darkness`'s background of a pass whose
     weights are ``recorded`` and whose blur has the same box width, which may reuse it.
     """
     frames = np.asarray(block, dtype=np.float32)

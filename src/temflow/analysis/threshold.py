@@ -6,9 +6,10 @@ so that the whole analysis runs without a trained model, and the reference the
 models are compared with. Lazy, chunk-exact: every filter's halo comes from its
 radius. Pixels outside the recorded area (black borders left by drift
 correction: zeros plus read noise, or NaN) are never particles. The filters
-(``_filters``), the recorded area (``_recorded_area``), the levels (``_levels``) and the
-regions that are not particles (``_regions``) have modules of their own; this one derives the
-settings from the sample and assembles the recipe.
+(``_filters``), the particle contrast (``_contrast``), the recorded area (``_recorded_area``),
+the levels (``_levels``), the regions that are not particles (``_regions``) and the settings
+taken from the sample (``_sample_settings``) have modules of their own; this one assembles the
+recipe.
 """
 
 from __future__ import annotations
@@ -19,76 +20,16 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy import ndimage as ndi
 
-from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _morph_disk, _normalised_gaussian, _open, _whole_frames
+from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _open, _whole_frames
 from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_and_faint, _otsu_from_histogram, _otsu_per_frame, _with_faint
+from temflow.analysis._contrast import _darkness, _smoothed
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _coarse_view, _drop_thick, _keep_sizes
+from temflow.analysis._sample_settings import _FROM_RADIUS, _PROFILE_BRIGHT, _PX_DECIMALS, _estimate_from_movie, _sample_settings, _to_px
 from temflow.movie import DIMS, TIME, check_movie, pixel_size_nm
 
 __all__ = ["threshold_particles"]
-
-
-def _darkness(
-    block: np.ndarray,
-    recorded: np.ndarray,
-    exclude: np.ndarray | None = None,
-    *,
-    sigma_px: float,
-    background_px: float,
-    exclude_px: int = 0,
-    bright: bool = False,
-    smooth: np.ndarray | None = None,
-    background: np.ndarray | None = None,
-) -> np.ndarray:
-    """Particle contrast per frame; NaN outside the recorded area.
-
-    Dark particles (bright field): ``1 - smoothed / background``, the fraction
-    of the local background absorbed. Bright particles (annular dark field):
-    ``smoothed / background - 1``, the signal added, in units of the
-    support's. Both are 0 on the support and linear in the intensity, so
-    Otsu's level sits part-way up the particle's edge in either mode; the
-    opposite contrast (holes in HAADF, thin support in bright field) is
-    negative.
-
-    Bright-field intensity is multiplicative (illumination x transmission), so
-    dividing by the large-scale background (a flat field) makes the particle
-    contrast independent of beam intensity and dose, frame to frame. Pixels in
-    ``exclude`` (particles found by a first pass, grown by ``exclude_px``) do
-    not enter the background, which would otherwise be pulled down by the
-    particles and shrink them all by the same fraction of a pixel.
-
-    ``smooth``: the smoothed frames (:func:`_smoothed` of the same frames and
-    recorded area), when already computed by the first pass; ``background``: the
-    background of these weights (no ``exclude``), when already computed.
-    """
-    frames = np.asarray(block, dtype=np.float32)
-    valid = np.asarray(recorded, dtype=bool)
-    weight = valid.astype(np.float32)
-    clean = np.where(valid, frames, 0.0).astype(np.float32)
-    if smooth is None:
-        smooth = _smoothed(frames, valid, sigma_px)
-    if exclude is not None:
-        grown = _morph_disk(exclude, exclude_px, erode=False) if exclude_px > 0 else exclude
-        weight = weight * ~grown
-    # a neighbourhood without any support pixel (a field more than ~90 % covered) has no
-    # background: NaN, never a particle
-    if background is None or exclude is not None:
-        background = _normalised_gaussian(clean, weight, background_px, box=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if bright:
-            dark = smooth / background - 1.0
-        else:
-            dark = 1.0 - smooth / background
-    return np.where(valid & np.isfinite(dark), dark, np.nan).astype(np.float32)
-
-
-def _smoothed(block: np.ndarray, recorded: np.ndarray, sigma_px: float) -> np.ndarray:
-    """The frames smoothed over their recorded area, as :func:`_darkness` does it."""
-    valid = np.asarray(recorded, dtype=bool)
-    clean = np.where(valid, np.asarray(block, dtype=np.float32), 0.0).astype(np.float32)
-    return _normalised_gaussian(clean, valid.astype(np.float32), sigma_px)
 
 
 # Pixels per task. The recipe's temporaries (box sums, two float32 darkness passes,
@@ -110,55 +51,10 @@ def _bounded_time_chunks(data: da.Array) -> da.Array:
     return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
 
 
-_PX_DECIMALS = 6  # lengths in px are rounded to a micro-pixel: 0.27 nm / 0.18 nm is 1.5 px, not 1.5000000000000002
-
-
-def _to_px(value_nm: float, pixel_nm: float) -> float:
-    return round(value_nm / pixel_nm, _PX_DECIMALS)
-
-
-# settings derived from the typical particle radius r (px) when not given; chosen on the real
-# bright-field and HAADF images of benchmarks/bench_real_segmentation.py (docs/benchmarks.md)
-_FROM_RADIUS = {"sigma": 0.125, "background": 4.0, "opening": 0.125, "min_radius": 0.3, "max_radius": 6.0}
-# bright (HAADF) particles are smoothed twice as much: scanned images carry pixel noise and
-# JPEG-like grain that r/8 leaves as specks the size of small particles (PtC3: F1 0.36 at r/8,
-# 0.76 at r/4); bright-field masks, scored on their outline, keep r/8
-_SIGMA_BRIGHT = 0.25
-# the fixed defaults when the sample shows no blob to take a scale from
-_FALLBACK_PX = {"sigma": 1.5, "background": 32.0, "opening": 2.0}
-_ESTIMATE_FRAMES = 3
 # a faint particle's half-height outline must close within this many typical radii of its core (real HAADF,
 # PtC3, measured with the height from the maximum: 1.5 and 2 gave the same particles, 1 left 3 of them
 # ragged at their faint-level outline)
 _OUTLINE_REACH = 2.0
-_PROFILE_BRIGHT = 2.0
-
-
-def _sample_settings(radius_px: float | None, bright: bool = False) -> dict[str, float]:
-    """Smoothing, background, opening (px) and area bounds (px^2) from the typical radius."""
-    if radius_px is None:
-        return {**_FALLBACK_PX, "min_area": 0.0, "max_radius": math.inf}
-    r = float(radius_px)
-    return {
-        "sigma": round(max(1.0, (_SIGMA_BRIGHT if bright else _FROM_RADIUS["sigma"]) * r), 3),
-        "background": round(max(16.0, _FROM_RADIUS["background"] * r), 3),
-        "opening": round(_FROM_RADIUS["opening"] * r, 3),
-        "min_area": round(math.pi * (_FROM_RADIUS["min_radius"] * r) ** 2, 3),
-        "max_radius": round(_FROM_RADIUS["max_radius"] * r, 3),
-    }
-
-
-def _estimate_from_movie(movie: xr.DataArray, sample: np.ndarray, border_value: float | None) -> dict[str, Any]:
-    """Computes a few sampled frames and estimates the particles' polarity and radius from them."""
-    from temflow.analysis._scale import estimate_particles
-
-    picked = sample[np.unique(np.linspace(0, len(sample) - 1, min(_ESTIMATE_FRAMES, len(sample))).round().astype(int))]
-    frames = movie.isel({TIME: picked}).data
-    frames = np.asarray(frames.compute() if isinstance(frames, da.Array) else frames, dtype=np.float32)
-    border = _border_level_of(frames) if border_value is None else np.float32(border_value)
-    found = estimate_particles(frames, recorded=_recorded(frames, border))
-    found["frames"] = [int(f) for f in picked]
-    return found
 
 
 def threshold_particles(
