@@ -177,17 +177,22 @@ def test_binned_live_segmentation_keeps_positions_and_sizes(movie):
     from temflow.pipeline.live import _measure
 
     config = _config(Path("."), Path("out"))
-    full = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, config, 3)
     binned_config = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, bin_px=2))
-    binned = _measure(movie[3], (PIXEL_NM, PIXEL_NM), 0.0, binned_config, 3)
-    big = full[(full["equivalent_diameter"] > 3.0) & ~full["touches_border"]]
-    distance, nearest = cKDTree(binned[["y", "x"]].to_numpy()).query(big[["y", "x"]].to_numpy())
-    # the binned frame's particles sit where the full frame's are, within one binned pixel
+    distances, ratios = [], []
+    for index in range(FRAMES):
+        full = _measure(movie[index], (PIXEL_NM, PIXEL_NM), 0.0, config, index)
+        binned = _measure(movie[index], (PIXEL_NM, PIXEL_NM), 0.0, binned_config, index)
+        big = full[(full["equivalent_diameter"] > 3.0) & ~full["touches_border"]]
+        if not len(big) or not len(binned):
+            continue
+        distance, nearest = cKDTree(binned[["y", "x"]].to_numpy()).query(big[["y", "x"]].to_numpy())
+        found = distance < 4 * PIXEL_NM
+        distances.extend(distance[found])
+        ratios.extend(binned["equivalent_diameter"].to_numpy()[nearest[found]] / big["equivalent_diameter"].to_numpy()[found])
+    # the binned frames' particles sit where the full frames' are, within one binned pixel
     # (the smallest, ~3 binned pixels across, may be lost); sizes close
-    found = distance < 4 * PIXEL_NM
-    assert found.sum() >= 2 and np.all(distance[found] < 2 * PIXEL_NM)
-    ratio = binned["equivalent_diameter"].to_numpy()[nearest[found]] / big["equivalent_diameter"].to_numpy()[found]
-    assert abs(np.median(ratio) - 1.0) < 0.15
+    assert len(distances) >= 4 and max(distances) < 2 * PIXEL_NM
+    assert abs(np.median(ratios) - 1.0) < 0.15
 
 
 def test_the_classical_settings_are_decided_once_and_kept(tmp_path, movie):

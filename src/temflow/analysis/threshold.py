@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _open, _whole_frames
-from temflow.analysis._levels import _EDGES, _clip_top, _faint_from_histogram, _otsu, _otsu_and_faint, _otsu_from_histogram, _otsu_per_frame, _with_faint
+from temflow.analysis._levels import _EDGES, _LEVELS, _clip_top, _otsu, _otsu_per_frame, _second_levels, _seeded, _with_faint
 from temflow.analysis._contrast import _darkness, _smoothed
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _coarse_view, _drop_thick, _keep_sizes
@@ -127,7 +127,13 @@ def threshold_particles(
        the particle boundary then sits at the same contrast level in every
        frame, so sizes stay comparable through time. ``threshold="frame"``
        gives the per-frame variant; a float sets the contrast level
-       directly. Where Otsu finds no particle class, a level three support
+       directly. Otsu's split of a small particle class (a few per cent of
+       the frame) from a broad support falls into the support's own flank,
+       where its grain would join the particles: the outline level is at
+       least 1.5 support noise spreads above the support's median, and an
+       outlined component is a particle only if its peak stands 3.5
+       spreads out (hysteresis; the grain peaks at 1-3.5, particles at 4 and
+       more). Where Otsu finds no particle class, a level three support
        noise spreads above the support's median is taken if the tail above it
        holds five times what the support's noise alone puts there - or 1.5
        times (and beyond chance for the number of pixels) when step 0 saw a
@@ -349,7 +355,8 @@ def threshold_particles(
     # the recorded mask is an input of its own; the two means reach this far
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
-    def level_of(contrast: Any, rows: Any = sample, faint: bool = False) -> Any:
+    def level_of(contrast: Any, rows: Any = sample, kind: str = "otsu") -> Any:
+        """A level of ``_LEVELS`` (the first pass: Otsu's; the second: outline, faint, seed)."""
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
@@ -357,22 +364,21 @@ def threshold_particles(
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
                 # contrast graph and compute it a second time
                 counts, _ = da.histogram(_clip_top(contrast[rows]), bins=_EDGES)
-                reduce = _faint_from_histogram if faint else _otsu_from_histogram
-                return counts.map_blocks(reduce, present, drop_axis=0, dtype=np.float32)
-            return _otsu(contrast[sample], faint, present)
+                return counts.map_blocks(_LEVELS[kind], present, drop_axis=0, dtype=np.float32)
+            return _otsu(contrast[sample], kind, present)
         if lazy:
             whole = contrast.rechunk({1: -1, 2: -1})
-            return whole.map_blocks(_otsu_per_frame, faint, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        return _otsu_per_frame(contrast, faint, present)[:, None, None]
+            return whole.map_blocks(_otsu_per_frame, kind, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
+        return _otsu_per_frame(contrast, kind, present)[:, None, None]
 
-    def levels_of(contrast: np.ndarray) -> tuple[Any, Any]:
-        """Eager: ``level_of(contrast)`` and ``level_of(contrast, faint=True)``, from one histogram each."""
+    def levels_of(contrast: np.ndarray) -> tuple[Any, Any, Any]:
+        """Eager: the second pass's outline, faint and seed levels, from one histogram (per frame or sample)."""
         if not isinstance(threshold, str):
-            return np.float32(threshold), np.float32(threshold)
+            return np.float32(threshold), np.float32(threshold), np.float32(threshold)
         if threshold == "movie":
-            return _otsu_and_faint(contrast[sample], present)
-        pairs = np.array([_otsu_and_faint(frame, present) for frame in contrast], dtype=np.float32).reshape(-1, 2)
-        return pairs[:, 0, None, None], pairs[:, 1, None, None]
+            return _second_levels(contrast[sample], present)
+        levels = np.array([_second_levels(frame, present) for frame in contrast], dtype=np.float32).reshape(-1, 3)
+        return levels[:, 0, None, None], levels[:, 1, None, None], levels[:, 2, None, None]
 
     # regions of the opposite contrast (vacuum, holes): seen where the particles have blurred away;
     # grown by the coarse blur (the thresholded blurred edge sits inside the region) and the fine one
@@ -421,21 +427,25 @@ def threshold_particles(
             every = slice(None)
             level_first = level_of(sampled_first, every)
             sampled_second = second_of(sampled, sampled_inside, found_of(sampled_first, level_first))
-            level_second = level_of(sampled_second, every)
-            faint_second = level_of(sampled_second, every, faint=True)
+            level_second = level_of(sampled_second, every, "outline")
+            faint_second = level_of(sampled_second, every, "faint")
+            seed_second = level_of(sampled_second, every, "seed")
         else:
             level_first = level_of(first)
         found = found_of(first, level_first)  # NaN (outside the recorded area) is never above
         contrast = second_of(data, inside, found)
-        strong = contrast > (level_second if threshold == "movie" else level_of(contrast))
+        strong = contrast > (level_second if threshold == "movie" else level_of(contrast, kind="outline"))
         mask = _whole_frames(
             _with_faint,
             strong,
-            contrast > (faint_second if threshold == "movie" else level_of(contrast, faint=True)),
+            contrast > (faint_second if threshold == "movie" else level_of(contrast, kind="faint")),
             contrast,
             min_area_px=faint_area_px,
             reach_px=outline_reach_px,
         )
+        # an outlined component whose peak never reaches the seed level is the support's grain
+        seeds = contrast > (seed_second if threshold == "movie" else level_of(contrast, kind="seed"))
+        mask = _whole_frames(_seeded, mask, strong, seeds)
         if opening_px > 0:
             # erosion then dilation: the opening sees twice the disk radius
             mask = _map_frames(_open, [mask], 2 * opening_px, bool, radius_px=opening_px)
@@ -454,14 +464,13 @@ def threshold_particles(
         first_pass = _darkness(frames, inside_np, smooth=smooth_np, background=coarse_np if same_blur else None, **kwargs)
         found_np = _drop_thick(first_pass > level_of(first_pass), max_radius_px)
         second_pass = _darkness(frames, inside_np, found_np, exclude_px=exclude_px, smooth=smooth_np, **kwargs)
-        level_second, faint_second = levels_of(second_pass)
+        level_second, faint_second, seed_second = levels_of(second_pass)
+        outline = second_pass > level_second
         mask = _with_faint(
-            second_pass > level_second,
-            second_pass > faint_second,
-            second_pass,
-            min_area_px=faint_area_px,
-            reach_px=outline_reach_px,
+            outline, second_pass > faint_second, second_pass, min_area_px=faint_area_px, reach_px=outline_reach_px
         )
+        # an outlined component whose peak never reaches the seed level is the support's grain
+        mask = _seeded(mask, outline, second_pass > seed_second)
         mask = _open(mask, opening_px)
     if min_area_px > 0 or math.isfinite(max_radius_px):
         mask = _whole_frames(
