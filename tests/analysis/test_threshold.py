@@ -723,3 +723,10 @@ def test_sparse_particles_on_a_grainy_support_are_counted_not_the_grain(seed, ra
     assert iou > 0.75
     # chunked and eager alike
     np.testing.assert_array_equal(threshold_particles(truth.movie.compute()).values, values)
+
+
+def test_binning_particles_too_small_for_it_is_said():
+    # 1-2 nm particles at 0.5 nm/px: 2-4 px, 1-2 binned px; the masks would lose most of them silently
+    truth = make_movie(frames=3, size=128, pixel_size_nm=0.5, radius_nm=(1.0, 2.0), seed=4)
+    with pytest.warns(UserWarning, match=r"with bin_px = 2 the typical particle is .* binned pixels in radius"):
+        threshold_particles(truth.movie.compute(), bin_px=2)

@@ -55,6 +55,9 @@ def _bounded_time_chunks(data: da.Array) -> da.Array:
 # PtC3, measured with the height from the maximum: 1.5 and 2 gave the same particles, 1 left 3 of them
 # ragged at their faint-level outline)
 _OUTLINE_REACH = 2.0
+# binned frames keep particles of this radius (binned px) or more: real bright-field Au crops of 25-45 px
+# particles keep their IoU at bin_px = 2 (0.967 both), Au of 3.4 px radius drops from 0.83 to 0.46
+_BINNED_RADIUS_PX = 4.0
 
 
 def threshold_particles(
@@ -201,7 +204,8 @@ def threshold_particles(
         block its block's answer: the masks have the movie's shape, their
         outlines the binned pixel's step. Lengths stay in nm; the settings
         decided from the sample are those of the binned frames. Default 1
-        (no binning). Recorded in ``attrs["bin_px"]``.
+        (no binning). Recorded in ``attrs["bin_px"]``; a warning when the
+        typical particle is under 4 binned pixels in radius.
 
     Returns
     -------
@@ -283,6 +287,18 @@ def threshold_particles(
         )
         full = unbinned(small, int(bin_px), movie)
         full.attrs["bin_px"] = int(bin_px)
+        radius_nm = small.attrs["radius_estimate_nm"]
+        binned_px = None if radius_nm is None else radius_nm / (bin_px * math.sqrt(math.prod(pixel_size_nm(movie))))
+        if binned_px is not None and binned_px < _BINNED_RADIUS_PX:
+            import warnings
+
+            warnings.warn(
+                f"threshold_particles: with bin_px = {bin_px} the typical particle is {binned_px:.1f} binned pixels in "
+                f"radius (under {_BINNED_RADIUS_PX:g}): small particles are lost and the rest sized coarsely (real "
+                "bright-field Au of 3.4 px radius: IoU 0.83 unbinned, 0.46 with bin_px = 2); use bin_px = 1",
+                UserWarning,
+                stacklevel=2,
+            )
         return full
     nt = movie.sizes[TIME]
     sample = np.unique(np.linspace(0, nt - 1, min(int(sample_frames), nt)).round().astype(int))
