@@ -221,28 +221,11 @@ def particle_f1(mask: np.ndarray, boxes: np.ndarray) -> tuple[float, float, floa
     The particles are what the pipeline measures: ``label_particles`` with touching
     particles cut apart at their necks.
     """
-    from temflow.analysis.measure import label_particles
-
-    labels = np.asarray(label_particles(_movie(mask[None]).astype(bool)).values[0])
-    n = int(labels.max())
+    centroids = _centroids(mask)
+    n = len(centroids)
     if n == 0:
         return 0.0, 0.0, 0.0, 0
-    present = np.unique(labels[labels > 0])
-    centroids = np.asarray(ndi.center_of_mass(mask, labels, present))
-    n = len(present)
-    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    inside = (
-        (centroids[:, None, 0] >= boxes[None, :, 0]) & (centroids[:, None, 0] <= boxes[None, :, 2])
-        & (centroids[:, None, 1] >= boxes[None, :, 1]) & (centroids[:, None, 1] <= boxes[None, :, 3])
-    )
-    distance = np.hypot(*(centroids[:, None, :] - centres[None]).transpose(2, 0, 1))
-    pairs = sorted((distance[i, j], i, j) for i, j in zip(*np.nonzero(inside)))
-    used_d, used_t = set(), set()
-    for _, i, j in pairs:
-        if i not in used_d and j not in used_t:
-            used_d.add(i)
-            used_t.add(j)
-    tp = len(used_d)
+    tp = len(_match(centroids, boxes))
     precision, recall = tp / n, tp / len(boxes)
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
     return precision, recall, f1, n
