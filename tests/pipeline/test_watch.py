@@ -39,10 +39,13 @@ def _insitu_path(root: Path, index: int) -> Path:
     return folder / f"Capture_Hour_00_Minute_00_Second_{second:02d}_Frame_{index:04d}.dm4"
 
 
-def _write_frames(root: Path, frames: np.ndarray, start: int, stop: int, pause_s: float) -> None:
-    """As the camera does: one frame after the other, each written to a temporary name and renamed."""
+def _write_frames(root: Path, frames: np.ndarray, start: int, stop: int, pause_s: float, where=None) -> None:
+    """As the camera does: one frame after the other, each written to a temporary name and renamed.
+
+    ``where(root, index)``: the frame's file (default :func:`_insitu_path`, 4 frames per second).
+    """
     for index in range(start, stop):
-        path = _insitu_path(root, index)
+        path = (where or _insitu_path)(root, index)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
         write_dm(tmp, frames[index], version=4, pixel_size=PIXEL_NM)
@@ -235,13 +238,7 @@ def _irregular_path(root: Path, index: int) -> Path:
 
 
 def _write_irregular(root: Path, frames: np.ndarray, start: int, stop: int, pause_s: float = 0.0) -> None:
-    for index in range(start, stop):
-        path = _irregular_path(root, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        write_dm(tmp, frames[index], version=4, pixel_size=PIXEL_NM)
-        tmp.rename(path)
-        time.sleep(pause_s)
+    _write_frames(root, frames, start, stop, pause_s, where=_irregular_path)
 
 
 def _batch_times(folder: Path, **options) -> np.ndarray:
