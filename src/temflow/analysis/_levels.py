@@ -71,13 +71,9 @@ def _support_level(counts: np.ndarray) -> tuple[float, float]:
     return median, max(min(median - low, 1.4826 * mad), _CENTRES[1] - _CENTRES[0])
 
 
-def _otsu_from_histogram(counts: np.ndarray, present: float = 0.0) -> np.float32:
-    """Otsu's level, or +inf when the histogram has no particle class (see :func:`_split`)."""
-    return np.float32(_split(counts, present)[0])
-
-
-def _split(counts: np.ndarray, present: float = 0.0) -> tuple[float, bool]:
-    """Otsu's level, or +inf when the histogram has no particle class; and whether Otsu's split gave it.
+def _split(counts: np.ndarray, present: float = 0.0) -> tuple[float, bool, float, float]:
+    """Otsu's level, or +inf when the histogram has no particle class; whether Otsu's split gave it; and
+    the support's median and spread (:func:`_support_level`).
 
     Otsu always splits; on a bare support (or a blanked frame) it splits the
     one noise mode near its median. A particle class puts the level well
@@ -102,16 +98,16 @@ def _split(counts: np.ndarray, present: float = 0.0) -> tuple[float, bool]:
     """
     counts = np.asarray(counts).reshape(-1)
     if np.count_nonzero(counts) < 2:
-        return np.inf, False  # nothing to separate (blank or empty frames): no particles
+        return np.inf, False, np.nan, np.nan  # nothing to separate (blank or empty frames): no particles
     median, spread = _support_level(counts)
     # the opposite contrast, far below the support's noise, is never particle: left in, a hole's
     # rim would be the class Otsu separates from the rest
     counts = np.where(_CENTRES < median - _OPPOSITE_SPREADS * spread, 0, counts)
     if np.count_nonzero(counts) < 2:
-        return np.inf, False
+        return np.inf, False, median, spread
     level = float(threshold_otsu(hist=(counts, _CENTRES)))
     if (level - median) >= _MIN_SEPARATION * spread:
-        return level, True
+        return level, True, median, spread
     # Otsu needs a particle class of some size; a few small particles on a rough support (HAADF)
     # are outliers of the support's distribution instead: a level far out in its tail, taken
     # when that tail holds many times what the support's own noise would put there
@@ -123,64 +119,48 @@ def _split(counts: np.ndarray, present: float = 0.0) -> tuple[float, bool]:
     else:
         needed = _OUTLIER_EXCESS * _NORMAL_TAIL
     if above >= needed:
-        return outlier, False
-    return np.inf, False
+        return outlier, False, median, spread
+    return np.inf, False, median, spread
 
 
-def _outline_from_histogram(counts: np.ndarray, present: float = 0.0) -> np.float32:
-    """The particles' outline level: Otsu's split at least ``_OUTLINE_SPREADS`` support spreads above its median.
+def _levels(counts: np.ndarray, present: float = 0.0) -> dict[str, np.float32]:
+    """The levels of one histogram (on ``_EDGES``); all +inf where it has no particle class.
 
-    The tail rule's level (already three spreads out) as it is; +inf where there is no particle class.
+    ``"otsu"``: :func:`_split`'s level. ``"outline"``: the particles' outline, Otsu's split at
+    least ``_OUTLINE_SPREADS`` support spreads above its median (the tail rule's level, already
+    three spreads out, as it is). ``"faint"``: the level of faint particles, ``_FAINT_SPREADS``
+    support spreads above its median, at most the outline's. ``"seed"``: the level an outlined
+    particle's peak must pass, ``_SEED_SPREADS`` spreads out, for Otsu's split only (the tail
+    rule's level is itself an outlier test: the outline there).
     """
-    level, by_otsu = _split(counts, present)
-    if not by_otsu:
-        return np.float32(level)
-    median, spread = _support_level(np.asarray(counts).reshape(-1))
-    return np.float32(max(level, median + _OUTLINE_SPREADS * spread))
-
-
-def _faint_from_histogram(counts: np.ndarray, present: float = 0.0) -> np.float32:
-    """The level of faint particles: ``_FAINT_SPREADS`` support spreads above its median, at most the outline's.
-
-    +inf where Otsu's level is (no particle class: nothing faint either).
-    """
-    level = _outline_from_histogram(counts, present)
+    level, by_otsu, median, spread = _split(counts, present)
     if not np.isfinite(level):
-        return level
-    median, spread = _support_level(np.asarray(counts).reshape(-1))
-    return np.float32(min(float(level), median + _FAINT_SPREADS * spread))
+        return dict.fromkeys(("otsu", "outline", "faint", "seed"), np.float32(np.inf))
+    outline = max(level, median + _OUTLINE_SPREADS * spread) if by_otsu else level
+    seed = max(outline, median + _SEED_SPREADS * spread) if by_otsu else outline
+    faint = min(outline, median + _FAINT_SPREADS * spread)
+    return {"otsu": np.float32(level), "outline": np.float32(outline), "faint": np.float32(faint),
+            "seed": np.float32(seed)}
 
 
-def _seed_from_histogram(counts: np.ndarray, present: float = 0.0) -> np.float32:
-    """The level an outlined particle's peak must pass: ``_SEED_SPREADS`` support spreads above its median.
-
-    For Otsu's split only (the tail rule's level is itself an outlier test): the outline level there.
-    """
-    level = _outline_from_histogram(counts, present)
-    if not _split(counts, present)[1]:
-        return level
-    median, spread = _support_level(np.asarray(counts).reshape(-1))
-    return np.float32(max(float(level), median + _SEED_SPREADS * spread))
+def _level_from_histogram(counts: np.ndarray, kind: str, present: float = 0.0) -> np.float32:
+    """One of :func:`_levels` (``kind``), from a histogram."""
+    return _levels(counts, present)[kind]
 
 
-_LEVELS = {"otsu": _otsu_from_histogram, "outline": _outline_from_histogram, "faint": _faint_from_histogram,
-           "seed": _seed_from_histogram}
+def _level(values: np.ndarray, kind: str = "otsu", present: float = 0.0) -> np.float32:
+    """One of :func:`_levels` (``kind``) of ``values``' histogram."""
+    return _levels(_histogram(values), present)[kind]
 
 
-def _otsu(values: np.ndarray, kind: str = "otsu", present: float = 0.0) -> np.float32:
-    """One of the ``_LEVELS`` (``"otsu"``, ``"outline"``, ``"faint"``, ``"seed"``) of ``values``' histogram."""
-    return _LEVELS[kind](_histogram(values), present)
-
-
-def _otsu_per_frame(block: np.ndarray, kind: str = "otsu", present: float = 0.0) -> np.ndarray:
-    return np.array([_otsu(frame, kind, present) for frame in block], dtype=np.float32)
+def _level_per_frame(block: np.ndarray, kind: str = "otsu", present: float = 0.0) -> np.ndarray:
+    return np.array([_level(frame, kind, present) for frame in block], dtype=np.float32)
 
 
 def _second_levels(values: np.ndarray, present: float = 0.0) -> tuple[np.float32, np.float32, np.float32]:
     """The outline, faint and seed levels of ``values``, from one histogram."""
-    counts = _histogram(values)
-    return (_outline_from_histogram(counts, present), _faint_from_histogram(counts, present),
-            _seed_from_histogram(counts, present))
+    levels = _levels(_histogram(values), present)
+    return levels["outline"], levels["faint"], levels["seed"]
 
 
 def _seeded(mask: np.ndarray, outline: np.ndarray, seed: np.ndarray) -> np.ndarray:

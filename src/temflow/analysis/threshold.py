@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _open, _whole_frames
-from temflow.analysis._levels import _EDGES, _LEVELS, _clip_top, _otsu, _otsu_per_frame, _second_levels, _seeded, _with_faint
+from temflow.analysis._levels import _EDGES, _clip_top, _level, _level_from_histogram, _level_per_frame, _second_levels, _seeded, _with_faint
 from temflow.analysis._contrast import _darkness, _smoothed
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
 from temflow.analysis._regions import _coarse_regions, _coarse_view, _drop_thick, _keep_sizes
@@ -372,7 +372,7 @@ def threshold_particles(
     reach = max(_gaussian_radius(sigma_px), _box_radius(background_px))
 
     def level_of(contrast: Any, rows: Any = sample, kind: str = "otsu") -> Any:
-        """A level of ``_LEVELS`` (the first pass: Otsu's; the second: outline, faint, seed)."""
+        """A level of ``_levels._levels`` (the first pass: Otsu's; the second: outline, faint, seed)."""
         if not isinstance(threshold, str):
             return np.float32(threshold)
         if threshold == "movie":
@@ -380,12 +380,12 @@ def threshold_particles(
                 # a dask reduction, not dask.delayed: delayed would optimise (rename) the
                 # contrast graph and compute it a second time
                 counts, _ = da.histogram(_clip_top(contrast[rows]), bins=_EDGES)
-                return counts.map_blocks(_LEVELS[kind], present, drop_axis=0, dtype=np.float32)
-            return _otsu(contrast[sample], kind, present)
+                return counts.map_blocks(_level_from_histogram, kind, present, drop_axis=0, dtype=np.float32)
+            return _level(contrast[sample], kind, present)
         if lazy:
             whole = contrast.rechunk({1: -1, 2: -1})
-            return whole.map_blocks(_otsu_per_frame, kind, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
-        return _otsu_per_frame(contrast, kind, present)[:, None, None]
+            return whole.map_blocks(_level_per_frame, kind, present, drop_axis=[1, 2], dtype=np.float32)[:, None, None]
+        return _level_per_frame(contrast, kind, present)[:, None, None]
 
     def levels_of(contrast: np.ndarray) -> tuple[Any, Any, Any]:
         """Eager: the second pass's outline, faint and seed levels, from one histogram (per frame or sample)."""
