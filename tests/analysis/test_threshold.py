@@ -132,12 +132,12 @@ def test_a_long_chunk_is_worked_in_bounded_tasks_and_given_back_in_its_own_chunk
     import dask
     from dask.callbacks import Callback
 
-    from temflow.analysis import threshold
+    from temflow.analysis import _filters
 
     truth = make_movie(frames=16, size=48, pixel_size_nm=0.5, radius_nm=(2.0, 4.0), seed=1)
     movie = truth.movie.chunk({"time": time_chunk})
     eager = threshold_particles(truth.movie.compute())
-    monkeypatch.setattr(threshold, "_TASK_PIXELS", 3 * 48 * 48)  # three frames per task
+    monkeypatch.setattr(_filters, "_TASK_PIXELS", 3 * 48 * 48)  # three frames per task
     masks = threshold_particles(movie)
     assert masks.chunks == movie.chunks
     float_frames = []

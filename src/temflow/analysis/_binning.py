@@ -15,10 +15,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from temflow.analysis._filters import _bounded_time_chunks
 from temflow.movie import DIMS, TIME, pixel_size_nm
-
-_TASK_PIXELS = 2**22  # pixels of full frames per binning task (16 MiB of float32)
-
 
 def _bin_frames(frames: np.ndarray, bin_px: int) -> np.ndarray:
     """The mean of every ``bin_px`` x ``bin_px`` block of each frame, over its recorded (finite) pixels.
@@ -40,13 +38,13 @@ def _bin_frames(frames: np.ndarray, bin_px: int) -> np.ndarray:
         valid = np.pad(np.ones((nt, ny, nx), dtype=bool) if valid is None else valid, ((0, 0), (0, pad_y), (0, pad_x)))
     shape = (nt, (ny + pad_y) // bin_px, (nx + pad_x) // bin_px)
     total = np.zeros(shape, dtype=np.float64)
-    count = np.zeros(shape, dtype=np.int32) if valid is not None else None
+    count = np.zeros(shape, dtype=np.int32)
     for dy in range(bin_px):
         for dx in range(bin_px):
             total += values[:, dy::bin_px, dx::bin_px]
-            if count is not None and valid is not None:
+            if valid is not None:
                 count += valid[:, dy::bin_px, dx::bin_px]
-    if count is None:  # every block full and finite
+    if valid is None:  # every block full and finite
         return (total / (bin_px * bin_px)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
@@ -59,8 +57,7 @@ def binned(movie: xr.DataArray, bin_px: int) -> xr.DataArray:
     out_y, out_x = math.ceil(ny / bin_px), math.ceil(nx / bin_px)
     data = movie.data
     if isinstance(data, da.Array):
-        per = max(1, _TASK_PIXELS // max(ny * nx, 1))
-        whole = data.rechunk({0: min(per, max(data.chunks[0])), 1: -1, 2: -1})
+        whole = _bounded_time_chunks(data).rechunk({1: -1, 2: -1})
         small = whole.map_blocks(_bin_frames, bin_px, chunks=(whole.chunks[0], (out_y,), (out_x,)), dtype=np.float32,
                                  meta=np.array((), np.float32))
     else:

@@ -87,6 +87,25 @@ def _normalised_gaussian(values: np.ndarray, weight: np.ndarray, sigma_px: float
         return np.where(den > 1e-6, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
 
 
+# Pixels per task. The recipe's temporaries (box sums, two float32 darkness passes,
+# masks, the halo copies) came to ~56 bytes per pixel with float64 box sums (an upper
+# bound now that they are float32), 28 times the uint16 input: a task of the readers'
+# default chunk (32-64 MiB of frames, up to 2048 frames of 128^2) needed 1.8 GB, and
+# the chunk grows with the movie up to that size. Tasks of 2^21 pixels (128 frames of
+# 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
+_TASK_PIXELS = 2**21
+
+
+def _bounded_time_chunks(data: da.Array) -> da.Array:
+    """``data`` rechunked along time so that no task holds more than ``_TASK_PIXELS`` pixels.
+
+    Whole frames count (``_map_frames`` may merge the spatial chunks); a frame
+    larger than the budget is one frame per task.
+    """
+    per = max(1, _TASK_PIXELS // max(int(data.shape[1]) * int(data.shape[2]), 1))
+    return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
+
+
 def _map_frames(func, arrays: list[da.Array], reach_px: int, dtype: type, **kwargs) -> da.Array:
     """Apply a per-frame filter to dask movies with a halo of ``reach_px`` pixels.
 

@@ -21,7 +21,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from temflow.analysis._filters import _box_radius, _box_width, _gaussian_radius, _map_frames, _open, _whole_frames
+from temflow.analysis._filters import _bounded_time_chunks, _box_radius, _box_width, _gaussian_radius, _map_frames, _open, _whole_frames
 from temflow.analysis._levels import _EDGES, _clip_top, _level, _level_from_histogram, _level_per_frame, _second_levels, _seeded, _with_faint
 from temflow.analysis._contrast import _darkness, _smoothed
 from temflow.analysis._recorded_area import _border_level_of, _median_where_dark, _recorded, border_level
@@ -30,25 +30,6 @@ from temflow.analysis._sample_settings import _FROM_RADIUS, _PROFILE_BRIGHT, _PX
 from temflow.movie import DIMS, TIME, check_movie, pixel_size_nm
 
 __all__ = ["threshold_particles"]
-
-
-# Pixels per task. The recipe's temporaries (box sums, two float32 darkness passes,
-# masks, the halo copies) came to ~56 bytes per pixel with float64 box sums (an upper
-# bound now that they are float32), 28 times the uint16 input: a task of the readers'
-# default chunk (32-64 MiB of frames, up to 2048 frames of 128^2) needed 1.8 GB, and
-# the chunk grows with the movie up to that size. Tasks of 2^21 pixels (128 frames of
-# 128^2, 2 of 1024^2) need ~120 MB, whatever the length.
-_TASK_PIXELS = 2**21
-
-
-def _bounded_time_chunks(data: da.Array) -> da.Array:
-    """``data`` rechunked along time so that no task holds more than ``_TASK_PIXELS`` pixels.
-
-    Whole frames count (``_map_frames`` may merge the spatial chunks); a frame
-    larger than the budget is one frame per task.
-    """
-    per = max(1, _TASK_PIXELS // max(int(data.shape[1]) * int(data.shape[2]), 1))
-    return data if max(data.chunks[0], default=0) <= per else data.rechunk({0: per})
 
 
 # a faint particle's half-height outline must close within this many typical radii of its core (real HAADF,
