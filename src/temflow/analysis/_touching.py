@@ -58,13 +58,13 @@ def split_touching(labels: np.ndarray, count: int, structure: np.ndarray) -> int
     if packed is None:
         return count
     canvas, places = packed
-    depth = ndi.distance_transform_edt(canvas > 0)
+    occupied = canvas > 0
+    depth = ndi.distance_transform_edt(occupied)
     ids = canvas.ravel()
-    inside = ids > 0
     deepest = np.zeros(count + 1)
-    np.maximum.at(deepest, ids[inside], depth.ravel()[inside])
+    np.maximum.at(deepest, ids[occupied.ravel()], depth.ravel()[occupied.ravel()])
     # background pixels (depth 0, the background's "deepest" 0) are no core
-    cores, n_cores = ndi.label((canvas > 0) & (depth >= _CORE_DEPTH * deepest[canvas]), structure=structure)
+    cores, n_cores = ndi.label(occupied & (depth >= _CORE_DEPTH * deepest[canvas]), structure=structure)
     blob_of_core = np.zeros(n_cores + 1, dtype=np.int64)
     blob_of_core[cores.ravel()] = ids  # every pixel of a core lies in one blob
     blob_of_core[0] = 0
@@ -107,9 +107,9 @@ def _packed(labels: np.ndarray, boxes: list) -> tuple[np.ndarray, dict[int, tupl
     boxes side by side, the tallest first); ``places[blob]`` is the top-left corner of its ring.
     A pixel's nearest background is then inside its own ring (any pixel beyond the ring is
     farther than the ring pixel where the line to it crosses), and neighbouring boxes are two
-    background pixels apart: a distance transform, a labelling or a watershed of the whole canvas
-    gives every blob what it would get alone, in two or three whole-array passes instead of as
-    many per blob. Blobs narrower than 4 px on either axis cannot hold two cores and a neck;
+    background pixels apart: a distance transform or a labelling of the whole canvas gives every
+    blob what it would get alone, in one whole-array pass instead of one per blob (not a
+    watershed: where two floods meet at equal depth, skimage's order depends on the array). Blobs narrower than 4 px on either axis cannot hold two cores and a neck;
     ``None`` when no blob is left.
     """
     spans = [(b[0].stop - b[0].start, b[1].stop - b[1].start) if b is not None else (0, 0) for b in boxes]
