@@ -438,12 +438,13 @@ def watch_command(folder: Path, output: Path, config_file: Path | None, refresh_
     from temflow.pipeline.live import default_workers, watch, watch_config
 
     config = load_config(config_file) if config_file is not None else None
-    if any(value is not None for value in insitu.values()):
-        config = _insitu_overrides(watch_config(folder, output, config), insitu)
+    if bin_px is not None or any(value is not None for value in insitu.values()):
+        config = _override(watch_config(folder, output, config), {"segmentation.bin_px": bin_px},
+                           {"segmentation.bin_px": "--bin"})
+        config = _insitu_overrides(config, insitu)
     click.echo(f"temflow watch: following {folder}; live report in {output / 'live' / 'report.html'} (Ctrl-C stops)")
     summary = watch(folder, output, config=config, refresh_s=refresh_s, idle_timeout_s=idle_timeout_s,
-                    finish=not no_finish, workers=default_workers() if workers is None else workers, bin_px=bin_px,
-                    echo=click.echo)
+                    finish=not no_finish, workers=default_workers() if workers is None else workers, echo=click.echo)
     if "batch" in summary:
         for line in format_summary(summary["batch"]):
             click.echo(line)

@@ -494,4 +494,4 @@ def test_binned_watch_finishes_as_the_binned_batch_run(tmp_path, movie):
     model_config.write_text(f'[input]\npath = "{folder}"\n[segmentation]\nmethod = "unet"\n')
     refused = CliRunner().invoke(main, ["watch", str(folder), "--output", str(tmp_path / "m"), "--config",
                                         str(model_config), "--bin", "2", "--idle-timeout-s", "0.5"])
-    assert refused.exit_code == 2 and "bin_px bins the frames of the classical recipe" in refused.output
+    assert refused.exit_code == 2 and "--bin bins the frames of the classical recipe" in refused.output

@@ -46,7 +46,7 @@ import pandas as pd
 
 from temflow.errors import MovieFileError
 from temflow.pipeline._live_context import CONTEXT_COLUMNS, live_context, live_times, live_tracks, note_context
-from temflow.pipeline.config import Config, InputConfig
+from temflow.pipeline.config import Config, InputConfig, override_config
 
 __all__ = ["default_workers", "list_frame_files", "watch", "watch_config"]
 
@@ -148,19 +148,15 @@ def watch(
     for name, value in (("refresh_s", refresh_s), ("poll_s", poll_s)):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
-    for name, count in (("workers", workers), ("bin_px", 1 if bin_px is None else bin_px)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"{name} must be a positive integer; got {count!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer; got {workers!r}")
     if not Path(folder).is_dir() and not Path(folder).parent.is_dir():
         raise ValueError(f"{folder} is not a folder, nor is its parent; check the path (temflow watch waits for a "
                          "folder that does not exist yet only inside an existing one)")
     out = Path(output)
     config = watch_config(folder, out, config)
-    if bin_px is not None:
-        if bin_px > 1 and config.segmentation.method != "threshold":
-            raise ValueError(f"bin_px bins the frames of the classical recipe (method = 'threshold'); the "
-                             f"{config.segmentation.method} segments full frames - drop --bin, or use the classical method")
-        config = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, bin_px=bin_px))
+    if bin_px is not None:  # checked by the run file's rules (a whole number, the classical method only)
+        config = override_config(config, {"segmentation.bin_px": bin_px}, origin={"segmentation.bin_px": "bin_px"})
     live = out / "live"
     live.mkdir(parents=True, exist_ok=True)
     state = _load_state(live, config)
