@@ -166,12 +166,12 @@ def insitu_notes(context: dict[str, Any] | None) -> list[str]:
 
 
 def override_notes(config: Any, section: str = "") -> list[str]:
-    """Report notes: the run file's keys (of ``section``, or all) that the command line replaced."""
+    """Report notes: the run file's keys (of ``section``, or all) that a flag or argument replaced (``override_config``)."""
     notes = []
     for key, record in config.overrides.items():
         if key.startswith(section):
             part, _, name = key.partition(".")
-            notes.append(f"{record['origin']} {record['value']} (command line) replaced [{part}] {name} = "
+            notes.append(f"{record['origin']} {record['value']} replaced [{part}] {name} = "
                          f"{record['replaced']!r} of {config.source}")
     return notes
 

@@ -395,7 +395,7 @@ def _check(config: Config) -> None:
     for name in ("sigma_nm", "background_nm", "opening_nm", "min_area_nm2"):
         _positive(src, f"segmentation.{name}", getattr(seg, name), allow_zero=True)
     _positive(src, "segmentation.max_radius_nm", seg.max_radius_nm)
-    if isinstance(seg.bin_px, bool) or not isinstance(seg.bin_px, int) or seg.bin_px < 1:
+    if seg.bin_px < 1:  # an integer already (the key's type)
         raise ValueError(f"{src}: segmentation.bin_px must be a whole number of pixels >= 1; got {seg.bin_px!r}")
     if seg.bin_px > 1 and seg.method != "threshold":
         raise ValueError(f"{src}: segmentation.bin_px bins the frames of the classical recipe (method = 'threshold'); "
